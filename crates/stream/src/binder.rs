@@ -1,0 +1,138 @@
+//! The contract every binder keeps, whatever the broker behind it.
+//!
+//! - `publish` returns only when the broker holds every message durably (at-least-once
+//!   starts here); messages published together keep their order.
+//! - Every consumer group gets every message whose tag its subscription matches; the
+//!   instances bound with the same group share those messages.
+//! - A handler answers each message of a batch with an [`Outcome`]: `Done` acknowledges it,
+//!   `Retry` redelivers it after the binding's backoff until `max-attempts` deliveries have
+//!   been made, then dead-letters it; `DeadLetter` moves it to `%DLQ%<group>` at once. One
+//!   message's outcome never causes its neighbours in the batch to be redelivered.
+//! - A binding can be paused and resumed (like Spring Cloud Stream's bindings endpoint);
+//!   messages published meanwhile wait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use events::Message;
+use tokio::sync::watch;
+
+use crate::config::ConsumerBinding;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinderError {
+    #[error("binder storage: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("binder unavailable: {0}")]
+    Unavailable(String),
+    #[error("no binding named {0:?}")]
+    UnknownBinding(String),
+    #[error("binder is shutting down")]
+    ShuttingDown,
+}
+
+/// One delivery of a message to a consumer group.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Message,
+    /// 1 for the first delivery, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The broker's id for the message.
+    pub message_id: String,
+}
+
+/// What should happen to a delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled (or already handled before): acknowledge.
+    Done,
+    /// Failed for a reason that may pass: deliver again later.
+    Retry(String),
+    /// Can never be handled (malformed, invalid): to the dead-letter queue now.
+    DeadLetter(String),
+}
+
+/// Handles batches of deliveries; answers one outcome per delivery, in the same order.
+#[async_trait]
+pub trait MessageHandler: Send + Sync + 'static {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome>;
+}
+
+/// A message in a dead-letter queue.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub group: String,
+    pub origin_topic: String,
+    pub tags: String,
+    pub keys: String,
+    pub properties: std::collections::BTreeMap<String, String>,
+    pub body: String,
+    pub error: String,
+    pub attempts: u32,
+    pub dead_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BindingState {
+    Running,
+    Paused,
+}
+
+/// Pause / resume for one bound consumer.
+#[derive(Clone, Debug)]
+pub struct BindingControl {
+    pub binding: ConsumerBinding,
+    state: watch::Sender<BindingState>,
+}
+
+impl BindingControl {
+    pub fn new(binding: ConsumerBinding) -> BindingControl {
+        BindingControl { binding, state: watch::Sender::new(BindingState::Running) }
+    }
+
+    pub fn set(&self, state: BindingState) {
+        self.state.send_replace(state);
+    }
+
+    pub fn state(&self) -> BindingState {
+        *self.state.borrow()
+    }
+
+    /// Waits until the binding is running (returns at once if it is).
+    pub async fn running(&self) {
+        let mut rx = self.state.subscribe();
+        // An Err means the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|s| *s == BindingState::Running).await;
+    }
+}
+
+#[async_trait]
+pub trait Binder: Send + Sync + 'static {
+    /// Durably publishes `messages`, in order, to their topics.
+    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError>;
+
+    /// Binds `handler` as an instance of `binding.group` on `binding.destination` and starts
+    /// consuming. Several calls with the same group share the group's messages.
+    async fn bind_consumer(
+        &self,
+        binding: ConsumerBinding,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<BindingControl, BinderError>;
+
+    /// Readiness: the broker answers.
+    async fn check(&self) -> Result<(), BinderError>;
+
+    /// The messages in `%DLQ%<group>`, oldest first.
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError>;
+
+    /// Stops every consumer, letting in-flight batches finish and settle.
+    async fn shutdown(&self);
+}
+
+/// The dead-letter topic of a consumer group, as RocketMQ names it.
+pub fn dlq_topic(group: &str) -> String {
+    format!("%DLQ%{group}")
+}

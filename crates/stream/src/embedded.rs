@@ -1,0 +1,519 @@
+//! The embedded binder: durable topics in one SQLite file, consumed in process.
+//!
+//! Model (RocketMQ's semantics, on tables):
+//! - `messages`: every published message, in publish order; a dead letter is a message on
+//!   topic `%DLQ%<group>`.
+//! - `subscriptions`: (group, topic, tag expression), durable: a group that is down still
+//!   accumulates the messages published meanwhile; a new group starts from the next message,
+//!   as RocketMQ's CONSUME_FROM_LAST_OFFSET.
+//! - `deliveries`: one row per (group, message) still to be acknowledged, written in the same
+//!   transaction as the message. A worker claims due rows by setting a lease; `Done` deletes
+//!   the row, `Retry` pushes `due_at` back by the binding's backoff, and the last failed
+//!   attempt (or `DeadLetter`) moves the message to `%DLQ%<group>` and deletes the row.
+//! - At-least-once: a claimed row whose worker dies is claimed again when its lease runs
+//!   out; a restart releases all leases at once (one process owns the file).
+//! - `orderly`: a row is claimable only when no earlier row of the same group, topic and key
+//!   is pending, so each orderNo's messages are handled one at a time, in order, while
+//!   different keys proceed in parallel.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use events::{Message, now_millis};
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    binder::{
+        Binder, BinderError, BindingControl, DeadLetter, Delivery, MessageHandler, Outcome,
+        dlq_topic,
+    },
+    config::ConsumerBinding,
+    db::{Db, DbError},
+    metrics::{self, Metrics},
+    tags::TagExpression,
+};
+
+/// Property on a dead letter naming the topic it came from (RocketMQ's `RETRY_TOPIC`).
+pub const PROP_ORIGIN_TOPIC: &str = "RETRY_TOPIC";
+pub const PROP_DLQ_ERROR: &str = "DLQ_ERROR";
+pub const PROP_DLQ_ATTEMPTS: &str = "DLQ_ATTEMPTS";
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, tags TEXT NOT NULL, keys TEXT NOT NULL,
+    properties TEXT NOT NULL, body BLOB NOT NULL, born_at BIGINT NOT NULL);
+CREATE INDEX messages_by_topic ON messages (topic, id);
+CREATE TABLE subscriptions (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, expression TEXT NOT NULL,
+    PRIMARY KEY (grp, topic));
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    grp TEXT NOT NULL, topic TEXT NOT NULL, message_id BIGINT NOT NULL, msg_key TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0, due_at BIGINT NOT NULL,
+    leased_until BIGINT NOT NULL DEFAULT 0, lease_owner BIGINT, last_error TEXT);
+CREATE INDEX deliveries_due ON deliveries (grp, topic, due_at);
+CREATE INDEX deliveries_key ON deliveries (grp, topic, msg_key, id);
+CREATE INDEX deliveries_lease ON deliveries (lease_owner);
+"];
+
+macro_rules! claim_sql {
+    ($extra:literal) => {
+        concat!(
+            "UPDATE deliveries SET leased_until = $1, lease_owner = $2, attempts = attempts + 1
+             WHERE id IN (SELECT d.id FROM deliveries d
+                          WHERE d.grp = $3 AND d.topic = $4 AND d.due_at <= $5 AND d.leased_until <= $5 ",
+            $extra,
+            " ORDER BY d.id LIMIT $6)"
+        )
+    };
+}
+const CLAIM: &str = claim_sql!("");
+/// Orderly: only the earliest pending delivery of each key is claimable.
+const CLAIM_ORDERLY: &str = claim_sql!(
+    "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.grp = d.grp AND e.topic = d.topic
+                     AND e.msg_key = d.msg_key AND e.id < d.id)"
+);
+
+/// How long a claimed batch may take before its messages are handed out again.
+const LEASE: Duration = Duration::from_secs(60);
+/// Longest idle wait before a worker looks again even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct EmbeddedBinder {
+    inner: Arc<Inner>,
+}
+
+struct Subscription {
+    group: String,
+    topic: String,
+    expression: TagExpression,
+}
+
+struct Inner {
+    db: Db,
+    metrics: Metrics,
+    subscriptions: RwLock<Vec<Subscription>>,
+    wakers: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    next_lease: AtomicI64,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+struct Claimed {
+    delivery_id: i64,
+    delivery: Delivery,
+}
+
+impl EmbeddedBinder {
+    /// Opens (or creates) the broker file and releases leases left by a previous process.
+    pub async fn open(path: &Path, metrics: Metrics) -> Result<EmbeddedBinder, DbError> {
+        let db = Db::open_sqlite(path).await?;
+        db.migrate("embedded-broker", MIGRATIONS).await?;
+        sqlx::query("UPDATE deliveries SET leased_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL")
+            .execute(db.writer())
+            .await?;
+        let rows = sqlx::query("SELECT grp, topic, expression FROM subscriptions")
+            .fetch_all(db.reader())
+            .await?;
+        let mut subscriptions = Vec::new();
+        for row in rows {
+            let expression: String = row.try_get("expression")?;
+            if let Ok(expression) = TagExpression::parse(&expression) {
+                subscriptions.push(Subscription {
+                    group: row.try_get("grp")?,
+                    topic: row.try_get("topic")?,
+                    expression,
+                });
+            }
+        }
+        Ok(EmbeddedBinder {
+            inner: Arc::new(Inner {
+                db,
+                metrics,
+                subscriptions: RwLock::new(subscriptions),
+                wakers: Mutex::new(HashMap::new()),
+                next_lease: AtomicI64::new(now_millis().saturating_mul(1000)),
+                token: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Messages still to be acknowledged by `group` on `topic` (its backlog).
+    pub async fn backlog(&self, group: &str, topic: &str) -> Result<i64, BinderError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE grp = $1 AND topic = $2")
+            .bind(group)
+            .bind(topic)
+            .fetch_one(self.inner.db.reader())
+            .await?)
+    }
+
+    /// Every message ever published to `topic`, oldest first (for inspection and tests).
+    pub async fn topic_messages(&self, topic: &str) -> Result<Vec<Message>, BinderError> {
+        let rows = sqlx::query("SELECT topic, tags, keys, properties, body FROM messages WHERE topic = $1 ORDER BY id")
+            .bind(topic)
+            .fetch_all(self.inner.db.reader())
+            .await?;
+        rows.iter().map(|r| row_message(r).map_err(BinderError::from)).collect()
+    }
+}
+
+fn row_message(row: &sqlx::any::AnyRow) -> Result<Message, sqlx::Error> {
+    let properties: String = row.try_get("properties")?;
+    Ok(Message {
+        topic: row.try_get("topic")?,
+        tags: row.try_get("tags")?,
+        keys: row.try_get("keys")?,
+        properties: serde_json::from_str(&properties).unwrap_or_default(),
+        body: row.try_get("body")?,
+    })
+}
+
+impl Inner {
+    fn waker(&self, group: &str, topic: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        wakers.entry((group.to_owned(), topic.to_owned())).or_default().clone()
+    }
+
+    fn wake(&self, group: &str, topic: &str) {
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = wakers.get(&(group.to_owned(), topic.to_owned())) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Inserts one message and its deliveries; returns the groups it was delivered to.
+    async fn insert(&self, conn: &mut AnyConnection, m: &Message, now: i64) -> Result<Vec<String>, sqlx::Error> {
+        let properties = serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (topic, tags, keys, properties, body, born_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&m.topic)
+        .bind(&m.tags)
+        .bind(&m.keys)
+        .bind(properties)
+        .bind(&m.body)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
+        let groups: Vec<String> = {
+            let subs = self.subscriptions.read().unwrap_or_else(|p| p.into_inner());
+            subs.iter()
+                .filter(|s| s.topic == m.topic && s.expression.matches(&m.tags))
+                .map(|s| s.group.clone())
+                .collect()
+        };
+        for group in &groups {
+            sqlx::query(
+                "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(group)
+            .bind(&m.topic)
+            .bind(id)
+            .bind(&m.keys)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(groups)
+    }
+
+    async fn claim(&self, b: &ConsumerBinding) -> Result<Vec<Claimed>, sqlx::Error> {
+        let now = now_millis();
+        let owner = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        let sql = if b.orderly { CLAIM_ORDERLY } else { CLAIM };
+        let mut tx = self.db.writer().begin().await?;
+        let claimed = sqlx::query(sql)
+        .bind(now + LEASE.as_millis() as i64)
+        .bind(owner)
+        .bind(&b.group)
+        .bind(&b.destination)
+        .bind(now)
+        .bind(b.batch_size as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT d.id AS delivery_id, d.attempts, d.message_id,
+                    m.topic, m.tags, m.keys, m.properties, m.body
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.lease_owner = $1 ORDER BY d.id",
+        )
+        .bind(owner)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let attempts: i64 = r.try_get("attempts")?;
+                let message_id: i64 = r.try_get("message_id")?;
+                Ok(Claimed {
+                    delivery_id: r.try_get("delivery_id")?,
+                    delivery: Delivery {
+                        message: row_message(r)?,
+                        attempt: attempts.clamp(1, u32::MAX as i64) as u32,
+                        message_id: message_id.to_string(),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn settle(&self, b: &ConsumerBinding, claimed: &[Claimed], outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+        let now = now_millis();
+        let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
+        let mut tx = self.db.writer().begin().await?;
+        let mut woken: Vec<String> = Vec::new();
+        let mut counts = [0u64; 4]; // consumed, failed, retried, dead-lettered
+        for (i, c) in claimed.iter().enumerate() {
+            let outcome = outcomes
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Outcome::Retry("handler returned no outcome".into()));
+            let dead = match outcome {
+                Outcome::Done => {
+                    counts[0] += 1;
+                    None
+                }
+                Outcome::Retry(e) if c.delivery.attempt < b.max_attempts => {
+                    counts[1] += 1;
+                    counts[2] += 1;
+                    let delay = b.backoff.delay(c.delivery.attempt + 1).as_millis() as i64;
+                    sqlx::query(
+                        "UPDATE deliveries SET leased_until = 0, lease_owner = NULL, due_at = $1, last_error = $2
+                         WHERE id = $3",
+                    )
+                    .bind(now + delay)
+                    .bind(&e)
+                    .bind(c.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::warn!(topic = %b.destination, group = %b.group, attempt = c.delivery.attempt,
+                        key = %c.delivery.message.keys, error = %e, "message will be redelivered");
+                    continue;
+                }
+                Outcome::Retry(e) | Outcome::DeadLetter(e) => {
+                    counts[1] += 1;
+                    Some(e)
+                }
+            };
+            if let Some(error) = dead {
+                counts[3] += 1;
+                let mut m = c.delivery.message.clone();
+                m.properties.insert(PROP_ORIGIN_TOPIC.into(), m.topic.clone());
+                m.properties.insert(PROP_DLQ_ERROR.into(), error.clone());
+                m.properties.insert(PROP_DLQ_ATTEMPTS.into(), c.delivery.attempt.to_string());
+                m.topic = dlq_topic(&b.group);
+                tracing::error!(topic = %b.destination, group = %b.group, attempt = c.delivery.attempt,
+                    key = %m.keys, error = %error, "message moved to the dead-letter queue");
+                woken.extend(self.insert(&mut tx, &m, now).await?);
+            }
+            sqlx::query("DELETE FROM deliveries WHERE id = $1")
+                .bind(c.delivery_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let m = &self.metrics;
+        for (name, n) in [
+            (metrics::CONSUMED, counts[0]),
+            (metrics::FAILED, counts[1]),
+            (metrics::RETRIED, counts[2]),
+            (metrics::DEAD_LETTERED, counts[3]),
+        ] {
+            if n > 0 {
+                m.inc(name, &labels, n);
+            }
+        }
+        // Settling may unblock this binding's next message of a key (orderly) and feeds DLQ readers.
+        self.wake(&b.group, &b.destination);
+        for g in woken {
+            self.wake(&g, &dlq_topic(&b.group));
+        }
+        Ok(())
+    }
+
+    /// When the earliest delivery that is not yet due becomes due.
+    async fn next_due(&self, b: &ConsumerBinding, now: i64) -> Option<i64> {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(CASE WHEN leased_until > due_at THEN leased_until ELSE due_at END)
+             FROM deliveries WHERE grp = $1 AND topic = $2 AND (due_at > $3 OR leased_until > $3)",
+        )
+        .bind(&b.group)
+        .bind(&b.destination)
+        .bind(now)
+        .fetch_one(self.db.reader())
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn work(self: Arc<Self>, b: ConsumerBinding, handler: Arc<dyn MessageHandler>, control: BindingControl) {
+        let waker = self.waker(&b.group, &b.destination);
+        loop {
+            tokio::select! {
+                _ = self.token.cancelled() => return,
+                _ = control.running() => {}
+            }
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claimed = match self.claim(&b).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(group = %b.group, topic = %b.destination, error = %e, "claim failed");
+                    tokio::select! {
+                        _ = self.token.cancelled() => return,
+                        _ = tokio::time::sleep(IDLE_POLL) => continue,
+                    }
+                }
+            };
+            if claimed.is_empty() {
+                let now = now_millis();
+                let wait = match self.next_due(&b, now).await {
+                    Some(due) => Duration::from_millis((due - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
+                    None => IDLE_POLL,
+                };
+                tokio::select! {
+                    _ = self.token.cancelled() => return,
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let batch: Vec<Delivery> = claimed.iter().map(|c| c.delivery.clone()).collect();
+            let outcomes = handler.handle(&batch).await;
+            // A failed settle leaves the leases to expire: the batch is delivered again.
+            if let Err(e) = self.settle(&b, &claimed, &outcomes).await {
+                tracing::error!(group = %b.group, topic = %b.destination, error = %e, "settle failed; batch will be redelivered");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Binder for EmbeddedBinder {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
+        if self.inner.token.is_cancelled() {
+            return Err(BinderError::ShuttingDown);
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let mut tx = self.inner.db.writer().begin().await?;
+        let mut woken = Vec::new();
+        for m in messages {
+            for g in self.inner.insert(&mut tx, m, now).await? {
+                woken.push((g, m.topic.clone()));
+            }
+        }
+        tx.commit().await?;
+        let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
+        for m in messages {
+            *per_topic.entry(m.topic.as_str()).or_default() += 1;
+        }
+        for (topic, n) in per_topic {
+            self.inner.metrics.inc(metrics::PUBLISHED, &[("topic", topic)], n);
+        }
+        woken.sort();
+        woken.dedup();
+        for (g, t) in woken {
+            self.inner.wake(&g, &t);
+        }
+        Ok(())
+    }
+
+    async fn bind_consumer(
+        &self,
+        binding: ConsumerBinding,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<BindingControl, BinderError> {
+        sqlx::query(
+            "INSERT INTO subscriptions (grp, topic, expression) VALUES ($1, $2, $3)
+             ON CONFLICT (grp, topic) DO UPDATE SET expression = excluded.expression",
+        )
+        .bind(&binding.group)
+        .bind(&binding.destination)
+        .bind(binding.subscription.to_string())
+        .execute(self.inner.db.writer())
+        .await?;
+        {
+            let mut subs = self.inner.subscriptions.write().unwrap_or_else(|p| p.into_inner());
+            subs.retain(|s| !(s.group == binding.group && s.topic == binding.destination));
+            subs.push(Subscription {
+                group: binding.group.clone(),
+                topic: binding.destination.clone(),
+                expression: binding.subscription.clone(),
+            });
+        }
+        let control = BindingControl::new(binding.clone());
+        for _ in 0..binding.concurrency {
+            let inner = self.inner.clone();
+            let (b, h, c) = (binding.clone(), handler.clone(), control.clone());
+            self.inner.tracker.spawn(async move { inner.work(b, h, c).await });
+        }
+        tracing::info!(binding = %binding.name, group = %binding.group, topic = %binding.destination,
+            subscription = %binding.subscription, orderly = binding.orderly, "consumer bound");
+        Ok(control)
+    }
+
+    async fn check(&self) -> Result<(), BinderError> {
+        self.inner.db.ping().await.map_err(|e| BinderError::Unavailable(e.to_string()))
+    }
+
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+        let rows = sqlx::query(
+            "SELECT id, topic, tags, keys, properties, body, born_at FROM messages
+             WHERE topic = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(dlq_topic(group))
+        .bind(limit as i64)
+        .fetch_all(self.inner.db.reader())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let mut m = row_message(r)?;
+                let id: i64 = r.try_get("id")?;
+                let take = |m: &mut Message, k: &str| m.properties.remove(k).unwrap_or_default();
+                Ok(DeadLetter {
+                    message_id: id.to_string(),
+                    group: group.to_owned(),
+                    origin_topic: take(&mut m, PROP_ORIGIN_TOPIC),
+                    error: take(&mut m, PROP_DLQ_ERROR),
+                    attempts: take(&mut m, PROP_DLQ_ATTEMPTS).parse().unwrap_or(0),
+                    tags: m.tags,
+                    keys: m.keys,
+                    properties: m.properties,
+                    body: String::from_utf8_lossy(&m.body).into_owned(),
+                    dead_at: r.try_get("born_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(BinderError::from)
+    }
+
+    async fn shutdown(&self) {
+        self.inner.token.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        self.inner.db.close().await;
+    }
+}

@@ -1,0 +1,30 @@
+//! The binding layer, in the manner of Spring Cloud Stream.
+//!
+//! - [`config`]: the seed's `application-rocketmq.yml` read unchanged into typed bindings.
+//! - [`binder`]: the contract every binder keeps (publish; bind a consumer group to a
+//!   destination with a tag expression; per-message outcomes; dead letters).
+//! - [`embedded`]: the zero-setup binder: durable topics in a SQLite file, in process.
+//! - [`outbox`] and [`inbox`]: how a service's state change and its events commit together,
+//!   and how an incoming event's effect and its eventId commit together.
+//! - [`db`]: opening a service database and applying its versioned migrations.
+//! - [`metrics`]: counters per topic and group, rendered in Prometheus text format.
+
+pub mod binder;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod inbox;
+pub mod metrics;
+pub mod outbox;
+pub mod tags;
+
+pub use binder::{
+    Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, MessageHandler,
+    Outcome,
+};
+pub use config::{ConfigError, ConsumerBinding, ProducerBinding, StreamConfig};
+pub use db::{Db, DbError};
+pub use events::Message;
+pub use inbox::{HandleError, InboxConsumer, TxHandler};
+pub use metrics::Metrics;
+pub use outbox::{Outbox, OutboxRelay};

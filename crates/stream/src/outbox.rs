@@ -1,0 +1,139 @@
+//! The transactional outbox: a service's state change and the events it causes commit in one
+//! database transaction; a relay hands them to the binder afterwards.
+//!
+//! Guarantees:
+//! - No lost event: [`Outbox::enqueue`] writes into the caller's open transaction, so the
+//!   event exists exactly when the state change does. The relay deletes a row only after the
+//!   binder accepted it, and retries (with backoff) until it does — across restarts too.
+//! - Prompt: whoever commits calls [`OutboxRelay::wake`]; polling is only the fallback.
+//! - Order: one relay per database publishes rows in commit (id) order, so one order's
+//!   events reach the broker in the order they were caused.
+//! - At-least-once, not exactly-once: a crash between the broker's acceptance and the delete
+//!   publishes a row again, with the same eventId; consumers' inboxes drop the duplicate.
+
+use std::{sync::Arc, time::Duration};
+
+use events::Message;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{Binder, Db, metrics::{self, Metrics}};
+
+pub const MIGRATIONS: &[&str] = &["
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, tags TEXT NOT NULL, keys TEXT NOT NULL,
+    properties TEXT NOT NULL, body BLOB NOT NULL, created_at BIGINT NOT NULL);
+"];
+
+/// Rows handed to the binder per publish call.
+const RELAY_BATCH: i64 = 256;
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct Outbox;
+
+impl Outbox {
+    /// Adds `message` to the outbox inside the caller's transaction.
+    pub async fn enqueue(conn: &mut AnyConnection, message: &Message) -> Result<(), sqlx::Error> {
+        let properties = serde_json::to_string(&message.properties).unwrap_or_else(|_| "{}".into());
+        sqlx::query(
+            "INSERT INTO outbox (topic, tags, keys, properties, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&message.topic)
+        .bind(&message.tags)
+        .bind(&message.keys)
+        .bind(properties)
+        .bind(&message.body)
+        .bind(events::now_millis())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Events committed but not yet accepted by the broker.
+    pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(db.reader()).await
+    }
+}
+
+/// Handle to a running relay; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OutboxRelay {
+    notify: Arc<Notify>,
+}
+
+impl OutboxRelay {
+    /// Starts the relay for `db` on `tracker`; it stops when `token` is cancelled.
+    pub fn spawn(
+        db: Db,
+        binder: Arc<dyn Binder>,
+        metrics: Metrics,
+        tracker: &TaskTracker,
+        token: CancellationToken,
+    ) -> OutboxRelay {
+        let notify = Arc::new(Notify::new());
+        let relay = OutboxRelay { notify: notify.clone() };
+        tracker.spawn(run(db, binder, metrics, notify, token));
+        relay
+    }
+
+    /// Tells the relay that rows were committed.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+async fn run(db: Db, binder: Arc<dyn Binder>, metrics: Metrics, notify: Arc<Notify>, token: CancellationToken) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let wait = match relay_once(&db, binder.as_ref()).await {
+            Ok(0) => IDLE_POLL,
+            Ok(_) => {
+                backoff = Duration::from_millis(50);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not publish; will retry");
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            }
+        };
+        if let Ok(n) = Outbox::backlog(&db).await {
+            metrics.set(metrics::OUTBOX_BACKLOG, &[], n as f64);
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Publishes one batch; returns how many rows left the outbox.
+async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let rows = sqlx::query(
+        "SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT $1",
+    )
+    .bind(RELAY_BATCH)
+    .fetch_all(db.writer())
+    .await?;
+    let Some(last) = rows.last() else { return Ok(0) };
+    let last_id: i64 = last.try_get("id")?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let properties: String = r.try_get("properties")?;
+        messages.push(Message {
+            topic: r.try_get("topic")?,
+            tags: r.try_get("tags")?,
+            keys: r.try_get("keys")?,
+            properties: serde_json::from_str(&properties).unwrap_or_default(),
+            body: r.try_get("body")?,
+        });
+    }
+    binder.publish(&messages).await?;
+    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last_id).execute(db.writer()).await?;
+    Ok(messages.len())
+}
