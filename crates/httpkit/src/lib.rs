@@ -1,1 +1,200 @@
-//! placeholder
+//! What every service's HTTP surface shares.
+//!
+//! - [`ApiError`]: the one error type of the HTTP boundary. Client mistakes become 4xx with a
+//!   JSON body naming the field and the problem; internal errors become 500, are logged with
+//!   their cause, and leak nothing.
+//! - [`JsonBody`]: a JSON extractor whose errors name the offending field
+//!   (`items[0].quantity: invalid type: string "x", expected i64`).
+//! - [`ops_routes`]: `/health` (live), `/ready` (database and binder answer), `/metrics`
+//!   (Prometheus text).
+//! - [`BODY_LIMIT`]: bodies over 1 MiB are refused with 413 before they are read whole.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequest, Request, rejection::BytesRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: a field is missing, malformed or out of range.
+    Invalid { field: String, message: String },
+    /// 404.
+    NotFound(String),
+    /// 409 / 422: the request conflicts with what exists.
+    Conflict(String),
+    Unprocessable(String),
+    /// 413.
+    TooLarge,
+    /// 401.
+    Unauthorized,
+    /// 500; the cause is logged, not returned.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid { field: field.into(), message: message.into() }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(format!("storage: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Invalid { field, message } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "invalid", "field": field, "message": format!("{field}: {message}")}}),
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": {"code": "not_found", "message": m}})),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": {"code": "conflict", "message": m}})),
+            ApiError::Unprocessable(m) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": {"code": "unprocessable", "message": m}}))
+            }
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": {"code": "too_large", "message": format!("request body exceeds {BODY_LIMIT} bytes")}}),
+            ),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, json!({"error": {"code": "unauthorized", "message": "missing or wrong admin token"}}))
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": {"code": "internal", "message": "internal error"}}))
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A JSON request body; rejections name the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::TooLarge
+            }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+            other => ApiError::invalid("(body)", other.body_text()),
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, naming the path of the first bad field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            // serde reports a missing field at its parent; pull the name out of the message.
+            missing_field(&inner.to_string()).unwrap_or_else(|| "(body)".to_owned())
+        } else if let Some(name) = missing_field(&inner.to_string()) {
+            format!("{path}.{name}")
+        } else {
+            path
+        };
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        ApiError::invalid(field, message)
+    })
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+/// What the ops routes ask of a service.
+pub trait Ops: Send + Sync + 'static {
+    /// Ok when the database and the binder answer; Err names what does not.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// Prometheus text.
+    fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+}
+
+/// `/health`, `/ready`, `/metrics`.
+pub fn ops_routes(ops: Arc<dyn Ops>) -> Router {
+    let ready_ops = ops.clone();
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "UP"})) }))
+        .route(
+            "/ready",
+            get(move || {
+                let ops = ready_ops.clone();
+                async move {
+                    match ops.ready().await {
+                        Ok(()) => (StatusCode::OK, Json(json!({"status": "READY"}))),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "NOT_READY", "reason": why}))),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let ops = ops.clone();
+                async move {
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics().await)
+                }
+            }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Req {
+        #[serde(rename = "userId")]
+        user_id: i64,
+        items: Vec<Item>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        quantity: i64,
+    }
+
+    fn field(r: Result<Req, ApiError>) -> String {
+        match r {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field(parse_json(br#"{"userId":"x","items":[]}"#)), "userId");
+        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{"quantity":"a"}]}"#)), "items[0].quantity");
+        assert_eq!(field(parse_json(br#"{"items":[]}"#)), "userId");
+        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{}]}"#)), "items[0].quantity");
+        assert_eq!(field(parse_json(b"{not json")), "(body)");
+    }
+}

@@ -1,1 +1,135 @@
-//! placeholder
+//! The order service: takes orders over HTTP, prices them from its catalogue, announces
+//! `order-created`, and follows payment and stock to a terminal state (PAID or CANCELLED).
+//!
+//! - [`domain`]: the pure state machine (no I/O).
+//! - [`store`]: its tables; every write joins the caller's transaction.
+//! - [`http`]: `POST /api/orders` (with `Idempotency-Key`), `GET /api/orders/{orderNo}`,
+//!   `GET /api/orders?userId=&status=`, the product catalogue.
+//! - Consumers (group `order-consumer-group` from the YAML): `payment-success` and
+//!   `stock-freeze-failed` (the seed's), `stock-deducted`, `payment-failed`,
+//!   `payment-refunded` (ours). Each runs through the inbox: one effect per eventId.
+
+pub mod domain;
+pub mod http;
+pub mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use events::{
+    Event, EventType, Message, OrderCancelledEvent, PaymentFailedEvent, PaymentRefundedEvent,
+    PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
+};
+use sqlx::AnyConnection;
+use stream::{BinderError, ConsumerBinding, HandleError, ServiceHost, TxHandler, outbox::Outbox};
+
+use crate::domain::{Fact, PaymentRef, decide};
+
+pub const SERVICE: &str = "order";
+const DEFAULT_GROUP: &str = "order-consumer-group";
+
+/// The running service: its host (database, binder, relay) and where its events go.
+pub struct OrderService {
+    pub host: Arc<ServiceHost>,
+    order_created_topic: String,
+    order_cancelled_topic: String,
+}
+
+impl OrderService {
+    /// Binds the consumers and returns the service; serve [`http::routes`] for its API.
+    pub async fn start(host: Arc<ServiceHost>) -> Result<Arc<OrderService>, StartError> {
+        let config = &host.config;
+        let svc = Arc::new(OrderService {
+            order_created_topic: config.destination_of("orderCreatedProducer-out-0", EventType::OrderCreated.topic()),
+            order_cancelled_topic: config
+                .destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled.topic()),
+            host: host.clone(),
+        });
+        let group = config.main_group().unwrap_or(DEFAULT_GROUP).to_owned();
+        let ours = |function: &str, kind: EventType| {
+            config.consumer_or(ConsumerBinding::with_defaults(&format!("{function}-in-0"), kind.topic(), &group, kind.tag()))
+        };
+        let bindings = [
+            (config.consumer("paymentSuccessConsumer")?.clone(), EventType::PaymentSuccess),
+            (config.consumer("stockFreezeFailedConsumer")?.clone(), EventType::StockFreezeFailed),
+            (ours("stockDeductedConsumer", EventType::StockDeducted), EventType::StockDeducted),
+            (ours("paymentFailedConsumer", EventType::PaymentFailed), EventType::PaymentFailed),
+            (ours("paymentRefundedConsumer", EventType::PaymentRefunded), EventType::PaymentRefunded),
+        ];
+        for (binding, kind) in bindings {
+            host.bind(binding, Arc::new(FactHandler { svc: svc.clone(), kind })).await?;
+        }
+        Ok(svc)
+    }
+
+    /// The `order-created` message for an order, addressed to the configured destination.
+    fn message(&self, event: &impl Event, topic: &str) -> Message {
+        let mut m = event.to_message();
+        m.topic = topic.to_owned();
+        m
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] stream::ConfigError),
+    #[error("binder: {0}")]
+    Binder(#[from] BinderError),
+}
+
+/// Applies one kind of incoming event to the order it names.
+struct FactHandler {
+    svc: Arc<OrderService>,
+    kind: EventType,
+}
+
+impl FactHandler {
+    fn fact(&self, message: &Message) -> Result<(String, Fact), HandleError> {
+        Ok(match self.kind {
+            EventType::PaymentSuccess => {
+                let e: PaymentSuccessEvent = message.decode()?;
+                let p = PaymentRef { payment_id: e.payment_id, transaction_no: e.transaction_no, amount: e.amount };
+                (e.order_no, Fact::PaymentSucceeded(p))
+            }
+            EventType::StockFreezeFailed => {
+                let e: StockFreezeFailedEvent = message.decode()?;
+                (e.order_no, Fact::StockFreezeFailed { reason: e.reason })
+            }
+            EventType::StockDeducted => (message.decode::<StockDeductedEvent>()?.order_no, Fact::StockDeducted),
+            EventType::PaymentFailed => {
+                let e: PaymentFailedEvent = message.decode()?;
+                (e.order_no, Fact::PaymentFailed { reason: e.reason })
+            }
+            EventType::PaymentRefunded => (message.decode::<PaymentRefundedEvent>()?.order_no, Fact::PaymentRefunded),
+            other => return Err(HandleError::Permanent(format!("order service does not consume {}", other.tag()))),
+        })
+    }
+}
+
+#[async_trait]
+impl TxHandler for FactHandler {
+    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
+        let (order_no, fact) = self.fact(message)?;
+        let Some((order_id, user_id, state)) = store::load_state(tx, &order_no).await? else {
+            return Err(HandleError::Permanent(format!("unknown order {order_no}")));
+        };
+        let d = decide(&state, fact);
+        store::save_state(tx, &order_no, &d.state).await?;
+        store::record(tx, &order_no, self.kind.tag(), &d.note).await?;
+        if let Some(reason) = d.cancel {
+            let event = OrderCancelledEvent {
+                order_id,
+                order_no: order_no.clone(),
+                user_id,
+                reason,
+                timestamp: Some(events::now_millis()),
+                event_id: events::new_event_id(),
+            };
+            Outbox::enqueue(tx, &self.svc.message(&event, &self.svc.order_cancelled_topic)).await?;
+            store::record(tx, &order_no, EventType::OrderCancelled.tag(), &event.reason).await?;
+        }
+        tracing::info!(order_no, event = self.kind.tag(), status = d.state.status.as_str(), "order updated");
+        Ok(())
+    }
+}

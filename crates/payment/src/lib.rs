@@ -1,1 +1,258 @@
-//! placeholder
+//! The payment service: on `order-created` it creates the order's one payment and completes
+//! it (the seed's simplified logic: outcome and delay are settings), announcing
+//! `payment-success` (with `productQuantityMap`, the seed's known issue 1) or our
+//! `payment-failed`. On our `order-cancelled` it refunds a captured payment
+//! (`payment-refunded`) or makes sure the order is never charged.
+//!
+//! A delayed completion is durable: the payment is stored PENDING with its due time and a
+//! completer task finishes it, so a restart in between loses nothing.
+
+pub mod domain;
+pub mod http;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use events::{
+    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent, PaymentRefundedEvent,
+    PaymentSuccessEvent, ProductQuantities,
+};
+use sqlx::AnyConnection;
+use stream::{BinderError, ConsumerBinding, HandleError, ServiceHost, TxHandler, outbox::Outbox};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::domain::{Announce, Completion, Fact, PaymentStatus, decide};
+
+pub const SERVICE: &str = "payment";
+const DEFAULT_GROUP: &str = "payment-consumer-group";
+
+/// How the simulated provider behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSettings {
+    pub outcome: Completion,
+    /// Time between creating a payment and completing it.
+    pub delay: Duration,
+    /// `paymentMethod` of every payment (the seed uses ALIPAY).
+    pub method: String,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings { outcome: Completion::Succeed, delay: Duration::ZERO, method: "ALIPAY".into() }
+    }
+}
+
+pub struct PaymentService {
+    pub host: Arc<ServiceHost>,
+    settings: PaymentSettings,
+    success_topic: String,
+    failed_topic: String,
+    refunded_topic: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] stream::ConfigError),
+    #[error("binder: {0}")]
+    Binder(#[from] BinderError),
+}
+
+impl PaymentService {
+    pub async fn start(
+        host: Arc<ServiceHost>,
+        settings: PaymentSettings,
+        tracker: &TaskTracker,
+        token: CancellationToken,
+    ) -> Result<Arc<PaymentService>, StartError> {
+        let config = &host.config;
+        let svc = Arc::new(PaymentService {
+            success_topic: config.destination_of("paymentSuccessProducer-out-0", EventType::PaymentSuccess.topic()),
+            failed_topic: config.destination_of("paymentFailedProducer-out-0", EventType::PaymentFailed.topic()),
+            refunded_topic: config.destination_of("paymentRefundedProducer-out-0", EventType::PaymentRefunded.topic()),
+            settings,
+            host: host.clone(),
+        });
+        let group = config.main_group().unwrap_or(DEFAULT_GROUP).to_owned();
+        let cancelled = config.consumer_or(ConsumerBinding::with_defaults(
+            "orderCancelledConsumer-in-0",
+            EventType::OrderCancelled.topic(),
+            &group,
+            EventType::OrderCancelled.tag(),
+        ));
+        host.bind(config.consumer("orderCreatedConsumer")?.clone(), Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCreated }))
+            .await?;
+        host.bind(cancelled, Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCancelled })).await?;
+        tracker.spawn(completer(svc.clone(), token));
+        Ok(svc)
+    }
+
+    /// Completes the order's PENDING payment with the configured outcome.
+    async fn complete(&self, tx: &mut AnyConnection, order_no: &str) -> Result<(), HandleError> {
+        let Some(p) = store::by_order(tx, order_no).await? else { return Ok(()) };
+        let d = decide(Some(p.status), Fact::Completed(self.settings.outcome.clone()));
+        let Some(status) = d.status else { return Ok(()) };
+        let now = events::now_millis();
+        let amount = p.amount.unwrap_or_default();
+        match d.announce {
+            Some(Announce::Success) => {
+                let transaction_no = format!("TXN{now}{}", p.payment_id);
+                store::set_status(tx, p.payment_id, status, Some(&transaction_no), None).await?;
+                let e = PaymentSuccessEvent {
+                    payment_id: p.payment_id,
+                    order_id: p.order_id,
+                    order_no: p.order_no.clone(),
+                    user_id: p.user_id,
+                    amount,
+                    payment_method: p.payment_method.clone(),
+                    transaction_no,
+                    timestamp: Some(now),
+                    event_id: events::new_event_id(),
+                    product_quantity_map: serde_json::from_str::<ProductQuantities>(&p.lines).ok(),
+                };
+                Outbox::enqueue(tx, &addressed(&e, &self.success_topic)).await?;
+            }
+            Some(Announce::Failed { reason }) => {
+                store::set_status(tx, p.payment_id, status, None, Some(&reason)).await?;
+                let e = PaymentFailedEvent {
+                    payment_id: p.payment_id,
+                    order_id: p.order_id,
+                    order_no: p.order_no.clone(),
+                    user_id: p.user_id,
+                    amount,
+                    reason,
+                    timestamp: Some(now),
+                    event_id: events::new_event_id(),
+                };
+                Outbox::enqueue(tx, &addressed(&e, &self.failed_topic)).await?;
+            }
+            Some(Announce::Refunded) | None => store::set_status(tx, p.payment_id, status, None, None).await?,
+        }
+        tracing::info!(order_no, status = status.as_str(), "payment completed");
+        Ok(())
+    }
+}
+
+fn addressed(event: &impl Event, topic: &str) -> Message {
+    let mut m = event.to_message();
+    m.topic = topic.to_owned();
+    m
+}
+
+struct FactHandler {
+    svc: Arc<PaymentService>,
+    kind: EventType,
+}
+
+impl FactHandler {
+    async fn order_created(&self, tx: &mut AnyConnection, e: OrderCreatedEvent) -> Result<(), HandleError> {
+        let existing = store::by_order(tx, &e.order_no).await?;
+        if decide(existing.map(|p| p.status), Fact::OrderCreated).status != Some(PaymentStatus::Pending) {
+            return Ok(());
+        }
+        if e.total_amount <= rust_decimal::Decimal::ZERO {
+            return Err(HandleError::Permanent(format!("order {} has a non-positive total {}", e.order_no, e.total_amount)));
+        }
+        let settings = &self.svc.settings;
+        let delay = i64::try_from(settings.delay.as_millis()).unwrap_or(i64::MAX);
+        store::insert(
+            tx,
+            store::NewPayment {
+                order_no: &e.order_no,
+                order_id: e.order_id,
+                user_id: e.user_id,
+                amount: Some(e.total_amount),
+                method: &settings.method,
+                status: PaymentStatus::Pending,
+                lines: serde_json::to_string(&e.product_quantity_map).unwrap_or_default(),
+                complete_at: Some(events::now_millis().saturating_add(delay)),
+            },
+        )
+        .await?;
+        if settings.delay.is_zero() {
+            self.svc.complete(tx, &e.order_no).await?;
+        }
+        Ok(())
+    }
+
+    async fn order_cancelled(&self, tx: &mut AnyConnection, e: OrderCancelledEvent) -> Result<(), HandleError> {
+        let existing = store::by_order(tx, &e.order_no).await?;
+        let d = decide(existing.as_ref().map(|p| p.status), Fact::OrderCancelled);
+        let Some(status) = d.status else { return Ok(()) };
+        let Some(p) = existing else {
+            store::insert(
+                tx,
+                store::NewPayment {
+                    order_no: &e.order_no,
+                    order_id: e.order_id,
+                    user_id: e.user_id,
+                    amount: None,
+                    method: &self.svc.settings.method,
+                    status,
+                    lines: "{}".into(),
+                    complete_at: None,
+                },
+            )
+            .await?;
+            return Ok(());
+        };
+        store::set_status(tx, p.payment_id, status, None, Some(&e.reason)).await?;
+        if d.announce == Some(Announce::Refunded) {
+            let r = PaymentRefundedEvent {
+                payment_id: p.payment_id,
+                order_id: p.order_id,
+                order_no: p.order_no.clone(),
+                amount: p.amount.unwrap_or_default(),
+                transaction_no: p.transaction_no.clone().unwrap_or_default(),
+                timestamp: Some(events::now_millis()),
+                event_id: events::new_event_id(),
+            };
+            Outbox::enqueue(tx, &addressed(&r, &self.svc.refunded_topic)).await?;
+            tracing::info!(order_no = %p.order_no, "payment refunded");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TxHandler for FactHandler {
+    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
+        match self.kind {
+            EventType::OrderCreated => self.order_created(tx, message.decode()?).await,
+            EventType::OrderCancelled => self.order_cancelled(tx, message.decode()?).await,
+            other => Err(HandleError::Permanent(format!("payment service does not consume {}", other.tag()))),
+        }
+    }
+}
+
+/// Completes delayed payments when they fall due.
+async fn completer(svc: Arc<PaymentService>, token: CancellationToken) {
+    let poll = (svc.settings.delay / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+        let due = match store::due(svc.host.db.reader(), events::now_millis()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "payment completer could not read due payments");
+                continue;
+            }
+        };
+        for order_no in due {
+            let result = async {
+                let mut tx = svc.host.db.writer().begin().await?;
+                svc.complete(&mut tx, &order_no).await?;
+                tx.commit().await?;
+                Ok::<_, HandleError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => svc.host.relay.wake(),
+                Err(e) => tracing::warn!(order_no, error = %e, "payment completion failed; will retry"),
+            }
+        }
+    }
+}

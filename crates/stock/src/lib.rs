@@ -1,1 +1,148 @@
-//! placeholder
+//! The stock service: one reservation per order; freezes on `order-created` (all lines or
+//! none), deducts exactly that reservation on `payment-success`, releases it on our
+//! `order-cancelled`. Announces `stock-freeze-failed` (the seed's) and `stock-deducted`
+//! (ours).
+//!
+//! - [`domain`]: the pure decision table (arrival order does not matter).
+//! - [`store`]: products, reservations, and the movement history.
+//! - [`http`]: `GET /api/stock/{productId}`, `GET /api/stock/reservations/{orderNo}`, and
+//!   `PUT /api/admin/stock/{productId}` to set available units.
+//!
+//! Race safety: a decision reads the counters inside the write transaction, and a service
+//! database has one writer, so two orders can never freeze the same last unit.
+
+pub mod domain;
+pub mod http;
+pub mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use events::{
+    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentSuccessEvent, StockDeductedEvent,
+    StockFreezeFailedEvent,
+};
+use sqlx::AnyConnection;
+use stream::{BinderError, ConsumerBinding, HandleError, ServiceHost, TxHandler, outbox::Outbox};
+
+use crate::domain::{Announce, Fact, decide};
+
+pub const SERVICE: &str = "stock";
+const DEFAULT_GROUP: &str = "stock-consumer-group";
+
+pub struct StockService {
+    pub host: Arc<ServiceHost>,
+    freeze_failed_topic: String,
+    deducted_topic: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] stream::ConfigError),
+    #[error("binder: {0}")]
+    Binder(#[from] BinderError),
+}
+
+impl StockService {
+    pub async fn start(host: Arc<ServiceHost>) -> Result<Arc<StockService>, StartError> {
+        let config = &host.config;
+        let svc = Arc::new(StockService {
+            freeze_failed_topic: config
+                .destination_of("stockFreezeFailedProducer-out-0", EventType::StockFreezeFailed.topic()),
+            deducted_topic: config.destination_of("stockDeductedProducer-out-0", EventType::StockDeducted.topic()),
+            host: host.clone(),
+        });
+        let group = config.main_group().unwrap_or(DEFAULT_GROUP).to_owned();
+        let cancelled = config.consumer_or(ConsumerBinding::with_defaults(
+            "orderCancelledConsumer-in-0",
+            EventType::OrderCancelled.topic(),
+            &group,
+            EventType::OrderCancelled.tag(),
+        ));
+        let bindings = [
+            (config.consumer("orderCreatedConsumer")?.clone(), EventType::OrderCreated),
+            (config.consumer("paymentSuccessConsumer")?.clone(), EventType::PaymentSuccess),
+            (cancelled, EventType::OrderCancelled),
+        ];
+        for (binding, kind) in bindings {
+            host.bind(binding, Arc::new(FactHandler { svc: svc.clone(), kind })).await?;
+        }
+        Ok(svc)
+    }
+}
+
+struct FactHandler {
+    svc: Arc<StockService>,
+    kind: EventType,
+}
+
+impl FactHandler {
+    fn fact(&self, message: &Message) -> Result<(String, Fact), HandleError> {
+        Ok(match self.kind {
+            EventType::OrderCreated => {
+                let e: OrderCreatedEvent = message.decode()?;
+                if e.product_quantity_map.is_empty() {
+                    return Err(HandleError::Permanent(format!("order {} has no products", e.order_no)));
+                }
+                (e.order_no, Fact::OrderCreated { order_id: e.order_id, lines: e.product_quantity_map })
+            }
+            EventType::PaymentSuccess => {
+                let e: PaymentSuccessEvent = message.decode()?;
+                (e.order_no, Fact::PaymentSucceeded { order_id: e.order_id })
+            }
+            EventType::OrderCancelled => {
+                let e: OrderCancelledEvent = message.decode()?;
+                (e.order_no, Fact::OrderCancelled { order_id: e.order_id })
+            }
+            other => return Err(HandleError::Permanent(format!("stock service does not consume {}", other.tag()))),
+        })
+    }
+}
+
+fn addressed(event: &impl Event, topic: &str) -> Message {
+    let mut m = event.to_message();
+    m.topic = topic.to_owned();
+    m
+}
+
+#[async_trait]
+impl TxHandler for FactHandler {
+    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
+        let (order_no, fact) = self.fact(message)?;
+        let existing = store::reservation(tx, &order_no).await?;
+        let products: Vec<i64> = match &fact {
+            Fact::OrderCreated { lines, .. } => lines.keys().copied().collect(),
+            _ => existing.as_ref().map(|r| r.lines.keys().copied().collect()).unwrap_or_default(),
+        };
+        let counters = store::counters(tx, products.into_iter()).await?;
+        let d = decide(existing.as_ref(), &counters, fact);
+        for m in &d.movements {
+            store::apply(tx, Some(&order_no), m).await?;
+        }
+        if let Some(r) = &d.reservation {
+            store::save_reservation(tx, &order_no, r).await?;
+        }
+        let order_id = d.reservation.as_ref().or(existing.as_ref()).map(|r| r.order_id).unwrap_or_default();
+        let now = Some(events::now_millis());
+        match d.announce {
+            Some(Announce::FreezeFailed { reason }) => {
+                let e = StockFreezeFailedEvent { order_id, order_no: order_no.clone(), reason, timestamp: now, event_id: events::new_event_id() };
+                Outbox::enqueue(tx, &addressed(&e, &self.svc.freeze_failed_topic)).await?;
+            }
+            Some(Announce::Deducted { lines }) => {
+                let e = StockDeductedEvent {
+                    order_id,
+                    order_no: order_no.clone(),
+                    product_quantity_map: lines,
+                    timestamp: now,
+                    event_id: events::new_event_id(),
+                };
+                Outbox::enqueue(tx, &addressed(&e, &self.svc.deducted_topic)).await?;
+            }
+            None => {}
+        }
+        tracing::info!(order_no, event = self.kind.tag(), note = %d.note, "stock decision");
+        Ok(())
+    }
+}

@@ -70,12 +70,13 @@ impl OutboxRelay {
         db: Db,
         binder: Arc<dyn Binder>,
         metrics: Metrics,
+        service: &'static str,
         tracker: &TaskTracker,
         token: CancellationToken,
     ) -> OutboxRelay {
         let notify = Arc::new(Notify::new());
         let relay = OutboxRelay { notify: notify.clone() };
-        tracker.spawn(run(db, binder, metrics, notify, token));
+        tracker.spawn(run(db, binder, metrics, service, notify, token));
         relay
     }
 
@@ -85,7 +86,14 @@ impl OutboxRelay {
     }
 }
 
-async fn run(db: Db, binder: Arc<dyn Binder>, metrics: Metrics, notify: Arc<Notify>, token: CancellationToken) {
+async fn run(
+    db: Db,
+    binder: Arc<dyn Binder>,
+    metrics: Metrics,
+    service: &'static str,
+    notify: Arc<Notify>,
+    token: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let wait = match relay_once(&db, binder.as_ref()).await {
@@ -102,7 +110,7 @@ async fn run(db: Db, binder: Arc<dyn Binder>, metrics: Metrics, notify: Arc<Noti
             }
         };
         if let Ok(n) = Outbox::backlog(&db).await {
-            metrics.set(metrics::OUTBOX_BACKLOG, &[], n as f64);
+            metrics.set(metrics::OUTBOX_BACKLOG, &[("service", service)], n as f64);
         }
         tokio::select! {
             _ = token.cancelled() => return,

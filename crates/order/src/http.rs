@@ -1,0 +1,173 @@
+//! The order service's HTTP API.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use events::{Event, OrderCreatedEvent};
+use httpkit::{ApiError, JsonBody};
+use serde::Deserialize;
+use stream::outbox::Outbox;
+
+use crate::{
+    OrderService,
+    domain::{OrderRequest, OrderStatus},
+    store::{self, Product},
+};
+
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+pub fn routes(svc: Arc<OrderService>) -> Router {
+    Router::new()
+        .route("/api/orders", post(create).get(list))
+        .route("/api/orders/{order_no}", get(show))
+        .route("/api/products", get(products))
+        .route("/api/admin/products/{id}", put(put_product))
+        .with_state(svc)
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOrder {
+    pub user_id: i64,
+    pub items: Vec<Item>,
+    #[serde(default)]
+    pub remark: Option<String>,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub product_id: i64,
+    pub quantity: i64,
+}
+
+fn invalid(i: crate::domain::Invalid) -> ApiError {
+    ApiError::invalid(i.field, i.message)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = body.user_id))]
+async fn create(
+    State(svc): State<Arc<OrderService>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateOrder>,
+) -> Result<Response, ApiError> {
+    let items: Vec<(i64, i64)> = body.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+    let request = OrderRequest::parse(body.user_id, &items, body.remark.clone()).map_err(invalid)?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => {
+            let k = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?.trim();
+            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(ApiError::invalid("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters")));
+            }
+            Some(k.to_owned())
+        }
+        None => None,
+    };
+    let hash = serde_json::to_string(&(request.user_id, &request.lines, &request.remark)).unwrap_or_default();
+
+    let mut tx = svc.host.db.writer().begin().await?;
+    if let Some(key) = &key
+        && let Some((earlier_hash, order_no)) = store::idempotent(&mut tx, key).await?
+    {
+        if earlier_hash != hash {
+            return Err(ApiError::Unprocessable(
+                "Idempotency-Key was already used with a different request".into(),
+            ));
+        }
+        let view = store::view(&mut tx, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
+        return Ok((StatusCode::CREATED, [("idempotent-replayed", "true")], Json(view)).into_response());
+    }
+    let prices = store::prices(&mut tx, request.lines.keys().copied()).await?;
+    let total = request.total(&items, |p| prices.get(&p).copied()).map_err(invalid)?;
+    let created = store::insert_order(&mut tx, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
+    let event = OrderCreatedEvent {
+        order_id: created.order_id,
+        order_no: created.order_no.clone(),
+        user_id: request.user_id,
+        total_amount: total,
+        product_quantity_map: request.lines.clone(),
+        remark: request.remark.clone(),
+        timestamp: Some(created.created_at),
+        event_id: events::new_event_id(),
+    };
+    Outbox::enqueue(&mut tx, &svc.message(&event, &svc.order_created_topic)).await?;
+    store::record(&mut tx, &created.order_no, event.to_message().tags.as_str(), &format!("created, total {total}")).await?;
+    if let Some(key) = &key {
+        store::remember_key(&mut tx, key, &hash, &created.order_no).await?;
+    }
+    let view = store::view(&mut tx, &created.order_no).await?.ok_or_else(|| ApiError::internal("new order vanished"))?;
+    tx.commit().await?;
+    svc.host.relay.wake();
+    tracing::info!(order_no = %created.order_no, %total, "order created");
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn show(State(svc): State<Arc<OrderService>>, Path(order_no): Path<String>) -> Result<Response, ApiError> {
+    let mut conn = svc.host.db.reader().acquire().await?;
+    match store::view(&mut conn, &order_no).await? {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(ApiError::NotFound(format!("no order {order_no}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    user_id: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list(State(svc): State<Arc<OrderService>>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    let user_id = match q.user_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::invalid("userId", "must be a whole number"))?),
+        None => None,
+    };
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| ApiError::invalid("status", "must be PENDING, PAID or CANCELLED"))?),
+        None => None,
+    };
+    let limit = match q.limit.as_deref() {
+        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?,
+        None => 100,
+    };
+    Ok(Json(store::list(svc.host.db.reader(), user_id, status, limit).await?).into_response())
+}
+
+async fn products(State(svc): State<Arc<OrderService>>) -> Result<Response, ApiError> {
+    Ok(Json(store::products(svc.host.db.reader()).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct PutProduct {
+    name: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    price: rust_decimal::Decimal,
+}
+
+async fn put_product(
+    State(svc): State<Arc<OrderService>>,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<PutProduct>,
+) -> Result<Response, ApiError> {
+    if id <= 0 {
+        return Err(ApiError::invalid("id", "must be a positive id"));
+    }
+    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
+    }
+    if body.price <= rust_decimal::Decimal::ZERO || body.price.scale() > 4 {
+        return Err(ApiError::invalid("price", "must be positive, with at most 4 decimals"));
+    }
+    let product = Product { id, name: body.name, price: body.price };
+    let mut tx = svc.host.db.writer().begin().await?;
+    store::upsert_product(&mut tx, &product).await?;
+    tx.commit().await?;
+    Ok(Json(product).into_response())
+}

@@ -1,0 +1,311 @@
+//! The order service's tables and the SQL over them. Every write takes the caller's open
+//! transaction, so an order change, its history line, its outgoing event (outbox) and the
+//! incoming eventId (inbox) commit together.
+
+use std::{collections::BTreeMap, str::FromStr};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+
+use crate::domain::{OrderState, OrderStatus, PaymentRef};
+
+pub const MIGRATIONS: &[&str] = &["
+CREATE TABLE products (
+    id BIGINT PRIMARY KEY, name TEXT NOT NULL, price TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_no TEXT UNIQUE, user_id BIGINT NOT NULL, total TEXT NOT NULL, lines TEXT NOT NULL,
+    remark TEXT, status TEXT NOT NULL,
+    payment_id BIGINT, transaction_no TEXT, paid_amount TEXT,
+    stock_deducted BIGINT NOT NULL DEFAULT 0, refunded BIGINT NOT NULL DEFAULT 0,
+    cancel_reason TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX orders_by_user ON orders (user_id, status, id);
+CREATE INDEX orders_by_status ON orders (status, id);
+CREATE TABLE order_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, order_no TEXT NOT NULL, at BIGINT NOT NULL,
+    event TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX order_history_by_order ON order_history (order_no, id);
+CREATE TABLE idempotency_keys (
+    idem_key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, order_no TEXT NOT NULL,
+    created_at BIGINT NOT NULL);
+"];
+
+fn decimal(row: &AnyRow, col: &str) -> Result<Decimal, sqlx::Error> {
+    let text: String = row.try_get(col)?;
+    Decimal::from_str(&text).map_err(|e| sqlx::Error::Decode(format!("{col}: {e}").into()))
+}
+
+fn opt_decimal(row: &AnyRow, col: &str) -> Result<Option<Decimal>, sqlx::Error> {
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| Decimal::from_str(&t).map_err(|e| sqlx::Error::Decode(format!("{col}: {e}").into())))
+        .transpose()
+}
+
+/// A product of the catalogue the order service prices from.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub price: Decimal,
+}
+
+pub async fn upsert_product(conn: &mut AnyConnection, p: &Product) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO products (id, name, price, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, price = excluded.price, updated_at = excluded.updated_at",
+    )
+    .bind(p.id)
+    .bind(&p.name)
+    .bind(p.price.to_string())
+    .bind(events::now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn products(pool: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, name, price FROM products ORDER BY id").fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok(Product { id: r.try_get("id")?, name: r.try_get("name")?, price: decimal(r, "price")? }))
+        .collect()
+}
+
+pub async fn prices(conn: &mut AnyConnection, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if let Some(r) = sqlx::query("SELECT price FROM products WHERE id = $1").bind(id).fetch_optional(&mut *conn).await? {
+            out.insert(id, decimal(&r, "price")?);
+        }
+    }
+    Ok(out)
+}
+
+/// A new order's identity.
+pub struct Created {
+    pub order_id: i64,
+    pub order_no: String,
+    pub created_at: i64,
+}
+
+/// Inserts a PENDING order and gives it its number: `ORD` + epoch millis + id (unique, as
+/// the millis are always 13 digits).
+pub async fn insert_order(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    total: Decimal,
+    lines: &BTreeMap<i64, i32>,
+    remark: Option<&str>,
+) -> Result<Created, sqlx::Error> {
+    let now = events::now_millis();
+    let order_id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (user_id, total, lines, remark, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(total.to_string())
+    .bind(serde_json::to_string(lines).unwrap_or_default())
+    .bind(remark)
+    .bind(OrderStatus::Pending.as_str())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let order_no = format!("ORD{now}{order_id}");
+    sqlx::query("UPDATE orders SET order_no = $1 WHERE id = $2").bind(&order_no).bind(order_id).execute(&mut *conn).await?;
+    Ok(Created { order_id, order_no, created_at: now })
+}
+
+/// The order's id, user and decision state, read inside the write transaction.
+pub async fn load_state(conn: &mut AnyConnection, order_no: &str) -> Result<Option<(i64, i64, OrderState)>, sqlx::Error> {
+    let Some(r) = sqlx::query(
+        "SELECT id, user_id, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
+         FROM orders WHERE order_no = $1",
+    )
+    .bind(order_no)
+    .fetch_optional(conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((r.try_get("id")?, r.try_get("user_id")?, state_of(&r)?)))
+}
+
+fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    let payment_id: Option<i64> = r.try_get("payment_id")?;
+    let payment = match payment_id {
+        Some(payment_id) => Some(PaymentRef {
+            payment_id,
+            transaction_no: r.try_get::<Option<String>, _>("transaction_no")?.unwrap_or_default(),
+            amount: opt_decimal(r, "paid_amount")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(OrderState {
+        status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("status {status}").into()))?,
+        total: decimal(r, "total")?,
+        payment,
+        stock_deducted: r.try_get::<i64, _>("stock_deducted")? != 0,
+        refunded: r.try_get::<i64, _>("refunded")? != 0,
+        cancel_reason: r.try_get("cancel_reason")?,
+    })
+}
+
+pub async fn save_state(conn: &mut AnyConnection, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET status = $1, payment_id = $2, transaction_no = $3, paid_amount = $4,
+                stock_deducted = $5, refunded = $6, cancel_reason = $7, updated_at = $8
+         WHERE order_no = $9",
+    )
+    .bind(s.status.as_str())
+    .bind(s.payment.as_ref().map(|p| p.payment_id))
+    .bind(s.payment.as_ref().map(|p| p.transaction_no.clone()))
+    .bind(s.payment.as_ref().map(|p| p.amount.to_string()))
+    .bind(i64::from(s.stock_deducted))
+    .bind(i64::from(s.refunded))
+    .bind(s.cancel_reason.as_deref())
+    .bind(events::now_millis())
+    .bind(order_no)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn record(conn: &mut AnyConnection, order_no: &str, event: &str, detail: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO order_history (order_no, at, event, detail) VALUES ($1, $2, $3, $4)")
+        .bind(order_no)
+        .bind(events::now_millis())
+        .bind(event)
+        .bind(detail)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An earlier request under the same Idempotency-Key: its request hash and order.
+pub async fn idempotent(conn: &mut AnyConnection, key: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query("SELECT request_hash, order_no FROM idempotency_keys WHERE idem_key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("order_no")?))).transpose()
+}
+
+pub async fn remember_key(conn: &mut AnyConnection, key: &str, hash: &str, order_no: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO idempotency_keys (idem_key, request_hash, order_no, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(key)
+        .bind(hash)
+        .bind(order_no)
+        .bind(events::now_millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub at: i64,
+    pub event: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Line {
+    pub product_id: i64,
+    pub quantity: i32,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    pub order_id: i64,
+    pub order_no: String,
+    pub user_id: i64,
+    pub status: OrderStatus,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub total_amount: Decimal,
+    pub items: Vec<Line>,
+    pub remark: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub payment_id: Option<i64>,
+    pub transaction_no: Option<String>,
+    pub stock_deducted: bool,
+    pub refunded: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<HistoryEntry>,
+}
+
+const VIEW_COLUMNS: &str = "id, order_no, user_id, total, lines, remark, status, payment_id, transaction_no, paid_amount,
+                            stock_deducted, refunded, cancel_reason, created_at, updated_at";
+
+fn view_of(r: &AnyRow) -> Result<OrderView, sqlx::Error> {
+    let state = state_of(r)?;
+    let lines: String = r.try_get("lines")?;
+    let lines: BTreeMap<i64, i32> = serde_json::from_str(&lines).unwrap_or_default();
+    Ok(OrderView {
+        order_id: r.try_get("id")?,
+        order_no: r.try_get::<Option<String>, _>("order_no")?.unwrap_or_default(),
+        user_id: r.try_get("user_id")?,
+        status: state.status,
+        total_amount: state.total,
+        items: lines.into_iter().map(|(product_id, quantity)| Line { product_id, quantity }).collect(),
+        remark: r.try_get("remark")?,
+        cancel_reason: state.cancel_reason,
+        payment_id: state.payment.as_ref().map(|p| p.payment_id),
+        transaction_no: state.payment.map(|p| p.transaction_no),
+        stock_deducted: state.stock_deducted,
+        refunded: state.refunded,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        events: Vec::new(),
+    })
+}
+
+/// One order with its history.
+pub async fn view(conn: &mut AnyConnection, order_no: &str) -> Result<Option<OrderView>, sqlx::Error> {
+    let Some(r) = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM orders WHERE order_no = $1")))
+        .bind(order_no)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut v = view_of(&r)?;
+    let rows = sqlx::query("SELECT at, event, detail FROM order_history WHERE order_no = $1 ORDER BY id")
+        .bind(order_no)
+        .fetch_all(&mut *conn)
+        .await?;
+    v.events = rows
+        .iter()
+        .map(|r| Ok(HistoryEntry { at: r.try_get("at")?, event: r.try_get("event")?, detail: r.try_get("detail")? }))
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Some(v))
+}
+
+/// Orders, newest first, optionally of one user and one status.
+pub async fn list(pool: &AnyPool, user_id: Option<i64>, status: Option<OrderStatus>, limit: i64) -> Result<Vec<OrderView>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM orders
+         WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR status = $2)
+         ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(user_id)
+    .bind(status.map(|s| s.as_str()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(view_of).collect()
+}
+
+/// Order counts by status (for `/metrics`).
+pub async fn count_by_status(pool: &AnyPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status").fetch_all(pool).await?;
+    rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+}

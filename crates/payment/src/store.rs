@@ -1,0 +1,140 @@
+//! Payment's table: one row per order (`order_no` is unique), including CANCELLED records
+//! for orders cancelled before payment saw them.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+
+use crate::domain::PaymentStatus;
+
+pub const MIGRATIONS: &[&str] = &["
+CREATE TABLE payments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_no TEXT NOT NULL UNIQUE, order_id BIGINT NOT NULL, user_id BIGINT NOT NULL,
+    amount TEXT, method TEXT NOT NULL, status TEXT NOT NULL, transaction_no TEXT,
+    lines TEXT NOT NULL, reason TEXT, complete_at BIGINT,
+    created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX payments_due ON payments (status, complete_at);
+"];
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    pub payment_id: i64,
+    pub order_id: i64,
+    pub order_no: String,
+    pub user_id: i64,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
+    pub amount: Option<Decimal>,
+    pub payment_method: String,
+    pub status: PaymentStatus,
+    pub transaction_no: Option<String>,
+    pub reason: Option<String>,
+    #[serde(skip)]
+    pub lines: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, order_no, order_id, user_id, amount, method, status, transaction_no, lines, reason, created_at, updated_at";
+
+fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    let amount: Option<String> = r.try_get("amount")?;
+    Ok(Payment {
+        payment_id: r.try_get("id")?,
+        order_id: r.try_get("order_id")?,
+        order_no: r.try_get("order_no")?,
+        user_id: r.try_get("user_id")?,
+        amount: amount
+            .map(|a| Decimal::from_str(&a).map_err(|e| sqlx::Error::Decode(format!("amount: {e}").into())))
+            .transpose()?,
+        payment_method: r.try_get("method")?,
+        status: PaymentStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("status {status}").into()))?,
+        transaction_no: r.try_get("transaction_no")?,
+        reason: r.try_get("reason")?,
+        lines: r.try_get("lines")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn by_order(conn: &mut AnyConnection, order_no: &str) -> Result<Option<Payment>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payments WHERE order_no = $1")))
+        .bind(order_no)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(payment_of).transpose()
+}
+
+pub struct NewPayment<'a> {
+    pub order_no: &'a str,
+    pub order_id: i64,
+    pub user_id: i64,
+    pub amount: Option<Decimal>,
+    pub method: &'a str,
+    pub status: PaymentStatus,
+    pub lines: String,
+    pub complete_at: Option<i64>,
+}
+
+pub async fn insert(conn: &mut AnyConnection, p: NewPayment<'_>) -> Result<i64, sqlx::Error> {
+    let now = events::now_millis();
+    sqlx::query_scalar(
+        "INSERT INTO payments (order_no, order_id, user_id, amount, method, status, lines, complete_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+    )
+    .bind(p.order_no)
+    .bind(p.order_id)
+    .bind(p.user_id)
+    .bind(p.amount.map(|a| a.to_string()))
+    .bind(p.method)
+    .bind(p.status.as_str())
+    .bind(p.lines)
+    .bind(p.complete_at)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn set_status(
+    conn: &mut AnyConnection,
+    id: i64,
+    status: PaymentStatus,
+    transaction_no: Option<&str>,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET status = $1, transaction_no = COALESCE($2, transaction_no), reason = COALESCE($3, reason),
+                updated_at = $4 WHERE id = $5",
+    )
+    .bind(status.as_str())
+    .bind(transaction_no)
+    .bind(reason)
+    .bind(events::now_millis())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Orders whose PENDING payment is due for completion.
+pub async fn due(pool: &AnyPool, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT order_no FROM payments WHERE status = 'PENDING' AND complete_at <= $1 ORDER BY id LIMIT 256")
+        .bind(now)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn list(pool: &AnyPool, order_no: Option<&str>, limit: i64) -> Result<Vec<Payment>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payments WHERE ($1 IS NULL OR order_no = $1) ORDER BY id DESC LIMIT $2"
+    )))
+    .bind(order_no)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(payment_of).collect()
+}

@@ -1,0 +1,156 @@
+//! Stock's tables. Product counters carry CHECK constraints (never negative) as a last line
+//! of defence; every counter change writes a `stock_movements` row, so each product's
+//! counters can be recomputed from its history.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+
+use crate::domain::{Counters, Lines, Movement, Reservation, ReservationState};
+
+pub const MIGRATIONS: &[&str] = &["
+CREATE TABLE products (
+    id BIGINT PRIMARY KEY,
+    available BIGINT NOT NULL CHECK (available >= 0),
+    frozen BIGINT NOT NULL DEFAULT 0 CHECK (frozen >= 0),
+    sold BIGINT NOT NULL DEFAULT 0 CHECK (sold >= 0),
+    updated_at BIGINT NOT NULL);
+CREATE TABLE reservations (
+    order_no TEXT PRIMARY KEY, order_id BIGINT NOT NULL, state TEXT NOT NULL,
+    lines TEXT NOT NULL, reason TEXT, updated_at BIGINT NOT NULL);
+CREATE TABLE stock_movements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, product_id BIGINT NOT NULL, order_no TEXT,
+    kind TEXT NOT NULL, d_available BIGINT NOT NULL, d_frozen BIGINT NOT NULL, d_sold BIGINT NOT NULL,
+    at BIGINT NOT NULL);
+CREATE INDEX stock_movements_by_product ON stock_movements (product_id, id);
+"];
+
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StockView {
+    pub product_id: i64,
+    pub available: i64,
+    pub frozen: i64,
+    pub sold: i64,
+}
+
+fn view_of(r: &AnyRow) -> Result<StockView, sqlx::Error> {
+    Ok(StockView {
+        product_id: r.try_get("id")?,
+        available: r.try_get("available")?,
+        frozen: r.try_get("frozen")?,
+        sold: r.try_get("sold")?,
+    })
+}
+
+pub async fn product(pool: &AnyPool, id: i64) -> Result<Option<StockView>, sqlx::Error> {
+    let row = sqlx::query("SELECT id, available, frozen, sold FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(view_of).transpose()
+}
+
+pub async fn all(pool: &AnyPool) -> Result<Vec<StockView>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, available, frozen, sold FROM products ORDER BY id").fetch_all(pool).await?;
+    rows.iter().map(view_of).collect()
+}
+
+/// Counters of the given products, read inside the write transaction.
+pub async fn counters(conn: &mut AnyConnection, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let row = sqlx::query("SELECT available, frozen, sold FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(r) = row {
+            out.insert(id, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? });
+        }
+    }
+    Ok(out)
+}
+
+pub async fn apply(conn: &mut AnyConnection, order_no: Option<&str>, m: &Movement) -> Result<(), sqlx::Error> {
+    let now = events::now_millis();
+    sqlx::query(
+        "UPDATE products SET available = available + $1, frozen = frozen + $2, sold = sold + $3, updated_at = $4
+         WHERE id = $5",
+    )
+    .bind(m.available)
+    .bind(m.frozen)
+    .bind(m.sold)
+    .bind(now)
+    .bind(m.product_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO stock_movements (product_id, order_no, kind, d_available, d_frozen, d_sold, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(m.product_id)
+    .bind(order_no)
+    .bind(m.kind)
+    .bind(m.available)
+    .bind(m.frozen)
+    .bind(m.sold)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets a product's available units (creating it), recording the difference as `ADJUST`.
+pub async fn set_available(conn: &mut AnyConnection, id: i64, available: i64) -> Result<StockView, sqlx::Error> {
+    let current: Option<i64> = sqlx::query_scalar("SELECT available FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if current.is_none() {
+        sqlx::query("INSERT INTO products (id, available, updated_at) VALUES ($1, 0, $2)")
+            .bind(id)
+            .bind(events::now_millis())
+            .execute(&mut *conn)
+            .await?;
+    }
+    let delta = available - current.unwrap_or(0);
+    apply(conn, None, &Movement { product_id: id, kind: "ADJUST", available: delta, frozen: 0, sold: 0 }).await?;
+    let row = sqlx::query("SELECT id, available, frozen, sold FROM products WHERE id = $1").bind(id).fetch_one(conn).await?;
+    view_of(&row)
+}
+
+pub async fn reservation(conn: &mut AnyConnection, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
+    let row = sqlx::query("SELECT order_id, state, lines, reason FROM reservations WHERE order_no = $1")
+        .bind(order_no)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| {
+        let state: String = r.try_get("state")?;
+        let lines: String = r.try_get("lines")?;
+        Ok(Reservation {
+            order_id: r.try_get("order_id")?,
+            state: ReservationState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("state {state}").into()))?,
+            lines: serde_json::from_str::<Lines>(&lines).unwrap_or_default(),
+            reason: r.try_get("reason")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn save_reservation(conn: &mut AnyConnection, order_no: &str, r: &Reservation) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reservations (order_no, order_id, state, lines, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (order_no) DO UPDATE SET state = excluded.state, lines = excluded.lines,
+                                              reason = excluded.reason, updated_at = excluded.updated_at",
+    )
+    .bind(order_no)
+    .bind(r.order_id)
+    .bind(r.state.as_str())
+    .bind(serde_json::to_string(&r.lines).unwrap_or_default())
+    .bind(r.reason.as_deref())
+    .bind(events::now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! What hosting one service on a binder takes, written once for the three services: open
+//! its database with the outbox and inbox tables, start its outbox relay, bind its message
+//! handlers through the inbox, and answer readiness and metrics.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    Binder, BinderError, BindingControl, ConsumerBinding, Db, DbError, InboxConsumer, Metrics,
+    OutboxRelay, StreamConfig, TxHandler, inbox, metrics, outbox::{self, Outbox},
+};
+
+pub struct ServiceHost {
+    pub name: &'static str,
+    pub db: Db,
+    pub binder: Arc<dyn Binder>,
+    pub metrics: Metrics,
+    pub relay: OutboxRelay,
+    pub config: StreamConfig,
+    bindings: Mutex<Vec<BindingControl>>,
+}
+
+impl ServiceHost {
+    /// Opens `db_path`, applies the outbox and inbox migrations then the service's own, and
+    /// starts the outbox relay (stopped by `token`, awaited through `tracker`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
+        name: &'static str,
+        db_path: &Path,
+        migrations: &[&'static str],
+        config: StreamConfig,
+        binder: Arc<dyn Binder>,
+        metrics: Metrics,
+        tracker: &TaskTracker,
+        token: CancellationToken,
+    ) -> Result<ServiceHost, DbError> {
+        let db = Db::open_sqlite(db_path).await?;
+        db.migrate("outbox", outbox::MIGRATIONS).await?;
+        db.migrate("inbox", inbox::MIGRATIONS).await?;
+        db.migrate(name, migrations).await?;
+        let relay = OutboxRelay::spawn(db.clone(), binder.clone(), metrics.clone(), name, tracker, token);
+        Ok(ServiceHost { name, db, binder, metrics, relay, config, bindings: Mutex::new(Vec::new()) })
+    }
+
+    /// Binds `handler` to `binding` through the inbox.
+    pub async fn bind(&self, binding: ConsumerBinding, handler: Arc<dyn TxHandler>) -> Result<(), BinderError> {
+        let consumer = InboxConsumer::new(self.db.clone(), &binding, handler, self.relay.clone(), self.metrics.clone());
+        let control = self.binder.bind_consumer(binding, Arc::new(consumer)).await?;
+        self.bindings.lock().unwrap_or_else(|p| p.into_inner()).push(control);
+        Ok(())
+    }
+
+    /// The service's bound consumers (for pause / resume).
+    pub fn bindings(&self) -> Vec<BindingControl> {
+        self.bindings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn binding(&self, name: &str) -> Option<BindingControl> {
+        self.bindings().into_iter().find(|b| b.binding.name == name)
+    }
+
+    pub async fn ready(&self) -> Result<(), String> {
+        self.db.ping().await.map_err(|e| format!("database: {e}"))?;
+        self.binder.check().await.map_err(|e| e.to_string())
+    }
+
+    /// Prometheus text, with this service's outbox backlog refreshed.
+    pub async fn render_metrics(&self) -> String {
+        if let Ok(n) = Outbox::backlog(&self.db).await {
+            self.metrics.set(metrics::OUTBOX_BACKLOG, &[("service", self.name)], n as f64);
+        }
+        self.metrics.render()
+    }
+}
