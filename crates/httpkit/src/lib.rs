@@ -198,3 +198,58 @@ mod tests {
         assert_eq!(field(parse_json(b"{not json")), "(body)");
     }
 }
+
+/// `GET /admin/bindings` lists the service's consumer bindings and their state;
+/// `PUT /admin/bindings/{name}` with `{"state":"PAUSED"}` or `{"state":"RUNNING"}` pauses or
+/// resumes one (Spring Cloud Stream's bindings endpoint). Messages wait while paused.
+pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
+    use axum::extract::{Path, State};
+    use stream::BindingState;
+
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct View {
+        name: String,
+        destination: String,
+        group: String,
+        subscription: String,
+        orderly: bool,
+        state: BindingState,
+    }
+    fn view(c: &stream::BindingControl) -> View {
+        View {
+            name: c.binding.name.clone(),
+            destination: c.binding.destination.clone(),
+            group: c.binding.group.clone(),
+            subscription: c.binding.subscription.to_string(),
+            orderly: c.binding.orderly,
+            state: c.state(),
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Change {
+        state: String,
+    }
+    async fn list(State(host): State<Arc<stream::ServiceHost>>) -> Json<Vec<View>> {
+        Json(host.bindings().iter().map(view).collect())
+    }
+    async fn change(
+        State(host): State<Arc<stream::ServiceHost>>,
+        Path(name): Path<String>,
+        JsonBody(body): JsonBody<Change>,
+    ) -> Result<Json<View>, ApiError> {
+        let state = match body.state.to_ascii_uppercase().as_str() {
+            "PAUSED" | "PAUSE" => BindingState::Paused,
+            "RUNNING" | "RESUMED" | "RESUME" | "STARTED" => BindingState::Running,
+            _ => return Err(ApiError::invalid("state", "must be PAUSED or RUNNING")),
+        };
+        let control = host.binding(&name).ok_or_else(|| ApiError::NotFound(format!("no binding {name}")))?;
+        control.set(state);
+        tracing::info!(binding = %name, ?state, "binding state changed");
+        Ok(Json(view(&control)))
+    }
+    Router::new()
+        .route("/admin/bindings", get(list))
+        .route("/admin/bindings/{name}", axum::routing::put(change))
+        .with_state(host)
+}

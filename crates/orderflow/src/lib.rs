@@ -1,1 +1,236 @@
-//! placeholder
+//! `orderflow up`: the three services and the embedded binder in one process.
+//!
+//! [`App::start`] is the builder tests drive: it takes a data directory and listen addresses
+//! (port 0 works), opens `broker.db` and one SQLite file per service in the data directory,
+//! binds every consumer before any HTTP request can arrive, seeds the demo catalogue on first
+//! start, and serves each service's API on its own address. [`App::shutdown`] stops taking
+//! requests, lets in-flight batches settle, stops the relays and closes the databases;
+//! everything committed is durable, so a new `App` on the same directory carries on with
+//! whatever was in flight (outboxes are relayed, unacknowledged deliveries redelivered).
+
+pub mod settings;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use axum::{Router, extract::DefaultBodyLimit};
+use httpkit::{BODY_LIMIT, Ops};
+use order::OrderService;
+use payment::{PaymentService, PaymentSettings};
+use rust_decimal::Decimal;
+use stock::StockService;
+use stream::{Binder, Metrics, ServiceHost, StreamConfig, embedded::EmbeddedBinder};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Everything `up` needs to know.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub data_dir: PathBuf,
+    pub order_addr: SocketAddr,
+    pub stock_addr: SocketAddr,
+    pub payment_addr: SocketAddr,
+    pub order_stream: StreamConfig,
+    pub stock_stream: StreamConfig,
+    pub payment_stream: StreamConfig,
+    pub payment: PaymentSettings,
+    /// Create the demo catalogue (products 1001..=1004) when the catalogue is empty.
+    pub demo_products: bool,
+}
+
+/// A product of the demo catalogue: id, name, price, units in stock.
+pub const DEMO_PRODUCTS: &[(i64, &str, &str, i64)] = &[
+    (1001, "Mechanical keyboard", "69.95", 100),
+    (1002, "USB-C cable", "9.90", 500),
+    (1003, "27-inch monitor", "199.00", 20),
+    (1004, "Limited edition figure", "49.50", 3),
+];
+
+pub struct App {
+    pub order_url: String,
+    pub stock_url: String,
+    pub payment_url: String,
+    /// The embedded binder itself (for inspection: topics, backlogs, dead letters).
+    pub broker: EmbeddedBinder,
+    pub binder: Arc<dyn Binder>,
+    pub metrics: Metrics,
+    pub order: Arc<OrderService>,
+    pub stock: Arc<StockService>,
+    pub payment: Arc<PaymentService>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    servers: TaskTracker,
+}
+
+impl App {
+    pub async fn start(config: AppConfig) -> anyhow::Result<App> {
+        Self::start_with(config, |b| Arc::new(b)).await
+    }
+
+    /// Starts with the embedded binder wrapped by `wrap` (fault injection in tests).
+    pub async fn start_with(
+        config: AppConfig,
+        wrap: impl FnOnce(EmbeddedBinder) -> Arc<dyn Binder>,
+    ) -> anyhow::Result<App> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let metrics = Metrics::new();
+        let broker = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone()).await.context("embedded binder")?;
+        let binder = wrap(broker.clone());
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let host = |name: &'static str, migrations: &'static [&'static str], stream: StreamConfig| {
+            let (binder, metrics, tracker, token) = (binder.clone(), metrics.clone(), tracker.clone(), token.clone());
+            let path = dir.join(format!("{name}.db"));
+            async move {
+                ServiceHost::open(name, &path, migrations, stream, binder, metrics, &tracker, token)
+                    .await
+                    .map(Arc::new)
+                    .with_context(|| format!("{name} service database {}", path.display()))
+            }
+        };
+        let order_host = host(order::SERVICE, order::store::MIGRATIONS, config.order_stream.clone()).await?;
+        let stock_host = host(stock::SERVICE, stock::store::MIGRATIONS, config.stock_stream.clone()).await?;
+        let payment_host = host(payment::SERVICE, payment::store::MIGRATIONS, config.payment_stream.clone()).await?;
+
+        let stock = StockService::start(stock_host.clone()).await.context("stock service")?;
+        let payment = PaymentService::start(payment_host.clone(), config.payment.clone(), &tracker, token.clone())
+            .await
+            .context("payment service")?;
+        let order = OrderService::start(order_host.clone()).await.context("order service")?;
+        if config.demo_products {
+            seed_demo(&order, &stock).await.context("demo catalogue")?;
+        }
+
+        let servers = TaskTracker::new();
+        let order_ops: Arc<dyn Ops> = Arc::new(OrderOps(order_host.clone()));
+        let order_url = serve(
+            &servers,
+            &token,
+            config.order_addr,
+            order::http::routes(order.clone()),
+            order_ops,
+            order_host,
+        )
+        .await?;
+        let stock_url = serve(
+            &servers,
+            &token,
+            config.stock_addr,
+            stock::http::routes(stock.clone()),
+            Arc::new(HostOps(stock_host.clone())),
+            stock_host,
+        )
+        .await?;
+        let payment_url = serve(
+            &servers,
+            &token,
+            config.payment_addr,
+            payment::http::routes(payment.clone()),
+            Arc::new(HostOps(payment_host.clone())),
+            payment_host,
+        )
+        .await?;
+        Ok(App {
+            order_url,
+            stock_url,
+            payment_url,
+            broker,
+            binder,
+            metrics,
+            order,
+            stock,
+            payment,
+            token,
+            tracker,
+            servers,
+        })
+    }
+
+    /// Stops gracefully: HTTP first, then consumers (in-flight batches settle), then relays.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        self.servers.close();
+        self.servers.wait().await;
+        self.binder.shutdown().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        for host in [&self.order.host, &self.stock.host, &self.payment.host] {
+            host.db.close().await;
+        }
+    }
+}
+
+async fn seed_demo(order: &OrderService, stock: &StockService) -> anyhow::Result<()> {
+    if !order::store::products(order.host.db.reader()).await?.is_empty() {
+        return Ok(());
+    }
+    let mut order_tx = order.host.db.writer().begin().await?;
+    let mut stock_tx = stock.host.db.writer().begin().await?;
+    for &(id, name, price, units) in DEMO_PRODUCTS {
+        let price: Decimal = price.parse().context("demo price")?;
+        order::store::upsert_product(&mut order_tx, &order::store::Product { id, name: name.into(), price }).await?;
+        if stock::store::product(stock.host.db.reader(), id).await?.is_none() {
+            stock::store::set_available(&mut stock_tx, id, units).await?;
+        }
+    }
+    stock_tx.commit().await?;
+    order_tx.commit().await?;
+    Ok(())
+}
+
+async fn serve(
+    servers: &TaskTracker,
+    token: &CancellationToken,
+    addr: SocketAddr,
+    api: Router,
+    ops: Arc<dyn Ops>,
+    host: Arc<ServiceHost>,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = api
+        .merge(httpkit::ops_routes(ops))
+        .merge(httpkit::binding_routes(host))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    let token = token.clone();
+    servers.spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, %local, "HTTP server failed");
+        }
+    });
+    Ok(format!("http://{local}"))
+}
+
+/// Readiness and metrics of a service host.
+struct HostOps(Arc<ServiceHost>);
+
+impl Ops for HostOps {
+    fn ready(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.0.ready())
+    }
+    fn metrics(&self) -> std::pin::Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(self.0.render_metrics())
+    }
+}
+
+/// The order service's ops add the orders-by-status gauge.
+struct OrderOps(Arc<ServiceHost>);
+
+impl Ops for OrderOps {
+    fn ready(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.0.ready())
+    }
+    fn metrics(&self) -> std::pin::Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(async move {
+            if let Ok(counts) = order::store::count_by_status(self.0.db.reader()).await {
+                for status in order::domain::OrderStatus::ALL {
+                    let n = counts.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
+                    self.0.metrics.gauge("orderflow_orders", "Orders by status.", &[("status", status.as_str())], n as f64);
+                }
+            }
+            self.0.render_metrics().await
+        })
+    }
+}

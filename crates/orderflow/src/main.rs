@@ -1,1 +1,170 @@
-fn main() {}
+//! The `orderflow` command line. Parsing only; the work is in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orderflow::{App, AppConfig, settings};
+
+#[derive(Parser)]
+#[command(name = "orderflow", version, about = "Order, stock and payment services over an event stream")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "ORDERFLOW_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the three services and the embedded binder in one process.
+    Up(Up),
+    /// Validate service YAML files (the seed's application-rocketmq.yml) and print their bindings.
+    CheckConfig {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Up {
+    /// Where the SQLite files live (broker.db, order.db, stock.db, payment.db).
+    #[arg(long, env = "ORDERFLOW_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Directory with order-service.yml, stock-service.yml, payment-service.yml (default: built in).
+    #[arg(long, env = "ORDERFLOW_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Order service HTTP address [default: 127.0.0.1:8081].
+    #[arg(long, env = "ORDERFLOW_ORDER_ADDR")]
+    order_addr: Option<String>,
+    /// Stock service HTTP address [default: 127.0.0.1:8082].
+    #[arg(long, env = "ORDERFLOW_STOCK_ADDR")]
+    stock_addr: Option<String>,
+    /// Payment service HTTP address [default: 127.0.0.1:8083].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_ADDR")]
+    payment_addr: Option<String>,
+    /// Simulated payment outcome: success or fail [default: success].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME")]
+    payment_outcome: Option<String>,
+    /// Simulated payment time in milliseconds [default: 0].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]
+    payment_delay_ms: Option<u64>,
+    /// Do not create the demo catalogue.
+    #[arg(long)]
+    no_demo: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERFLOW_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format.eq_ignore_ascii_case("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(up) => run_up(up).await,
+        Command::CheckConfig { files } => {
+            for file in files {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let config = stream::StreamConfig::from_yaml(&text).with_context(|| format!("{}", file.display()))?;
+                println!("{}: ok", file.display());
+                for b in config.consumers.values() {
+                    println!(
+                        "  in   {:<32} {} <- {} [{}] orderly={} max-attempts={} concurrency={} batch-size={}",
+                        b.name, b.group, b.destination, b.subscription, b.orderly, b.max_attempts, b.concurrency, b.batch_size
+                    );
+                }
+                for p in config.producers.values() {
+                    println!("  out  {:<32} -> {} (group {})", p.name, p.destination, p.group.as_deref().unwrap_or("-"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_up(up: Up) -> anyhow::Result<()> {
+    let dir = up.config_dir.as_deref();
+    let [(of, oy), (sf, sy), (pf, py)] = settings::FILES;
+    let order_stream = settings::load_stream(dir, of, oy)?;
+    let stock_stream = settings::load_stream(dir, sf, sy)?;
+    let payment_stream = settings::load_stream(dir, pf, py)?;
+    let config = AppConfig {
+        data_dir: up.data_dir.clone(),
+        order_addr: settings::address(up.order_addr.as_deref(), &order_stream, "127.0.0.1:8081", "order")?,
+        stock_addr: settings::address(up.stock_addr.as_deref(), &stock_stream, "127.0.0.1:8082", "stock")?,
+        payment_addr: settings::address(up.payment_addr.as_deref(), &payment_stream, "127.0.0.1:8083", "payment")?,
+        payment: settings::payment(up.payment_outcome.as_deref(), up.payment_delay_ms, &payment_stream)?,
+        order_stream,
+        stock_stream,
+        payment_stream,
+        demo_products: !up.no_demo,
+    };
+    let app = App::start(config).await?;
+    println!("orderflow is up (embedded binder, data in {})", up.data_dir.display());
+    println!("  order    {}   POST /api/orders, GET /api/orders/{{orderNo}}, GET /api/products", app.order_url);
+    println!("  stock    {}   GET /api/stock/{{productId}}, PUT /api/admin/stock/{{productId}}", app.stock_url);
+    println!("  payment  {}   GET /api/payments?orderNo=", app.payment_url);
+    println!("  each also serves /health, /ready, /metrics and /admin/bindings");
+    if !up.no_demo {
+        let ids: Vec<String> = orderflow::DEMO_PRODUCTS.iter().map(|p| p.0.to_string()).collect();
+        println!("  demo products: {}", ids.join(", "));
+    }
+    println!("Press Ctrl-C to stop.");
+    shutdown_signal().await;
+    println!("stopping: finishing in-flight work...");
+    app.shutdown().await;
+    println!("stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

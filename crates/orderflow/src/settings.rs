@@ -1,0 +1,76 @@
+//! Where `up`'s settings come from, lowest precedence first:
+//! 1. built-in defaults (the seed's YAML files, compiled in; ports 8081–8083; `./data`);
+//! 2. the YAML files in `--config-dir` (the seed's files unchanged, optionally with our own
+//!    top-level `orderflow:` section: `http.address`, `payment.outcome`, `payment.delay-ms`);
+//! 3. environment variables (`ORDERFLOW_*`, and `${VAR:default}` placeholders in the YAML);
+//! 4. command-line flags.
+//!
+//! A bad value stops startup with a message naming the file and key.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use payment::{PaymentSettings, domain::Completion};
+use stream::StreamConfig;
+
+pub const ORDER_YAML: &str = include_str!("../../../config/order-service.yml");
+pub const STOCK_YAML: &str = include_str!("../../../config/stock-service.yml");
+pub const PAYMENT_YAML: &str = include_str!("../../../config/payment-service.yml");
+
+/// The file names the services read from a config directory.
+pub const FILES: [(&str, &str); 3] =
+    [("order-service.yml", ORDER_YAML), ("stock-service.yml", STOCK_YAML), ("payment-service.yml", PAYMENT_YAML)];
+
+/// Loads one service's YAML from `dir`, or the built-in copy when `dir` is `None`.
+pub fn load_stream(dir: Option<&Path>, file: &str, builtin: &str) -> anyhow::Result<StreamConfig> {
+    let (text, origin) = match dir {
+        Some(d) => {
+            let path = d.join(file);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            (text, path.display().to_string())
+        }
+        None => (builtin.to_owned(), format!("(built-in) {file}")),
+    };
+    StreamConfig::from_yaml(&text).with_context(|| format!("{origin}: invalid configuration"))
+}
+
+/// The HTTP address: the flag or environment, else the YAML's `orderflow.http.address`,
+/// else `default`.
+pub fn address(flag: Option<&str>, yaml: &StreamConfig, default: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    let (text, key) = match (flag, yaml.setting("http.address")) {
+        (Some(f), _) => (f.to_owned(), format!("--{what}-addr")),
+        (None, Some(v)) => (yaml_text(v), "orderflow.http.address".to_owned()),
+        (None, None) => (default.to_owned(), "default".to_owned()),
+    };
+    text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:8081"))
+}
+
+/// Payment simulation: flag/env, else the payment YAML's `orderflow.payment.*`.
+pub fn payment(outcome: Option<&str>, delay_ms: Option<u64>, yaml: &StreamConfig) -> anyhow::Result<PaymentSettings> {
+    let outcome = match outcome.map(str::to_owned).or_else(|| yaml.setting("payment.outcome").map(yaml_text)) {
+        None => Completion::Succeed,
+        Some(o) => match o.to_ascii_lowercase().as_str() {
+            "success" | "succeed" => Completion::Succeed,
+            "fail" | "failure" => Completion::Fail { reason: "declined by the payment provider (simulated)".into() },
+            _ => bail!("payment outcome: {o:?} must be success or fail"),
+        },
+    };
+    let delay_ms = match delay_ms {
+        Some(d) => d,
+        None => match yaml.setting("payment.delay-ms") {
+            Some(v) => yaml_text(v).parse().with_context(|| "orderflow.payment.delay-ms: must be a whole number")?,
+            None => 0,
+        },
+    };
+    if delay_ms > 3_600_000 {
+        bail!("payment delay: {delay_ms} ms is over an hour");
+    }
+    Ok(PaymentSettings { outcome, delay: Duration::from_millis(delay_ms), ..PaymentSettings::default() })
+}
+
+fn yaml_text(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other).map(|s| s.trim().to_owned()).unwrap_or_default(),
+    }
+}
