@@ -1,0 +1,124 @@
+//! The seed's application-rocketmq.yml files (shared/fixtures/config) load unchanged, and a
+//! bad configuration is refused with the key named.
+
+use std::path::PathBuf;
+
+use stream::{StreamConfig, config::ConfigError, tags::TagExpression};
+
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/config").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn load(text: &str) -> Result<StreamConfig, ConfigError> {
+    StreamConfig::from_yaml_with_env(text, &|_| None)
+}
+
+#[test]
+fn order_service_yaml_loads_unchanged() {
+    let c = load(&fixture("order-service.yml")).unwrap();
+    assert_eq!(c.name_server.as_deref(), Some("127.0.0.1:39876"), "placeholder default applied");
+    assert_eq!(c.functions, ["paymentSuccessConsumer", "stockFreezeFailedConsumer"]);
+    let p = &c.consumers["paymentSuccessConsumer-in-0"];
+    assert_eq!((p.destination.as_str(), p.group.as_str()), ("payment-success", "order-consumer-group"));
+    assert_eq!(p.subscription, TagExpression::AnyOf(vec!["PAYMENT_SUCCESS".into()]));
+    assert!(!p.orderly);
+    assert_eq!((p.max_attempts, p.concurrency, p.batch_size), (3, 1, 1), "Spring's defaults");
+    let s = &c.consumers["stockFreezeFailedConsumer-in-0"];
+    assert_eq!((s.destination.as_str(), s.group.as_str()), ("stock-freeze-failed", "order-consumer-group"));
+    let out = &c.producers["orderCreatedProducer-out-0"];
+    assert_eq!(out.destination, "order-created");
+    assert_eq!(out.group.as_deref(), Some("order-producer-group"));
+    assert!(!out.sync);
+    assert_eq!(out.content_type, "application/json");
+}
+
+#[test]
+fn stock_and_payment_yaml_load_unchanged() {
+    let s = load(&fixture("stock-service.yml")).unwrap();
+    assert_eq!(s.functions, ["orderCreatedConsumer", "paymentSuccessConsumer"]);
+    assert_eq!(s.consumer("orderCreatedConsumer").unwrap().group, "stock-consumer-group");
+    assert_eq!(s.consumer("paymentSuccessConsumer").unwrap().destination, "payment-success");
+    assert_eq!(s.destination_of("stockFreezeFailedProducer-out-0", "x"), "stock-freeze-failed");
+    assert_eq!(s.producers["stockFreezeFailedProducer-out-0"].group.as_deref(), Some("stock-producer-group"));
+
+    let p = load(&fixture("payment-service.yml")).unwrap();
+    assert_eq!(p.functions, ["orderCreatedConsumer"]);
+    assert_eq!(p.consumer("orderCreatedConsumer").unwrap().group, "payment-consumer-group");
+    assert_eq!(p.producers["paymentSuccessProducer-out-0"].group.as_deref(), Some("payment-producer-group"));
+    assert_eq!(p.main_group(), Some("payment-consumer-group"));
+}
+
+#[test]
+fn the_repository_ships_the_fixture_files_byte_for_byte() {
+    for name in ["order-service.yml", "stock-service.yml", "payment-service.yml"] {
+        let ours = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config").join(name)).unwrap();
+        assert_eq!(ours, fixture(name), "config/{name} differs from the seed's");
+    }
+}
+
+#[test]
+fn name_server_placeholder_takes_the_environment() {
+    let c = StreamConfig::from_yaml_with_env(&fixture("order-service.yml"), &|k| {
+        (k == "ROCKETMQ_NAME_SERVER").then(|| "10.0.0.5:9876".to_owned())
+    })
+    .unwrap();
+    assert_eq!(c.name_server.as_deref(), Some("10.0.0.5:9876"));
+}
+
+#[test]
+fn tuning_keys_are_read_from_either_binding_map_with_relaxed_names() {
+    let yaml = fixture("stock-service.yml")
+        .replace(
+            "          orderCreatedConsumer-in-0:\n            consumer:\n              subscription: 'ORDER_CREATED'\n              orderly: false",
+            "          orderCreatedConsumer-in-0:\n            consumer:\n              subscription: 'ORDER_CREATED || PAYMENT_SUCCESS'\n              orderly: true\n              max-attempts: 5\n              concurrency: 20",
+        )
+        .replace(
+            "          destination: order-created\n          content-type: application/json\n          group: stock-consumer-group",
+            "          destination: order-created\n          content-type: application/json\n          group: stock-consumer-group\n          consumer:\n            batchSize: 10\n            back-off-initial-interval: 50",
+        );
+    let c = load(&yaml).unwrap();
+    let b = c.consumer("orderCreatedConsumer").unwrap();
+    assert!(b.orderly);
+    assert_eq!((b.max_attempts, b.concurrency, b.batch_size), (5, 20, 10));
+    assert_eq!(b.backoff.initial.as_millis(), 50);
+    assert!(b.subscription.matches("PAYMENT_SUCCESS"));
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    let base = fixture("order-service.yml");
+    let cases = [
+        (
+            base.replace("          group: order-consumer-group\n        stockFreezeFailedConsumer", "        stockFreezeFailedConsumer"),
+            "spring.cloud.stream.bindings.paymentSuccessConsumer-in-0.group",
+        ),
+        (
+            base.replace("              subscription: 'PAYMENT_SUCCESS'\n              orderly: false", "              subscription: 'PAYMENT_SUCCESS'\n              orderly: perhaps"),
+            "spring.cloud.stream.rocketmq.bindings.paymentSuccessConsumer-in-0.consumer.orderly",
+        ),
+        (
+            base.replace("              subscription: 'PAYMENT_SUCCESS'\n", "              subscription: 'PAYMENT_SUCCESS'\n              max-attempts: 0\n"),
+            "spring.cloud.stream.rocketmq.bindings.paymentSuccessConsumer-in-0.consumer.max-attempts",
+        ),
+        (
+            base.replace("${ROCKETMQ_NAME_SERVER:127.0.0.1:39876}", "${ROCKETMQ_NAME_SERVER}"),
+            "spring.cloud.stream.rocketmq.binder.name-server",
+        ),
+        (
+            base.replace("paymentSuccessConsumer;stockFreezeFailedConsumer", "paymentSuccessConsumer;refundConsumer"),
+            "spring.cloud.stream.bindings.refundConsumer-in-0.destination",
+        ),
+        (
+            base.replace("subscription: 'STOCK_FREEZE_FAILED'", "subscription: ''"),
+            "spring.cloud.stream.rocketmq.bindings.stockFreezeFailedConsumer-in-0.consumer.subscription",
+        ),
+    ];
+    for (yaml, key) in cases {
+        assert_ne!(yaml, base, "test case edits the file");
+        let err = load(&yaml).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+    }
+    assert_eq!(load("spring: {}").unwrap_err().key, "spring.cloud.stream");
+    assert_eq!(load(": : :").unwrap_err().key, "(document)");
+}

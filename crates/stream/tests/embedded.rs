@@ -1,0 +1,243 @@
+//! The embedded binder keeps RocketMQ's consumer-group semantics on a real SQLite file.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use stream::{
+    Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome,
+    config::Backoff, embedded::EmbeddedBinder, metrics, tags::TagExpression,
+};
+
+type Decide = dyn Fn(&Delivery) -> Outcome + Send + Sync;
+
+/// Records every delivery and answers with `decide`.
+struct Recorder {
+    seen: Mutex<Vec<(String, String, u32)>>,
+    decide: Box<Decide>,
+}
+
+impl Recorder {
+    fn new(decide: impl Fn(&Delivery) -> Outcome + Send + Sync + 'static) -> Arc<Recorder> {
+        Arc::new(Recorder { seen: Mutex::new(Vec::new()), decide: Box::new(decide) })
+    }
+    fn ok() -> Arc<Recorder> {
+        Self::new(|_| Outcome::Done)
+    }
+    /// (key, body, attempt) of every delivery so far.
+    fn seen(&self) -> Vec<(String, String, u32)> {
+        self.seen.lock().unwrap().clone()
+    }
+    fn bodies(&self) -> Vec<String> {
+        self.seen().into_iter().map(|s| s.1).collect()
+    }
+}
+
+#[async_trait]
+impl MessageHandler for Recorder {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        let mut seen = self.seen.lock().unwrap();
+        batch
+            .iter()
+            .map(|d| {
+                seen.push((d.message.keys.clone(), String::from_utf8_lossy(&d.message.body).into_owned(), d.attempt));
+                (self.decide)(d)
+            })
+            .collect()
+    }
+}
+
+fn msg(topic: &str, tag: &str, key: &str, body: &str) -> Message {
+    Message { topic: topic.into(), tags: tag.into(), keys: key.into(), properties: BTreeMap::new(), body: body.as_bytes().to_vec() }
+}
+
+fn binding(name: &str, topic: &str, group: &str) -> ConsumerBinding {
+    let mut b = ConsumerBinding::with_defaults(name, topic, group, "*");
+    b.subscription = TagExpression::All;
+    b.backoff = Backoff { initial: Duration::from_millis(5), multiplier: 2.0, max: Duration::from_millis(20) };
+    b
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the async condition holds.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> EmbeddedBinder {
+    EmbeddedBinder::open(&dir.path().join("broker.db"), Metrics::new()).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_group_gets_every_message_and_instances_of_a_group_share_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let (stock_a, stock_b, payment) = (Recorder::ok(), Recorder::ok(), Recorder::ok());
+    b.bind_consumer(binding("s-in-0", "order-created", "stock-consumer-group"), stock_a.clone()).await.unwrap();
+    b.bind_consumer(binding("s-in-0", "order-created", "stock-consumer-group"), stock_b.clone()).await.unwrap();
+    b.bind_consumer(binding("p-in-0", "order-created", "payment-consumer-group"), payment.clone()).await.unwrap();
+    let messages: Vec<Message> = (0..40).map(|i| msg("order-created", "ORDER_CREATED", &format!("K{i}"), &i.to_string())).collect();
+    b.publish(&messages).await.unwrap();
+
+    until("payment group saw all 40", || payment.seen().len() == 40).await;
+    until("stock group saw all 40", || stock_a.seen().len() + stock_b.seen().len() == 40).await;
+    let mut stock: Vec<String> = stock_a.bodies().into_iter().chain(stock_b.bodies()).collect();
+    stock.sort_by_key(|s| s.parse::<i32>().unwrap());
+    let expected: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    assert_eq!(stock, expected, "each message to exactly one instance of the group");
+    eventually("stock backlog drained", || async { b.backlog("stock-consumer-group", "order-created").await.unwrap() == 0 }).await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscriptions_filter_by_tag_expression() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let r = Recorder::ok();
+    let mut bind = binding("x-in-0", "t", "g");
+    bind.subscription = TagExpression::parse("A || B").unwrap();
+    b.bind_consumer(bind, r.clone()).await.unwrap();
+    b.publish(&[msg("t", "A", "1", "a"), msg("t", "C", "2", "c"), msg("t", "B", "3", "b")]).await.unwrap();
+    eventually("A and B acknowledged", || async { b.backlog("g", "t").await.unwrap() == 0 }).await;
+    assert_eq!(r.bodies(), ["a", "b"], "C was never queued for the group");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_with_backoff_then_dead_letters_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let b = EmbeddedBinder::open(&dir.path().join("broker.db"), metrics.clone()).await.unwrap();
+    let r = Recorder::new(|d| if d.message.keys == "poison" { Outcome::Retry("boom".into()) } else { Outcome::Done });
+    let mut bind = binding("x-in-0", "t", "g");
+    bind.max_attempts = 3;
+    b.bind_consumer(bind, r.clone()).await.unwrap();
+    b.publish(&[msg("t", "T", "poison", "p")]).await.unwrap();
+    until("dead-lettered", || metrics.get(metrics::DEAD_LETTERED, &[("topic", "t"), ("group", "g")]) == 1.0).await;
+    let attempts: Vec<u32> = r.seen().iter().map(|s| s.2).collect();
+    assert_eq!(attempts, [1, 2, 3], "delivered max-attempts times");
+    let dlq = b.dead_letters("g", 10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!((dlq[0].origin_topic.as_str(), dlq[0].error.as_str(), dlq[0].attempts), ("t", "boom", 3));
+    assert_eq!(dlq[0].keys, "poison");
+    assert_eq!(b.topic_messages("%DLQ%g").await.unwrap().len(), 1, "readable on %DLQ%<group>");
+    assert_eq!(metrics.get(metrics::RETRIED, &[("topic", "t"), ("group", "g")]), 2.0);
+
+    b.publish(&[msg("t", "T", "fine", "f")]).await.unwrap();
+    until("later message flows", || r.bodies().contains(&"f".to_owned())).await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_outcome_skips_the_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let r = Recorder::new(|d| if d.message.body == b"garbage" { Outcome::DeadLetter("not JSON".into()) } else { Outcome::Done });
+    b.bind_consumer(binding("x-in-0", "t", "g"), r.clone()).await.unwrap();
+    b.publish(&[msg("t", "T", "1", "garbage"), msg("t", "T", "2", "good")]).await.unwrap();
+    eventually("dead letter stored", || async { b.dead_letters("g", 10).await.unwrap().len() == 1 }).await;
+    assert_eq!(r.seen().len(), 2, "the good message was handled too");
+    let dlq = b.dead_letters("g", 10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].attempts, 1, "no retries for a permanent failure");
+    assert_eq!(dlq[0].body, "garbage");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_failure_in_a_batch_does_not_redeliver_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let failed_once = Arc::new(Mutex::new(false));
+    let flag = failed_once.clone();
+    let r = Recorder::new(move |d| {
+        let mut f = flag.lock().unwrap();
+        if d.message.keys == "K2" && !*f {
+            *f = true;
+            Outcome::Retry("transient".into())
+        } else {
+            Outcome::Done
+        }
+    });
+    let mut bind = binding("x-in-0", "t", "g");
+    bind.batch_size = 5;
+    b.bind_consumer(bind, r.clone()).await.unwrap();
+    let messages: Vec<Message> = (0..5).map(|i| msg("t", "T", &format!("K{i}"), &i.to_string())).collect();
+    b.publish(&messages).await.unwrap();
+    until("K2 redelivered", || r.seen().iter().any(|s| s.0 == "K2" && s.2 == 2)).await;
+    let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
+    for (k, _, _) in r.seen() {
+        *per_key.entry(k).or_default() += 1;
+    }
+    assert_eq!(per_key["K2"], 2);
+    for k in ["K0", "K1", "K3", "K4"] {
+        assert_eq!(per_key[k], 1, "{k} delivered once");
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn orderly_bindings_keep_each_keys_order_through_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let failed = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let f = failed.clone();
+    // The first message of every key fails once: its successors must wait for it.
+    let r = Recorder::new(move |d| {
+        let body = String::from_utf8_lossy(&d.message.body).into_owned();
+        if body.ends_with("#0") && f.lock().unwrap().insert(body) { Outcome::Retry("once".into()) } else { Outcome::Done }
+    });
+    let mut bind = binding("x-in-0", "t", "g");
+    bind.orderly = true;
+    bind.concurrency = 4;
+    bind.batch_size = 3;
+    b.bind_consumer(bind, r.clone()).await.unwrap();
+    let mut messages = Vec::new();
+    for seq in 0..4 {
+        for key in ["A", "B", "C"] {
+            messages.push(msg("t", "T", key, &format!("{key}#{seq}")));
+        }
+    }
+    b.publish(&messages).await.unwrap();
+    until("all 12 handled (plus 3 retries)", || r.seen().len() == 15).await;
+    for key in ["A", "B", "C"] {
+        let order: Vec<String> = r.seen().into_iter().filter(|s| s.0 == key).map(|s| s.1).collect();
+        let expected: Vec<String> =
+            [0, 0, 1, 2, 3].iter().map(|i| format!("{key}#{i}")).collect();
+        assert_eq!(order, expected, "key {key} handled in publish order, retry first");
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_wait_for_a_group_that_is_down_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    b.bind_consumer(binding("x-in-0", "t", "g"), Recorder::ok()).await.unwrap();
+    b.shutdown().await;
+
+    let b = open(&dir).await;
+    b.publish(&[msg("t", "T", "1", "while down")]).await.unwrap();
+    assert_eq!(b.backlog("g", "t").await.unwrap(), 1, "subscription is durable");
+    b.shutdown().await;
+
+    let b = open(&dir).await;
+    let r = Recorder::ok();
+    b.bind_consumer(binding("x-in-0", "t", "g"), r.clone()).await.unwrap();
+    until("delivered after restart", || r.bodies() == ["while down"]).await;
+    b.shutdown().await;
+}
