@@ -28,11 +28,13 @@ pub struct Message {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("body is not a valid {event} event: {source}")]
+    #[error("body is not a valid {event} event: {field}: {message}")]
     Json {
         event: &'static str,
-        #[source]
-        source: serde_json::Error,
+        /// The path of the offending field (`orderId`, `productQuantityMap.1001`), or
+        /// `(body)` when the body is not JSON at all.
+        field: String,
+        message: String,
     },
     #[error("message has no eventId (neither the `eventId` property nor the body field)")]
     MissingEventId,
@@ -80,9 +82,19 @@ impl Message {
 
     /// Decodes the body as `T`.
     pub fn decode<T: crate::Event>(&self) -> Result<T, DecodeError> {
-        serde_json::from_slice(&self.body).map_err(|source| DecodeError::Json {
-            event: T::TYPE.tag(),
-            source,
+        let de = &mut serde_json::Deserializer::from_slice(&self.body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // serde names a missing field at its parent: lift the name into the path.
+            let missing = message.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+            let field = match (path.as_str(), missing) {
+                ("." | "?" | "", Some(name)) => name.to_owned(),
+                ("." | "?" | "", None) => "(body)".to_owned(),
+                (p, Some(name)) => format!("{p}.{name}"),
+                (p, None) => p.to_owned(),
+            };
+            DecodeError::Json { event: T::TYPE.tag(), field, message }
         })
     }
 }

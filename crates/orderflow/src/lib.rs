@@ -147,6 +147,23 @@ impl App {
         })
     }
 
+    /// True when nothing is in flight: every outbox is empty, every delivery acknowledged,
+    /// no payment waits for completion — and no message moved while this was checked.
+    pub async fn is_quiet(&self) -> anyhow::Result<bool> {
+        use stream::metrics::{CONSUMED, DEAD_LETTERED, FAILED, PUBLISHED};
+        let moved = || [PUBLISHED, CONSUMED, FAILED, DEAD_LETTERED].map(|n| self.metrics.total(n));
+        let before = moved();
+        for host in [&self.order.host, &self.stock.host, &self.payment.host] {
+            if stream::outbox::Outbox::backlog(&host.db).await? > 0 {
+                return Ok(false);
+            }
+        }
+        if self.broker.pending().await? > 0 || payment::store::pending(self.payment.host.db.reader()).await? > 0 {
+            return Ok(false);
+        }
+        Ok(moved() == before)
+    }
+
     /// Stops gracefully: HTTP first, then consumers (in-flight batches settle), then relays.
     pub async fn shutdown(self) {
         self.token.cancel();

@@ -128,6 +128,11 @@ pub async fn due(pool: &AnyPool, now: i64) -> Result<Vec<String>, sqlx::Error> {
         .await
 }
 
+/// Payments still PENDING (waiting for their completion).
+pub async fn pending(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'PENDING'").fetch_one(pool).await
+}
+
 pub async fn list(pool: &AnyPool, order_no: Option<&str>, limit: i64) -> Result<Vec<Payment>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payments WHERE ($1 IS NULL OR order_no = $1) ORDER BY id DESC LIMIT $2"

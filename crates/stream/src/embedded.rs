@@ -160,6 +160,11 @@ impl EmbeddedBinder {
             .await?)
     }
 
+    /// Deliveries not yet acknowledged, over every group and topic.
+    pub async fn pending(&self) -> Result<i64, BinderError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries").fetch_one(self.inner.db.reader()).await?)
+    }
+
     /// Every message ever published to `topic`, oldest first (for inspection and tests).
     pub async fn topic_messages(&self, topic: &str) -> Result<Vec<Message>, BinderError> {
         let rows = sqlx::query("SELECT topic, tags, keys, properties, body FROM messages WHERE topic = $1 ORDER BY id")

@@ -97,6 +97,12 @@ impl Metrics {
             .unwrap_or(0.0)
     }
 
+    /// The sum over every label set of `name`.
+    pub fn total(&self, name: &str) -> f64 {
+        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        families.get(name).map(|f| f.values.values().sum()).unwrap_or(0.0)
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());

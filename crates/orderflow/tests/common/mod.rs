@@ -1,0 +1,154 @@
+//! Test harness: the real app (embedded binder, SQLite files in a temp dir, port 0) driven
+//! over HTTP, configured from the seed's YAML fixtures. Waits are on conditions, never on
+//! sleeps alone.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use order::store::OrderView;
+use orderflow::{App, AppConfig};
+use payment::{PaymentSettings, store::Payment};
+use serde_json::{Value, json};
+use stock::store::StockView;
+use stream::{Binder, StreamConfig, embedded::EmbeddedBinder};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+}
+
+pub fn fixture_stream(file: &str) -> StreamConfig {
+    let path = fixtures().join("config").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    StreamConfig::from_yaml(&text).unwrap()
+}
+
+pub fn config(dir: &Path, payment: PaymentSettings) -> AppConfig {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    AppConfig {
+        data_dir: dir.to_owned(),
+        order_addr: any,
+        stock_addr: any,
+        payment_addr: any,
+        order_stream: fixture_stream("order-service.yml"),
+        stock_stream: fixture_stream("stock-service.yml"),
+        payment_stream: fixture_stream("payment-service.yml"),
+        payment,
+        demo_products: true,
+    }
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn() -> TestApp {
+    spawn_with(PaymentSettings::default(), |b| Arc::new(b)).await
+}
+
+pub async fn spawn_with(payment: PaymentSettings, wrap: impl FnOnce(EmbeddedBinder) -> Arc<dyn Binder>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start_with(config(dir.path(), payment), wrap).await.unwrap();
+    TestApp { app, dir, http: reqwest::Client::new() }
+}
+
+/// Polls `f` until it yields `Some`, failing the test after 20 s.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl TestApp {
+    pub fn order_url(&self, path: &str) -> String {
+        format!("{}{path}", self.app.order_url)
+    }
+
+    /// POSTs raw JSON to /api/orders; returns status and body.
+    pub async fn post_order(&self, body: &Value) -> (u16, Value) {
+        let r = self.http.post(self.order_url("/api/orders")).json(body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_order(&self, user_id: i64, items: &[(i64, i64)]) -> OrderView {
+        let items: Vec<Value> = items.iter().map(|(p, q)| json!({"productId": p, "quantity": q})).collect();
+        let (status, body) = self.post_order(&json!({"userId": user_id, "items": items, "remark": "test"})).await;
+        assert_eq!(status, 201, "create failed: {body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    pub async fn order(&self, order_no: &str) -> OrderView {
+        let r = self.http.get(self.order_url(&format!("/api/orders/{order_no}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the order is PAID, or CANCELLED with every consequence in (a captured
+    /// payment refunded).
+    pub async fn settled(&self, order_no: &str) -> OrderView {
+        eventually(&format!("order {order_no} settled"), || async {
+            let o = self.order(order_no).await;
+            let done = match o.status {
+                order::domain::OrderStatus::Paid => true,
+                order::domain::OrderStatus::Cancelled => o.payment_id.is_none() || o.refunded,
+                order::domain::OrderStatus::Pending => false,
+            };
+            done.then_some(o)
+        })
+        .await
+    }
+
+    /// Waits until nothing is in flight anywhere.
+    pub async fn quiesce(&self) {
+        eventually("system quiet", || async { self.app.is_quiet().await.unwrap().then_some(()) }).await
+    }
+
+    pub async fn stock(&self, product_id: i64) -> StockView {
+        let r = self.http.get(format!("{}/api/stock/{product_id}", self.app.stock_url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn set_stock(&self, product_id: i64, available: i64) {
+        let r = self
+            .http
+            .put(format!("{}/api/admin/stock/{product_id}", self.app.stock_url))
+            .json(&json!({"available": available}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    pub async fn payments(&self, order_no: &str) -> Vec<Payment> {
+        let r = self.http.get(format!("{}/api/payments?orderNo={order_no}", self.app.payment_url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn reservation(&self, order_no: &str) -> Option<Value> {
+        let r = self.http.get(format!("{}/api/stock/reservations/{order_no}", self.app.stock_url)).send().await.unwrap();
+        if r.status() == 404 { None } else { Some(r.json().await.unwrap()) }
+    }
+
+    /// Pauses or resumes a consumer binding of the service at `base`.
+    pub async fn binding(&self, base: &str, name: &str, state: &str) {
+        let r = self.http.put(format!("{base}/admin/bindings/{name}")).json(&json!({"state": state})).send().await.unwrap();
+        assert_eq!(r.status(), 200, "binding {name} -> {state}");
+    }
+
+    pub async fn metrics(&self, base: &str) -> String {
+        self.http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+}

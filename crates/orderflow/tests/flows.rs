@@ -1,0 +1,305 @@
+//! The seed's three flows and their races, end to end: the real app on the embedded binder,
+//! driven over HTTP. Every order must end PAID (stock deducted, one successful payment) or
+//! CANCELLED (reason recorded, nothing frozen, any capture refunded).
+
+mod common;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+use common::*;
+use order::domain::OrderStatus;
+use payment::{PaymentSettings, domain::{Completion, PaymentStatus}};
+use rust_decimal::Decimal;
+use stream::{Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Message, MessageHandler, embedded::EmbeddedBinder};
+
+#[tokio::test]
+async fn flow_1_and_2_an_order_is_paid_and_its_stock_deducted() {
+    let t = spawn().await;
+    let before = (t.stock(1001).await, t.stock(1002).await);
+    let o = t.create_order(7, &[(1001, 2), (1002, 1)]).await;
+    assert_eq!(o.status, OrderStatus::Pending);
+    assert_eq!(o.total_amount, "149.80".parse::<Decimal>().unwrap(), "2 x 69.95 + 9.90, priced by the server");
+
+    let o = t.settled(&o.order_no).await;
+    assert_eq!(o.status, OrderStatus::Paid);
+    assert!(o.stock_deducted);
+    let tx = o.transaction_no.clone().expect("transaction no recorded");
+    assert!(tx.starts_with("TXN"), "{tx}");
+    let events: Vec<&str> = o.events.iter().map(|e| e.event.as_str()).collect();
+    assert!(events.starts_with(&["ORDER_CREATED"]) && events.contains(&"PAYMENT_SUCCESS") && events.contains(&"STOCK_DEDUCTED"), "{events:?}");
+
+    let (k, c) = (t.stock(1001).await, t.stock(1002).await);
+    assert_eq!((k.available, k.frozen, k.sold), (before.0.available - 2, 0, 2));
+    assert_eq!((c.available, c.frozen, c.sold), (before.1.available - 1, 0, 1));
+
+    let payments = t.payments(&o.order_no).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].status, PaymentStatus::Success);
+    assert_eq!(payments[0].amount, Some(o.total_amount));
+    assert_eq!(payments[0].transaction_no.as_deref(), Some(tx.as_str()));
+    assert_eq!(Some(payments[0].payment_id), o.payment_id);
+
+    // What went over the wire has the Java producers' shape and metadata.
+    t.quiesce().await;
+    let created = t.app.broker.topic_messages("order-created").await.unwrap();
+    assert_eq!(created.len(), 1);
+    let m = &created[0];
+    assert_eq!((m.tags.as_str(), m.keys.as_str()), ("ORDER_CREATED", o.order_no.as_str()));
+    assert_eq!(m.properties["eventType"], "ORDER_CREATED");
+    assert_eq!(m.properties["contentType"], "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    assert_eq!(body["eventId"].as_str(), Some(m.properties["eventId"].as_str()));
+    assert_eq!(body["productQuantityMap"], serde_json::json!({"1001": 2, "1002": 1}));
+    let paid = t.app.broker.topic_messages("payment-success").await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&paid[0].body).unwrap();
+    assert_eq!(body["amount"].to_string(), "149.80", "amount is a JSON number with its scale");
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn flow_3_insufficient_stock_cancels_with_the_product_named_and_nothing_frozen() {
+    let t = spawn().await;
+    let before = t.stock(1004).await; // 3 units of the limited figure
+    let o = t.create_order(8, &[(1001, 1), (1004, 5)]).await;
+    let o = t.settled(&o.order_no).await;
+    assert_eq!(o.status, OrderStatus::Cancelled);
+    let reason = o.cancel_reason.clone().unwrap();
+    assert!(reason.contains("1004"), "reason names the product: {reason}");
+    t.quiesce().await;
+    assert_eq!(t.stock(1004).await, before, "nothing frozen or sold");
+    let keyboards = t.stock(1001).await;
+    assert_eq!((keyboards.frozen, keyboards.sold), (0, 0), "all lines or none");
+    // Payment consumed order-created in parallel and captured: it must be refunded.
+    let payments = t.payments(&o.order_no).await;
+    assert_eq!(payments.len(), 1);
+    assert!(
+        matches!(payments[0].status, PaymentStatus::Refunded | PaymentStatus::Cancelled),
+        "no money kept: {:?}",
+        payments[0].status
+    );
+    if payments[0].status == PaymentStatus::Refunded {
+        assert!(o.refunded, "the order records the refund");
+    }
+    assert_eq!(t.reservation(&o.order_no).await.unwrap()["state"], "FAILED");
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_payment_cancels_the_order_and_releases_the_reservation() {
+    let settings = PaymentSettings { outcome: Completion::Fail { reason: "card declined".into() }, ..Default::default() };
+    let t = spawn_with(settings, |b| Arc::new(b)).await;
+    let before = t.stock(1003).await;
+    let o = t.create_order(9, &[(1003, 2)]).await;
+    let o = t.settled(&o.order_no).await;
+    assert_eq!(o.status, OrderStatus::Cancelled);
+    assert!(o.cancel_reason.as_deref().unwrap().contains("card declined"));
+    t.quiesce().await;
+    assert_eq!(t.stock(1003).await, before, "frozen units went back to available");
+    let state = t.reservation(&o.order_no).await.unwrap()["state"].clone();
+    assert!(state == "RELEASED" || state == "VOID", "{state}");
+    assert_eq!(t.payments(&o.order_no).await[0].status, PaymentStatus::Failed);
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_orders_for_the_last_ten_units_sell_exactly_ten() {
+    let t = spawn().await;
+    t.set_stock(1003, 10).await;
+    let t = Arc::new(t);
+    let mut tasks = Vec::new();
+    for user in 0..50 {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move { t.create_order(100 + user, &[(1003, 1)]).await.order_no }));
+    }
+    let mut orders = Vec::new();
+    for task in tasks {
+        orders.push(task.await.unwrap());
+    }
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for no in &orders {
+        *by_status.entry(t.settled(no).await.status.as_str()).or_default() += 1;
+    }
+    assert_eq!(by_status.get("PAID"), Some(&10), "{by_status:?}");
+    assert_eq!(by_status.get("CANCELLED"), Some(&40), "{by_status:?}");
+    t.quiesce().await;
+    let s = t.stock(1003).await;
+    assert_eq!((s.available, s.frozen, s.sold), (0, 0, 10), "no oversell, nothing left frozen");
+    for no in &orders {
+        let o = t.order(no).await;
+        let p = t.payments(no).await;
+        assert_eq!(p.len(), 1, "one payment per order");
+        match o.status {
+            OrderStatus::Paid => assert_eq!(p[0].status, PaymentStatus::Success),
+            _ => assert!(matches!(p[0].status, PaymentStatus::Refunded | PaymentStatus::Cancelled), "{no}: {:?}", p[0].status),
+        }
+    }
+}
+
+/// A binder that publishes every message twice (what a broker may do after a timeout).
+struct Duplicating(EmbeddedBinder);
+
+#[async_trait]
+impl Binder for Duplicating {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
+        let twice: Vec<Message> = messages.iter().flat_map(|m| [m.clone(), m.clone()]).collect();
+        self.0.publish(&twice).await
+    }
+    async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
+        self.0.bind_consumer(b, h).await
+    }
+    async fn check(&self) -> Result<(), BinderError> {
+        self.0.check().await
+    }
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+        self.0.dead_letters(group, limit).await
+    }
+    async fn shutdown(&self) {
+        self.0.shutdown().await
+    }
+}
+
+#[tokio::test]
+async fn every_event_delivered_twice_has_one_effect() {
+    let t = spawn_with(PaymentSettings::default(), |b| Arc::new(Duplicating(b))).await;
+    t.set_stock(1004, 3).await;
+    let mut orders = Vec::new();
+    for user in 0..5 {
+        // 5 orders for 3 units: both the paid and the cancelled paths see duplicates.
+        orders.push(t.create_order(200 + user, &[(1004, 1)]).await.order_no);
+    }
+    for no in &orders {
+        t.settled(no).await;
+    }
+    t.quiesce().await;
+    let mut paid = 0;
+    for no in &orders {
+        let o = t.order(no).await;
+        let p = t.payments(no).await;
+        assert_eq!(p.len(), 1, "one payment per order despite duplicate order-created");
+        if o.status == OrderStatus::Paid {
+            paid += 1;
+            assert_eq!(p[0].status, PaymentStatus::Success);
+        } else {
+            assert!(matches!(p[0].status, PaymentStatus::Refunded | PaymentStatus::Cancelled));
+        }
+        let history_lines = o.events.iter().filter(|e| e.event == "PAYMENT_SUCCESS").count();
+        assert!(history_lines <= 1, "payment-success applied once: {:?}", o.events);
+    }
+    assert_eq!(paid, 3);
+    let s = t.stock(1004).await;
+    assert_eq!((s.available, s.frozen, s.sold), (0, 0, 3), "each deduction applied once");
+    let dupes = t.app.metrics.total(stream::metrics::DUPLICATES);
+    assert!(dupes >= 10.0, "the inbox dropped the duplicates ({dupes})");
+    assert_eq!(t.app.broker.topic_messages("order-created").await.unwrap().len(), 10, "every event really went twice");
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn payment_success_before_the_reservation_exists_still_ends_paid() {
+    let t = spawn().await;
+    let before = t.stock(1001).await;
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let o = t.create_order(10, &[(1001, 3)]).await;
+    // Stock sees payment-success first: it can only remember it.
+    let r = eventually("stock saw the payment first", || async {
+        t.reservation(&o.order_no).await.filter(|r| r["state"] == "AWAITING_FREEZE")
+    })
+    .await;
+    assert_eq!(r["state"], "AWAITING_FREEZE");
+    assert_eq!(t.order(&o.order_no).await.status, OrderStatus::Pending, "not PAID before stock is deducted");
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
+
+    let o = t.settled(&o.order_no).await;
+    assert_eq!(o.status, OrderStatus::Paid);
+    t.quiesce().await;
+    let s = t.stock(1001).await;
+    assert_eq!((s.available, s.frozen, s.sold), (before.available - 3, 0, 3));
+    assert_eq!(t.reservation(&o.order_no).await.unwrap()["state"], "DEDUCTED");
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn payment_captured_for_an_order_whose_freeze_fails_is_refunded_and_cancelled() {
+    let t = spawn().await;
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let before = t.stock(1004).await;
+    let o = t.create_order(11, &[(1004, before.available + 1)]).await;
+    eventually("payment captured and known to the order", || async {
+        let o = t.order(&o.order_no).await;
+        o.payment_id.is_some().then_some(())
+    })
+    .await;
+    assert_eq!(t.payments(&o.order_no).await[0].status, PaymentStatus::Success);
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
+
+    let o = t.settled(&o.order_no).await;
+    assert_eq!(o.status, OrderStatus::Cancelled);
+    assert!(o.refunded);
+    assert!(o.cancel_reason.as_deref().unwrap().contains("1004"));
+    t.quiesce().await;
+    assert_eq!(t.payments(&o.order_no).await[0].status, PaymentStatus::Refunded);
+    assert_eq!(t.stock(1004).await, before, "stock untouched");
+    let refunds = t.app.broker.topic_messages("payment-refunded").await.unwrap();
+    assert_eq!(refunds.len(), 1);
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_dead_lettered_at_once_and_the_queue_keeps_flowing() {
+    let t = spawn().await;
+    let poison = Message {
+        topic: "order-created".into(),
+        tags: "ORDER_CREATED".into(),
+        keys: "ORD-BROKEN".into(),
+        properties: [("eventId".to_owned(), "poison-1".to_owned())].into(),
+        body: br#"{"orderId":"not a number","orderNo":"ORD-BROKEN"}"#.to_vec(),
+    };
+    t.app.binder.publish(&[poison]).await.unwrap();
+    let o = t.create_order(12, &[(1002, 1)]).await;
+    assert_eq!(t.settled(&o.order_no).await.status, OrderStatus::Paid, "the order behind the poison completes");
+    t.quiesce().await;
+    for group in ["stock-consumer-group", "payment-consumer-group"] {
+        let dlq = t.app.binder.dead_letters(group, 10).await.unwrap();
+        assert_eq!(dlq.len(), 1, "{group}");
+        assert_eq!(dlq[0].attempts, 1, "{group}: no retries for a malformed event");
+        assert_eq!(dlq[0].origin_topic, "order-created");
+        assert!(dlq[0].error.contains("orderId"), "{group}: error names the field: {}", dlq[0].error);
+    }
+    let metrics = t.metrics(&t.app.stock_url).await;
+    assert!(metrics.contains(r#"orderflow_messages_dead_lettered_total{topic="order-created",group="stock-consumer-group"} 1"#), "{metrics}");
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_for_an_unknown_order_is_dead_lettered() {
+    let t = spawn().await;
+    let fixture = std::fs::read(fixtures().join("events/payment-success.json")).unwrap();
+    let event: events::PaymentSuccessEvent = serde_json::from_slice(&fixture).unwrap();
+    // The Java payment service's exact message, for an order this deployment never saw.
+    t.app.binder.publish(&[events::Event::to_message(&event)]).await.unwrap();
+    t.quiesce().await;
+    let dlq = t.app.binder.dead_letters("order-consumer-group", 10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].error.contains("unknown order ORD1736900000001"), "{}", dlq[0].error);
+    // Stock accepted it (it remembers a payment for an order it may yet see).
+    assert!(t.app.binder.dead_letters("stock-consumer-group", 10).await.unwrap().is_empty());
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_java_services_order_created_message_is_consumed() {
+    let t = spawn().await;
+    let fixture = std::fs::read(fixtures().join("events/order-created.json")).unwrap();
+    let event: events::OrderCreatedEvent = serde_json::from_slice(&fixture).unwrap();
+    t.app.binder.publish(&[events::Event::to_message(&event)]).await.unwrap();
+    let r = eventually("stock froze the Java order", || async { t.reservation("ORD1736900000001").await }).await;
+    assert_eq!(r["items"], serde_json::json!({"1001": 2, "1002": 1}));
+    let p = eventually("payment took the Java order", || async {
+        t.payments("ORD1736900000001").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(p.amount, Some("199.90".parse().unwrap()));
+    assert_eq!(p.user_id, 7);
+    t.app.shutdown().await;
+}
