@@ -1,0 +1,163 @@
+//! The HTTP surface: bad input is refused with the field named and nothing written;
+//! Idempotency-Key; listing; the ops endpoints.
+
+mod common;
+
+use common::*;
+use order::domain::OrderStatus;
+use serde_json::{Value, json};
+
+/// Nothing was written anywhere: no order, no outbox row, no message on the broker.
+async fn assert_nothing_written(t: &TestApp) {
+    let orders: Vec<Value> = t.http.get(t.order_url("/api/orders")).send().await.unwrap().json().await.unwrap();
+    assert!(orders.is_empty(), "no order stored: {orders:?}");
+    assert_eq!(stream::outbox::Outbox::backlog(&t.app.order.host.db).await.unwrap(), 0);
+    assert!(t.app.broker.topic_messages("order-created").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_naming_the_field_and_nothing_is_written() {
+    let t = spawn().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"userId": 1, "items": []}), "items"),
+        (json!({"userId": 1}), "items"),
+        (json!({"items": [{"productId": 1001, "quantity": 1}]}), "userId"),
+        (json!({"userId": 0, "items": [{"productId": 1001, "quantity": 1}]}), "userId"),
+        (json!({"userId": "seven", "items": [{"productId": 1001, "quantity": 1}]}), "userId"),
+        (json!({"userId": 1, "items": [{"productId": 1001, "quantity": 0}]}), "items[0].quantity"),
+        (json!({"userId": 1, "items": [{"productId": 1001, "quantity": -2}]}), "items[0].quantity"),
+        (json!({"userId": 1, "items": [{"productId": 1001, "quantity": 1_000_000}]}), "items[0].quantity"),
+        (json!({"userId": 1, "items": [{"productId": 1001, "quantity": 1.5}]}), "items[0].quantity"),
+        (json!({"userId": 1, "items": [{"productId": 1001, "quantity": 1}, {"productId": 99999, "quantity": 1}]}), "items[1].productId"),
+        (json!({"userId": 1, "items": [{"productId": 1001}]}), "items[0].quantity"),
+        (json!({"userId": 1, "items": [{"productId": 1001, "quantity": 1}], "remark": "x".repeat(501)}), "remark"),
+    ];
+    for (body, field) in cases {
+        let (status, err) = t.post_order(&body).await;
+        assert_eq!(status, 400, "{body} -> {err}");
+        assert_eq!(err["error"]["field"], field, "{body} -> {err}");
+        assert!(err["error"]["message"].as_str().unwrap().starts_with(field), "{err}");
+    }
+    let r = t.http.post(t.order_url("/api/orders")).header("content-type", "application/json").body("{\"userId\": 1,").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["field"], "(body)");
+
+    let huge = format!(r#"{{"userId":1,"items":[{{"productId":1001,"quantity":1}}],"remark":"{}"}}"#, "x".repeat(1_100_000));
+    let r = t.http.post(t.order_url("/api/orders")).header("content-type", "application/json").body(huge).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "too_large");
+
+    assert_nothing_written(&t).await;
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_post_return_the_first_result() {
+    let t = spawn().await;
+    let body = json!({"userId": 5, "items": [{"productId": 1002, "quantity": 2}]});
+    let post = |key: &'static str, body: Value| {
+        let req = t.http.post(t.order_url("/api/orders")).header("Idempotency-Key", key).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.headers().get("idempotent-replayed").is_some(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, replay1, first) = post("checkout-42", body.clone()).await;
+    let (s2, replay2, second) = post("checkout-42", body.clone()).await;
+    assert_eq!((s1, replay1), (201, false));
+    assert_eq!((s2, replay2), (201, true));
+    assert_eq!(first["orderNo"], second["orderNo"]);
+    assert_eq!(first["orderId"], second["orderId"]);
+    let orders: Vec<Value> = t.http.get(t.order_url("/api/orders?userId=5")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(orders.len(), 1, "one order for one key");
+
+    let (s3, _, err) = post("checkout-42", json!({"userId": 5, "items": [{"productId": 1002, "quantity": 3}]})).await;
+    assert_eq!(s3, 422, "{err}");
+    let (s4, _, other) = post("checkout-43", body).await;
+    assert_eq!(s4, 201);
+    assert_ne!(other["orderNo"], first["orderNo"]);
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn orders_are_listed_by_user_and_status() {
+    let t = spawn().await;
+    let a = t.create_order(21, &[(1001, 1)]).await;
+    let b = t.create_order(21, &[(1004, 50)]).await; // more than there is: cancelled
+    let c = t.create_order(22, &[(1002, 1)]).await;
+    for o in [&a, &b, &c] {
+        t.settled(&o.order_no).await;
+    }
+    let get = |q: &'static str| {
+        let req = t.http.get(t.order_url(&format!("/api/orders?{q}")));
+        async move { req.send().await.unwrap().json::<Vec<order::store::OrderView>>().await.unwrap() }
+    };
+    let nos = |v: Vec<order::store::OrderView>| v.into_iter().map(|o| o.order_no).collect::<Vec<_>>();
+    assert_eq!(nos(get("userId=21").await), [b.order_no.clone(), a.order_no.clone()], "newest first");
+    assert_eq!(nos(get("userId=21&status=PAID").await), [a.order_no.clone()]);
+    let cancelled = get("status=cancelled").await;
+    assert_eq!(nos(cancelled.clone()), [b.order_no.clone()]);
+    assert_eq!(cancelled[0].status, OrderStatus::Cancelled);
+    let r = t.http.get(t.order_url("/api/orders?status=LOST")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = t.http.get(t.order_url("/api/orders/ORD-NOPE")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn ops_endpoints_report_health_readiness_and_metrics() {
+    let t = spawn().await;
+    let o = t.create_order(30, &[(1001, 1)]).await;
+    t.settled(&o.order_no).await;
+    t.quiesce().await;
+    for base in [&t.app.order_url, &t.app.stock_url, &t.app.payment_url] {
+        let h: Value = t.http.get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(h["status"], "UP");
+        let r = t.http.get(format!("{base}/ready")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = t.metrics(&t.app.order_url).await;
+    for line in [
+        r#"orderflow_orders{status="PAID"} 1"#,
+        r#"orderflow_orders{status="PENDING"} 0"#,
+        r#"orderflow_messages_published_total{topic="order-created"} 1"#,
+        r#"orderflow_messages_consumed_total{topic="order-created",group="stock-consumer-group"} 1"#,
+        r#"orderflow_messages_consumed_total{topic="order-created",group="payment-consumer-group"} 1"#,
+        r#"orderflow_messages_consumed_total{topic="payment-success",group="order-consumer-group"} 1"#,
+        r#"orderflow_outbox_backlog{service="order"} 0"#,
+        "# TYPE orderflow_messages_consumed_total counter",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+    let bindings: Vec<Value> = t.http.get(format!("{}/admin/bindings", t.app.stock_url)).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = bindings.iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["orderCreatedConsumer-in-0", "paymentSuccessConsumer-in-0", "orderCancelledConsumer-in-0"]);
+    let r = t.http.put(format!("{}/admin/bindings/nope", t.app.stock_url)).json(&json!({"state": "PAUSED"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn stock_admin_validates_and_records_adjustments() {
+    let t = spawn().await;
+    let put = |id: &'static str, body: Value| {
+        let req = t.http.put(format!("{}/api/admin/stock/{id}", t.app.stock_url)).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(put("1001", json!({"available": -1})).await.1["error"]["field"], "available");
+    assert_eq!(put("abc", json!({"available": 1})).await.1["error"]["field"], "productId");
+    assert_eq!(put("1001", json!({"available": "many"})).await.1["error"]["field"], "available");
+    let (status, v) = put("2001", json!({"available": 12})).await;
+    assert_eq!(status, 200);
+    assert_eq!(v, json!({"productId": 2001, "available": 12, "frozen": 0, "sold": 0}));
+    assert_eq!(t.stock(2001).await.available, 12);
+    let r = t.http.get(format!("{}/api/stock/9999", t.app.stock_url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    t.app.shutdown().await;
+}
