@@ -74,3 +74,46 @@ fn yaml_text(v: &serde_yaml::Value) -> String {
         other => serde_yaml::to_string(other).map(|s| s.trim().to_owned()).unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml_with(section: &str) -> StreamConfig {
+        StreamConfig::from_yaml_with_env(&format!("{PAYMENT_YAML}\norderflow:\n{section}"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn the_flag_beats_the_yaml_which_beats_the_default() {
+        let plain = StreamConfig::from_yaml_with_env(PAYMENT_YAML, &|_| None).unwrap();
+        let yaml = yaml_with("  http:\n    address: 127.0.0.1:9100\n");
+        assert_eq!(address(None, &plain, "127.0.0.1:8083", "payment").unwrap().port(), 8083);
+        assert_eq!(address(None, &yaml, "127.0.0.1:8083", "payment").unwrap().port(), 9100);
+        assert_eq!(address(Some("127.0.0.1:9200"), &yaml, "127.0.0.1:8083", "payment").unwrap().port(), 9200);
+        let err = address(None, &yaml_with("  http:\n    address: nowhere\n"), "127.0.0.1:1", "payment").unwrap_err();
+        assert!(err.to_string().contains("orderflow.http.address"), "{err}");
+    }
+
+    #[test]
+    fn payment_simulation_settings_layer_and_validate() {
+        let yaml = yaml_with("  payment:\n    outcome: fail\n    delay-ms: 250\n");
+        let s = payment(None, None, &yaml).unwrap();
+        assert!(matches!(s.outcome, Completion::Fail { .. }));
+        assert_eq!(s.delay, Duration::from_millis(250));
+        let s = payment(Some("success"), Some(0), &yaml).unwrap();
+        assert_eq!((s.outcome, s.delay), (Completion::Succeed, Duration::ZERO));
+        assert!(payment(Some("maybe"), None, &yaml).unwrap_err().to_string().contains("success or fail"));
+        assert!(payment(None, Some(10_000_000), &yaml).is_err());
+    }
+
+    #[test]
+    fn the_built_in_yaml_files_are_the_seeds() {
+        for (name, text) in FILES {
+            let seed = std::fs::read_to_string(
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/config").join(name),
+            )
+            .unwrap();
+            assert_eq!(text, seed, "{name}");
+        }
+    }
+}
