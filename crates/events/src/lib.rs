@@ -96,6 +96,13 @@ pub trait Event: serde::Serialize + serde::de::DeserializeOwned {
         Message::for_event(Self::TYPE, self.order_no(), self.event_id(), self)
     }
 
+    /// The same message addressed to `topic` (a binding's configured destination).
+    fn to_message_on(&self, topic: &str) -> Message {
+        let mut m = self.to_message();
+        m.topic = topic.to_owned();
+        m
+    }
+
     /// Decodes a message body; a failure is permanent (the same bytes never decode later).
     fn from_message(message: &Message) -> Result<Self, DecodeError> {
         message.decode()

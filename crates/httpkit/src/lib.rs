@@ -165,40 +165,6 @@ pub fn ops_routes(ops: Arc<dyn Ops>) -> Router {
         )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
-    struct Req {
-        #[serde(rename = "userId")]
-        user_id: i64,
-        items: Vec<Item>,
-    }
-    #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
-    struct Item {
-        quantity: i64,
-    }
-
-    fn field(r: Result<Req, ApiError>) -> String {
-        match r {
-            Err(ApiError::Invalid { field, .. }) => field,
-            other => panic!("expected invalid, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        assert_eq!(field(parse_json(br#"{"userId":"x","items":[]}"#)), "userId");
-        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{"quantity":"a"}]}"#)), "items[0].quantity");
-        assert_eq!(field(parse_json(br#"{"items":[]}"#)), "userId");
-        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{}]}"#)), "items[0].quantity");
-        assert_eq!(field(parse_json(b"{not json")), "(body)");
-    }
-}
-
 /// `GET /admin/bindings` lists the service's consumer bindings and their state;
 /// `PUT /admin/bindings/{name}` with `{"state":"PAUSED"}` or `{"state":"RUNNING"}` pauses or
 /// resumes one (Spring Cloud Stream's bindings endpoint). Messages wait while paused.
@@ -252,4 +218,38 @@ pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
         .route("/admin/bindings", get(list))
         .route("/admin/bindings/{name}", axum::routing::put(change))
         .with_state(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Req {
+        #[serde(rename = "userId")]
+        user_id: i64,
+        items: Vec<Item>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        quantity: i64,
+    }
+
+    fn field(r: Result<Req, ApiError>) -> String {
+        match r {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field(parse_json(br#"{"userId":"x","items":[]}"#)), "userId");
+        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{"quantity":"a"}]}"#)), "items[0].quantity");
+        assert_eq!(field(parse_json(br#"{"items":[]}"#)), "userId");
+        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{}]}"#)), "items[0].quantity");
+        assert_eq!(field(parse_json(b"{not json")), "(body)");
+    }
 }

@@ -96,8 +96,8 @@ async fn create(
         timestamp: Some(created.created_at),
         event_id: events::new_event_id(),
     };
-    Outbox::enqueue(&mut tx, &svc.message(&event, &svc.order_created_topic)).await?;
-    store::record(&mut tx, &created.order_no, event.to_message().tags.as_str(), &format!("created, total {total}")).await?;
+    Outbox::enqueue(&mut tx, &event.to_message_on(&svc.order_created_topic)).await?;
+    store::record(&mut tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
     if let Some(key) = &key {
         store::remember_key(&mut tx, key, &hash, &created.order_no).await?;
     }

@@ -21,7 +21,7 @@ use events::{
     PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
 };
 use sqlx::AnyConnection;
-use stream::{BinderError, ConsumerBinding, HandleError, ServiceHost, TxHandler, outbox::Outbox};
+use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 
 use crate::domain::{Fact, PaymentRef, decide};
 
@@ -40,15 +40,11 @@ impl OrderService {
     pub async fn start(host: Arc<ServiceHost>) -> Result<Arc<OrderService>, StartError> {
         let config = &host.config;
         let svc = Arc::new(OrderService {
-            order_created_topic: config.destination_of("orderCreatedProducer-out-0", EventType::OrderCreated.topic()),
-            order_cancelled_topic: config
-                .destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled.topic()),
+            order_created_topic: config.destination_of("orderCreatedProducer-out-0", EventType::OrderCreated),
+            order_cancelled_topic: config.destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled),
             host: host.clone(),
         });
-        let group = config.main_group().unwrap_or(DEFAULT_GROUP).to_owned();
-        let ours = |function: &str, kind: EventType| {
-            config.consumer_or(ConsumerBinding::with_defaults(&format!("{function}-in-0"), kind.topic(), &group, kind.tag()))
-        };
+        let ours = |function: &str, kind: EventType| config.added_consumer(function, kind, DEFAULT_GROUP);
         let bindings = [
             (config.consumer("paymentSuccessConsumer")?.clone(), EventType::PaymentSuccess),
             (config.consumer("stockFreezeFailedConsumer")?.clone(), EventType::StockFreezeFailed),
@@ -61,21 +57,6 @@ impl OrderService {
         }
         Ok(svc)
     }
-
-    /// The `order-created` message for an order, addressed to the configured destination.
-    fn message(&self, event: &impl Event, topic: &str) -> Message {
-        let mut m = event.to_message();
-        m.topic = topic.to_owned();
-        m
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("configuration: {0}")]
-    Config(#[from] stream::ConfigError),
-    #[error("binder: {0}")]
-    Binder(#[from] BinderError),
 }
 
 /// Applies one kind of incoming event to the order it names.
@@ -126,7 +107,7 @@ impl TxHandler for FactHandler {
                 timestamp: Some(events::now_millis()),
                 event_id: events::new_event_id(),
             };
-            Outbox::enqueue(tx, &self.svc.message(&event, &self.svc.order_cancelled_topic)).await?;
+            Outbox::enqueue(tx, &event.to_message_on(&self.svc.order_cancelled_topic)).await?;
             store::record(tx, &order_no, EventType::OrderCancelled.tag(), &event.reason).await?;
         }
         tracing::info!(order_no, event = self.kind.tag(), status = d.state.status.as_str(), "order updated");

@@ -19,7 +19,7 @@ use events::{
     PaymentSuccessEvent, ProductQuantities,
 };
 use sqlx::AnyConnection;
-use stream::{BinderError, ConsumerBinding, HandleError, ServiceHost, TxHandler, outbox::Outbox};
+use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::domain::{Announce, Completion, Fact, PaymentStatus, decide};
@@ -51,14 +51,6 @@ pub struct PaymentService {
     refunded_topic: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("configuration: {0}")]
-    Config(#[from] stream::ConfigError),
-    #[error("binder: {0}")]
-    Binder(#[from] BinderError),
-}
-
 impl PaymentService {
     pub async fn start(
         host: Arc<ServiceHost>,
@@ -68,19 +60,13 @@ impl PaymentService {
     ) -> Result<Arc<PaymentService>, StartError> {
         let config = &host.config;
         let svc = Arc::new(PaymentService {
-            success_topic: config.destination_of("paymentSuccessProducer-out-0", EventType::PaymentSuccess.topic()),
-            failed_topic: config.destination_of("paymentFailedProducer-out-0", EventType::PaymentFailed.topic()),
-            refunded_topic: config.destination_of("paymentRefundedProducer-out-0", EventType::PaymentRefunded.topic()),
+            success_topic: config.destination_of("paymentSuccessProducer-out-0", EventType::PaymentSuccess),
+            failed_topic: config.destination_of("paymentFailedProducer-out-0", EventType::PaymentFailed),
+            refunded_topic: config.destination_of("paymentRefundedProducer-out-0", EventType::PaymentRefunded),
             settings,
             host: host.clone(),
         });
-        let group = config.main_group().unwrap_or(DEFAULT_GROUP).to_owned();
-        let cancelled = config.consumer_or(ConsumerBinding::with_defaults(
-            "orderCancelledConsumer-in-0",
-            EventType::OrderCancelled.topic(),
-            &group,
-            EventType::OrderCancelled.tag(),
-        ));
+        let cancelled = config.added_consumer("orderCancelledConsumer", EventType::OrderCancelled, DEFAULT_GROUP);
         host.bind(config.consumer("orderCreatedConsumer")?.clone(), Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCreated }))
             .await?;
         host.bind(cancelled, Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCancelled })).await?;
@@ -111,7 +97,7 @@ impl PaymentService {
                     event_id: events::new_event_id(),
                     product_quantity_map: serde_json::from_str::<ProductQuantities>(&p.lines).ok(),
                 };
-                Outbox::enqueue(tx, &addressed(&e, &self.success_topic)).await?;
+                Outbox::enqueue(tx, &e.to_message_on(&self.success_topic)).await?;
             }
             Some(Announce::Failed { reason }) => {
                 store::set_status(tx, p.payment_id, status, None, Some(&reason)).await?;
@@ -125,19 +111,13 @@ impl PaymentService {
                     timestamp: Some(now),
                     event_id: events::new_event_id(),
                 };
-                Outbox::enqueue(tx, &addressed(&e, &self.failed_topic)).await?;
+                Outbox::enqueue(tx, &e.to_message_on(&self.failed_topic)).await?;
             }
             Some(Announce::Refunded) | None => store::set_status(tx, p.payment_id, status, None, None).await?,
         }
         tracing::info!(order_no, status = status.as_str(), "payment completed");
         Ok(())
     }
-}
-
-fn addressed(event: &impl Event, topic: &str) -> Message {
-    let mut m = event.to_message();
-    m.topic = topic.to_owned();
-    m
 }
 
 struct FactHandler {
@@ -208,7 +188,7 @@ impl FactHandler {
                 timestamp: Some(events::now_millis()),
                 event_id: events::new_event_id(),
             };
-            Outbox::enqueue(tx, &addressed(&r, &self.svc.refunded_topic)).await?;
+            Outbox::enqueue(tx, &r.to_message_on(&self.svc.refunded_topic)).await?;
             tracing::info!(order_no = %p.order_no, "payment refunded");
         }
         Ok(())

@@ -23,7 +23,7 @@ use events::{
     StockFreezeFailedEvent,
 };
 use sqlx::AnyConnection;
-use stream::{BinderError, ConsumerBinding, HandleError, ServiceHost, TxHandler, outbox::Outbox};
+use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 
 use crate::domain::{Announce, Fact, decide};
 
@@ -36,30 +36,15 @@ pub struct StockService {
     deducted_topic: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("configuration: {0}")]
-    Config(#[from] stream::ConfigError),
-    #[error("binder: {0}")]
-    Binder(#[from] BinderError),
-}
-
 impl StockService {
     pub async fn start(host: Arc<ServiceHost>) -> Result<Arc<StockService>, StartError> {
         let config = &host.config;
         let svc = Arc::new(StockService {
-            freeze_failed_topic: config
-                .destination_of("stockFreezeFailedProducer-out-0", EventType::StockFreezeFailed.topic()),
-            deducted_topic: config.destination_of("stockDeductedProducer-out-0", EventType::StockDeducted.topic()),
+            freeze_failed_topic: config.destination_of("stockFreezeFailedProducer-out-0", EventType::StockFreezeFailed),
+            deducted_topic: config.destination_of("stockDeductedProducer-out-0", EventType::StockDeducted),
             host: host.clone(),
         });
-        let group = config.main_group().unwrap_or(DEFAULT_GROUP).to_owned();
-        let cancelled = config.consumer_or(ConsumerBinding::with_defaults(
-            "orderCancelledConsumer-in-0",
-            EventType::OrderCancelled.topic(),
-            &group,
-            EventType::OrderCancelled.tag(),
-        ));
+        let cancelled = config.added_consumer("orderCancelledConsumer", EventType::OrderCancelled, DEFAULT_GROUP);
         let bindings = [
             (config.consumer("orderCreatedConsumer")?.clone(), EventType::OrderCreated),
             (config.consumer("paymentSuccessConsumer")?.clone(), EventType::PaymentSuccess),
@@ -100,12 +85,6 @@ impl FactHandler {
     }
 }
 
-fn addressed(event: &impl Event, topic: &str) -> Message {
-    let mut m = event.to_message();
-    m.topic = topic.to_owned();
-    m
-}
-
 #[async_trait]
 impl TxHandler for FactHandler {
     async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
@@ -128,7 +107,7 @@ impl TxHandler for FactHandler {
         match d.announce {
             Some(Announce::FreezeFailed { reason }) => {
                 let e = StockFreezeFailedEvent { order_id, order_no: order_no.clone(), reason, timestamp: now, event_id: events::new_event_id() };
-                Outbox::enqueue(tx, &addressed(&e, &self.svc.freeze_failed_topic)).await?;
+                Outbox::enqueue(tx, &e.to_message_on(&self.svc.freeze_failed_topic)).await?;
             }
             Some(Announce::Deducted { lines }) => {
                 let e = StockDeductedEvent {
@@ -138,7 +117,7 @@ impl TxHandler for FactHandler {
                     timestamp: now,
                     event_id: events::new_event_id(),
                 };
-                Outbox::enqueue(tx, &addressed(&e, &self.svc.deducted_topic)).await?;
+                Outbox::enqueue(tx, &e.to_message_on(&self.svc.deducted_topic)).await?;
             }
             None => {}
         }

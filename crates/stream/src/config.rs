@@ -220,6 +220,14 @@ impl StreamConfig {
         self.consumers.get(&default.name).cloned().unwrap_or(default)
     }
 
+    /// The input binding `<function>-in-0` for one of the topics we add (not in the seed's
+    /// YAML): the YAML's if it defines one, else the event's topic and tag in the service's
+    /// own group (`fallback_group` when the YAML names none).
+    pub fn added_consumer(&self, function: &str, kind: events::EventType, fallback_group: &str) -> ConsumerBinding {
+        let group = self.main_group().unwrap_or(fallback_group).to_owned();
+        self.consumer_or(ConsumerBinding::with_defaults(&format!("{function}-in-0"), kind.topic(), &group, kind.tag()))
+    }
+
     /// The consumer binding `<function>-in-0` the YAML must define.
     pub fn consumer(&self, function: &str) -> Result<&ConsumerBinding, ConfigError> {
         let name = format!("{function}-in-0");
@@ -228,12 +236,10 @@ impl StreamConfig {
         })
     }
 
-    /// The destination of output binding `name`, or `default_topic` when it is not configured.
-    pub fn destination_of(&self, name: &str, default_topic: &str) -> String {
-        self.producers
-            .get(name)
-            .map(|p| p.destination.clone())
-            .unwrap_or_else(|| default_topic.to_owned())
+    /// The destination of output binding `name`, or the event's own topic when the YAML does
+    /// not configure it.
+    pub fn destination_of(&self, name: &str, kind: events::EventType) -> String {
+        self.producers.get(name).map(|p| p.destination.clone()).unwrap_or_else(|| kind.topic().to_owned())
     }
 
     /// The consumer group the service's seed bindings use (for bindings we add).

@@ -14,6 +14,15 @@ use crate::{
     OutboxRelay, StreamConfig, TxHandler, inbox, metrics, outbox::{self, Outbox},
 };
 
+/// Why a service could not start on its host.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::ConfigError),
+    #[error("binder: {0}")]
+    Binder(#[from] BinderError),
+}
+
 pub struct ServiceHost {
     pub name: &'static str,
     pub db: Db,

@@ -27,6 +27,6 @@ pub use config::{ConfigError, ConsumerBinding, ProducerBinding, StreamConfig};
 pub use db::{Db, DbError};
 pub use events::Message;
 pub use inbox::{HandleError, InboxConsumer, TxHandler};
-pub use host::ServiceHost;
+pub use host::{ServiceHost, StartError};
 pub use metrics::Metrics;
 pub use outbox::{Outbox, OutboxRelay};

@@ -39,7 +39,17 @@ fn stock_and_payment_yaml_load_unchanged() {
     assert_eq!(s.functions, ["orderCreatedConsumer", "paymentSuccessConsumer"]);
     assert_eq!(s.consumer("orderCreatedConsumer").unwrap().group, "stock-consumer-group");
     assert_eq!(s.consumer("paymentSuccessConsumer").unwrap().destination, "payment-success");
-    assert_eq!(s.destination_of("stockFreezeFailedProducer-out-0", "x"), "stock-freeze-failed");
+    assert_eq!(
+        s.destination_of("stockDeductedProducer-out-0", events::EventType::StockDeducted),
+        "stock-deducted",
+        "an added topic defaults to its own name"
+    );
+    let renamed = fixture("stock-service.yml").replace("destination: stock-freeze-failed", "destination: sff-renamed");
+    let r = load(&renamed).unwrap();
+    assert_eq!(r.destination_of("stockFreezeFailedProducer-out-0", events::EventType::StockFreezeFailed), "sff-renamed");
+    let added = s.added_consumer("orderCancelledConsumer", events::EventType::OrderCancelled, "unused");
+    assert_eq!((added.destination.as_str(), added.group.as_str()), ("order-cancelled", "stock-consumer-group"));
+    assert!(added.subscription.matches("ORDER_CANCELLED"));
     assert_eq!(s.producers["stockFreezeFailedProducer-out-0"].group.as_deref(), Some("stock-producer-group"));
 
     let p = load(&fixture("payment-service.yml")).unwrap();
