@@ -303,3 +303,46 @@ async fn the_java_services_order_created_message_is_consumed() {
     assert_eq!(p.user_id, 7);
     t.app.shutdown().await;
 }
+
+/// A binder whose first `failures` publishes are refused (the broker is down for a while).
+struct Unavailable {
+    inner: EmbeddedBinder,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Binder for Unavailable {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(BinderError::Unavailable("broker down (test)".into()));
+        }
+        self.inner.publish(messages).await
+    }
+    async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
+        self.inner.bind_consumer(b, h).await
+    }
+    async fn check(&self) -> Result<(), BinderError> {
+        self.inner.check().await
+    }
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+        self.inner.dead_letters(group, limit).await
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_the_broker_refuses_them() {
+    let failures = std::sync::atomic::AtomicUsize::new(4);
+    let t = spawn_with(PaymentSettings::default(), |inner| Arc::new(Unavailable { inner, failures })).await;
+    let o = t.create_order(13, &[(1002, 1)]).await;
+    assert_eq!(o.status, OrderStatus::Pending, "the order is accepted while the broker is down");
+    let o = t.settled(&o.order_no).await;
+    assert_eq!(o.status, OrderStatus::Paid, "the relay retried until the broker took the events");
+    t.quiesce().await;
+    assert_eq!(t.app.broker.topic_messages("order-created").await.unwrap().len(), 1, "published once");
+    t.app.shutdown().await;
+}
