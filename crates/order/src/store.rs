@@ -119,10 +119,12 @@ pub async fn insert_order(
 
 /// The order's id, user and decision state, read inside the write transaction.
 pub async fn load_state(conn: &mut AnyConnection, order_no: &str) -> Result<Option<(i64, i64, OrderState)>, sqlx::Error> {
-    let Some(r) = sqlx::query(
+    let select = stream::db::lock_rows(
+        conn,
         "SELECT id, user_id, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
          FROM orders WHERE order_no = $1",
-    )
+    );
+    let Some(r) = sqlx::query(select)
     .bind(order_no)
     .fetch_optional(conn)
     .await?

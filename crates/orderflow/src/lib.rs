@@ -19,13 +19,24 @@ use order::OrderService;
 use payment::{PaymentService, PaymentSettings};
 use rust_decimal::Decimal;
 use stock::StockService;
-use stream::{Binder, Metrics, ServiceHost, StreamConfig, embedded::EmbeddedBinder};
+use stream::{Binder, Db, Metrics, ServiceHost, StreamConfig, embedded::EmbeddedBinder};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Where the services keep their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `order.db`, `stock.db`, `payment.db` in the data directory.
+    Sqlite,
+    /// One PostgreSQL database URL per service.
+    Postgres { order: String, stock: String, payment: String },
+}
 
 /// Everything `up` needs to know.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    /// Holds `broker.db` (the embedded binder) and, with [`Storage::Sqlite`], the services' files.
     pub data_dir: PathBuf,
+    pub storage: Storage,
     pub order_addr: SocketAddr,
     pub stock_addr: SocketAddr,
     pub payment_addr: SocketAddr,
@@ -81,12 +92,20 @@ impl App {
 
         let host = |name: &'static str, migrations: &'static [&'static str], stream: StreamConfig| {
             let (binder, metrics, tracker, token) = (binder.clone(), metrics.clone(), tracker.clone(), token.clone());
-            let path = dir.join(format!("{name}.db"));
+            let location = match &config.storage {
+                Storage::Sqlite => dir.join(format!("{name}.db")).display().to_string(),
+                Storage::Postgres { order, stock, payment } => match name {
+                    order::SERVICE => order.clone(),
+                    stock::SERVICE => stock.clone(),
+                    _ => payment.clone(),
+                },
+            };
             async move {
-                ServiceHost::open(name, &path, migrations, stream, binder, metrics, &tracker, token)
+                let db = Db::open(&location).await.with_context(|| format!("{name} service database"))?;
+                ServiceHost::open(name, db, migrations, stream, binder, metrics, &tracker, token)
                     .await
                     .map(Arc::new)
-                    .with_context(|| format!("{name} service database {}", path.display()))
+                    .with_context(|| format!("{name} service database"))
             }
         };
         let order_host = host(order::SERVICE, order::store::MIGRATIONS, config.order_stream.clone()).await?;

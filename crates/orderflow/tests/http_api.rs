@@ -15,9 +15,8 @@ async fn assert_nothing_written(t: &TestApp) {
     assert!(t.app.broker.topic_messages("order-created").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn bad_orders_are_refused_naming_the_field_and_nothing_is_written() {
-    let t = spawn().await;
+async fn bad_orders_are_refused_naming_the_field_and_nothing_is_written(v: Variant) {
+    let t = spawn(v).await;
     let cases: Vec<(Value, &str)> = vec![
         (json!({"userId": 1, "items": []}), "items"),
         (json!({"userId": 1}), "items"),
@@ -50,12 +49,11 @@ async fn bad_orders_are_refused_naming_the_field_and_nothing_is_written() {
     assert_eq!(err["error"]["code"], "too_large");
 
     assert_nothing_written(&t).await;
-    t.app.shutdown().await;
+    t.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_idempotency_key_makes_a_retried_post_return_the_first_result() {
-    let t = spawn().await;
+async fn an_idempotency_key_makes_a_retried_post_return_the_first_result(v: Variant) {
+    let t = spawn(v).await;
     let body = json!({"userId": 5, "items": [{"productId": 1002, "quantity": 2}]});
     let post = |key: &'static str, body: Value| {
         let req = t.http.post(t.order_url("/api/orders")).header("Idempotency-Key", key).json(&body);
@@ -78,12 +76,11 @@ async fn an_idempotency_key_makes_a_retried_post_return_the_first_result() {
     let (s4, _, other) = post("checkout-43", body).await;
     assert_eq!(s4, 201);
     assert_ne!(other["orderNo"], first["orderNo"]);
-    t.app.shutdown().await;
+    t.shutdown().await;
 }
 
-#[tokio::test]
-async fn orders_are_listed_by_user_and_status() {
-    let t = spawn().await;
+async fn orders_are_listed_by_user_and_status(v: Variant) {
+    let t = spawn(v).await;
     let a = t.create_order(21, &[(1001, 1)]).await;
     let b = t.create_order(21, &[(1004, 50)]).await; // more than there is: cancelled
     let c = t.create_order(22, &[(1002, 1)]).await;
@@ -104,12 +101,11 @@ async fn orders_are_listed_by_user_and_status() {
     assert_eq!(r.status(), 400);
     let r = t.http.get(t.order_url("/api/orders/ORD-NOPE")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    t.app.shutdown().await;
+    t.shutdown().await;
 }
 
-#[tokio::test]
-async fn ops_endpoints_report_health_readiness_and_metrics() {
-    let t = spawn().await;
+async fn ops_endpoints_report_health_readiness_and_metrics(v: Variant) {
+    let t = spawn(v).await;
     let o = t.create_order(30, &[(1001, 1)]).await;
     t.settled(&o.order_no).await;
     t.quiesce().await;
@@ -137,12 +133,11 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     assert_eq!(names, ["orderCreatedConsumer-in-0", "paymentSuccessConsumer-in-0", "orderCancelledConsumer-in-0"]);
     let r = t.http.put(format!("{}/admin/bindings/nope", t.app.stock_url)).json(&json!({"state": "PAUSED"})).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    t.app.shutdown().await;
+    t.shutdown().await;
 }
 
-#[tokio::test]
-async fn stock_admin_validates_and_records_adjustments() {
-    let t = spawn().await;
+async fn stock_admin_validates_and_records_adjustments(v: Variant) {
+    let t = spawn(v).await;
     let put = |id: &'static str, body: Value| {
         let req = t.http.put(format!("{}/api/admin/stock/{id}", t.app.stock_url)).json(&body);
         async move {
@@ -159,5 +154,13 @@ async fn stock_admin_validates_and_records_adjustments() {
     assert_eq!(t.stock(2001).await.available, 12);
     let r = t.http.get(format!("{}/api/stock/9999", t.app.stock_url)).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    t.app.shutdown().await;
+    t.shutdown().await;
 }
+
+variants!(
+    bad_orders_are_refused_naming_the_field_and_nothing_is_written,
+    an_idempotency_key_makes_a_retried_post_return_the_first_result,
+    orders_are_listed_by_user_and_status,
+    ops_endpoints_report_health_readiness_and_metrics,
+    stock_admin_validates_and_records_adjustments,
+);

@@ -7,28 +7,21 @@ use std::{process::Stdio, time::Duration};
 
 use common::*;
 use order::domain::OrderStatus;
-use orderflow::App;
 use payment::PaymentSettings;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-#[tokio::test]
-async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order(v: Variant) {
     let slow = PaymentSettings { delay: Duration::from_millis(400), ..Default::default() };
-    let app = App::start(config(dir.path(), slow)).await.unwrap();
-    let t = TestApp { app, dir, http: reqwest::Client::new() };
+    let t = spawn_with(v, slow, |b| std::sync::Arc::new(b)).await;
     let mut orders = Vec::new();
     for user in 0..10 {
         orders.push(t.create_order(300 + user, &[(1001, 1)]).await.order_no);
     }
     let pending = t.order(&orders[9]).await;
     assert_eq!(pending.status, OrderStatus::Pending, "stopping mid-flow: payments still in progress");
-    let TestApp { app, dir, http } = t;
-    app.shutdown().await;
 
-    let app = App::start(config(dir.path(), PaymentSettings::default())).await.unwrap();
-    let t = TestApp { app, dir, http };
+    let t = t.restart(PaymentSettings::default()).await;
     for no in &orders {
         assert_eq!(t.settled(no).await.status, OrderStatus::Paid, "{no}");
     }
@@ -38,8 +31,10 @@ async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order() {
     for no in &orders {
         assert_eq!(t.payments(no).await.len(), 1);
     }
-    t.app.shutdown().await;
+    t.shutdown().await;
 }
+
+variants!(a_graceful_stop_mid_flow_then_restart_finishes_every_order);
 
 struct Process {
     child: tokio::process::Child,

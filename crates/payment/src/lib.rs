@@ -76,6 +76,7 @@ impl PaymentService {
 
     /// Completes the order's PENDING payment with the configured outcome.
     async fn complete(&self, tx: &mut AnyConnection, order_no: &str) -> Result<(), HandleError> {
+        stream::db::lock_key(tx, order_no).await?;
         let Some(p) = store::by_order(tx, order_no).await? else { return Ok(()) };
         let d = decide(Some(p.status), Fact::Completed(self.settings.outcome.clone()));
         let Some(status) = d.status else { return Ok(()) };
@@ -127,6 +128,7 @@ struct FactHandler {
 
 impl FactHandler {
     async fn order_created(&self, tx: &mut AnyConnection, e: OrderCreatedEvent) -> Result<(), HandleError> {
+        stream::db::lock_key(tx, &e.order_no).await?;
         let existing = store::by_order(tx, &e.order_no).await?;
         if decide(existing.map(|p| p.status), Fact::OrderCreated).status != Some(PaymentStatus::Pending) {
             return Ok(());
@@ -157,6 +159,7 @@ impl FactHandler {
     }
 
     async fn order_cancelled(&self, tx: &mut AnyConnection, e: OrderCancelledEvent) -> Result<(), HandleError> {
+        stream::db::lock_key(tx, &e.order_no).await?;
         let existing = store::by_order(tx, &e.order_no).await?;
         let d = decide(existing.as_ref().map(|p| p.status), Fact::OrderCancelled);
         let Some(status) = d.status else { return Ok(()) };

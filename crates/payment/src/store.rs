@@ -38,7 +38,15 @@ pub struct Payment {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, order_no, order_id, user_id, amount, method, status, transaction_no, lines, reason, created_at, updated_at";
+macro_rules! select_payments {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, order_no, order_id, user_id, amount, method, status, transaction_no, lines, reason,
+                    created_at, updated_at FROM payments ",
+            $rest
+        )
+    };
+}
 
 fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
     let status: String = r.try_get("status")?;
@@ -61,8 +69,10 @@ fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
     })
 }
 
+/// The order's payment, locked (PostgreSQL) for the rest of the transaction.
 pub async fn by_order(conn: &mut AnyConnection, order_no: &str) -> Result<Option<Payment>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payments WHERE order_no = $1")))
+    let select = stream::db::lock_rows(conn, select_payments!("WHERE order_no = $1"));
+    let row = sqlx::query(select)
         .bind(order_no)
         .fetch_optional(conn)
         .await?;
@@ -134,9 +144,7 @@ pub async fn pending(pool: &AnyPool) -> Result<i64, sqlx::Error> {
 }
 
 pub async fn list(pool: &AnyPool, order_no: Option<&str>, limit: i64) -> Result<Vec<Payment>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM payments WHERE ($1 IS NULL OR order_no = $1) ORDER BY id DESC LIMIT $2"
-    )))
+    let rows = sqlx::query(select_payments!("WHERE ($1 IS NULL OR order_no = $1) ORDER BY id DESC LIMIT $2"))
     .bind(order_no)
     .bind(limit)
     .fetch_all(pool)

@@ -89,6 +89,7 @@ impl FactHandler {
 impl TxHandler for FactHandler {
     async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
         let (order_no, fact) = self.fact(message)?;
+        stream::db::lock_key(tx, &order_no).await?;
         let existing = store::reservation(tx, &order_no).await?;
         let products: Vec<i64> = match &fact {
             Fact::OrderCreated { lines, .. } => lines.keys().copied().collect(),

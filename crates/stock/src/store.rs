@@ -57,11 +57,16 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<StockView>, sqlx::Error> {
     rows.iter().map(view_of).collect()
 }
 
-/// Counters of the given products, read inside the write transaction.
+/// Counters of the given products, read (and on PostgreSQL locked, in ascending id order)
+/// inside the write transaction.
 pub async fn counters(conn: &mut AnyConnection, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
     let mut out = BTreeMap::new();
+    let mut ids: Vec<i64> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
     for id in ids {
-        let row = sqlx::query("SELECT available, frozen, sold FROM products WHERE id = $1")
+        let select = stream::db::lock_rows(conn, "SELECT available, frozen, sold FROM products WHERE id = $1");
+        let row = sqlx::query(select)
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
@@ -103,7 +108,8 @@ pub async fn apply(conn: &mut AnyConnection, order_no: Option<&str>, m: &Movemen
 
 /// Sets a product's available units (creating it), recording the difference as `ADJUST`.
 pub async fn set_available(conn: &mut AnyConnection, id: i64, available: i64) -> Result<StockView, sqlx::Error> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT available FROM products WHERE id = $1")
+    let select = stream::db::lock_rows(conn, "SELECT available FROM products WHERE id = $1");
+    let current: Option<i64> = sqlx::query_scalar(select)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -121,7 +127,8 @@ pub async fn set_available(conn: &mut AnyConnection, id: i64, available: i64) ->
 }
 
 pub async fn reservation(conn: &mut AnyConnection, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
-    let row = sqlx::query("SELECT order_id, state, lines, reason FROM reservations WHERE order_no = $1")
+    let select = stream::db::lock_rows(conn, "SELECT order_id, state, lines, reason FROM reservations WHERE order_no = $1");
+    let row = sqlx::query(select)
         .bind(order_no)
         .fetch_optional(conn)
         .await?;

@@ -1,20 +1,63 @@
 //! Opening a database and applying versioned migrations.
 //!
 //! Storage goes through `sqlx::Any`, so the same SQL (`$N` placeholders, `ON CONFLICT`,
-//! `RETURNING`) serves SQLite now and PostgreSQL later. For SQLite:
+//! `RETURNING`) serves SQLite and PostgreSQL.
+//!
+//! SQLite (one process owns the file):
 //! - WAL journal with `synchronous=FULL`: a commit is fsync-durable before it returns.
 //! - All writes go through one connection, so write transactions never race for SQLite's
-//!   single write lock; reads use a separate small pool and see committed data (WAL).
+//!   single write lock and a read-decide-write inside a transaction cannot interleave with
+//!   another; reads use a separate small pool and see committed data (WAL).
+//!
+//! PostgreSQL (several instances may share the database):
+//! - one pool for reads and writes; rows a decision reads are locked with `FOR UPDATE`
+//!   ([`lock_rows`]), always in ascending key order, so concurrent instances serialize per
+//!   order and per product instead of racing;
+//! - a record that may not exist yet (stock's reservation, payment's payment) cannot be
+//!   locked, so handlers first take a transaction-scoped advisory lock on the business key
+//!   ([`lock_key`]): two events of one order never decide at the same time.
 //!
 //! Migrations are numbered per component (`outbox`, `inbox`, `order`, ...) and recorded in
-//! `schema_migrations`; each is applied once, in its own transaction, at startup.
+//! `schema_migrations`; each is applied once, in its own transaction, at startup. They are
+//! written in SQLite's dialect; for PostgreSQL `INTEGER PRIMARY KEY AUTOINCREMENT` becomes
+//! `BIGSERIAL PRIMARY KEY` and `BLOB` becomes `BYTEA` (the only two differences we use).
 
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    AnyPool, Executor,
+    AnyConnection, AnyPool, AssertSqlSafe, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("PostgreSQL")
+}
+
+/// Serializes the transactions that touch `key` (e.g. an orderNo) until commit: a
+/// transaction-scoped advisory lock on PostgreSQL; nothing on SQLite, whose single writer
+/// already serializes.
+pub async fn lock_key(conn: &mut AnyConnection, key: &str) -> Result<(), sqlx::Error> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// `select` with `FOR UPDATE` appended on PostgreSQL (on SQLite the single writer already
+/// serializes read-decide-write transactions).
+pub fn lock_rows(conn: &AnyConnection, select: &'static str) -> AssertSqlSafe<String> {
+    if is_postgres(conn) {
+        AssertSqlSafe(format!("{select} FOR UPDATE"))
+    } else {
+        AssertSqlSafe(select.to_owned())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -40,9 +83,65 @@ pub enum DbError {
 pub struct Db {
     writer: AnyPool,
     reader: AnyPool,
+    backend: Backend,
 }
 
 impl Db {
+    /// Opens `location`: a `postgres://` URL, else a SQLite file path (created if missing).
+    pub async fn open(location: &str) -> Result<Db, DbError> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            Db::open_postgres(location).await
+        } else {
+            Db::open_sqlite(Path::new(location.strip_prefix("sqlite://").unwrap_or(location))).await
+        }
+    }
+
+    /// Connects to an existing PostgreSQL database.
+    pub async fn open_postgres(url: &str) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact(url);
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|source| DbError::Open { path: shown, source })?;
+        Ok(Db { writer: pool.clone(), reader: pool, backend: Backend::Postgres })
+    }
+
+    /// Creates database `name` on the PostgreSQL server of `server_url` (any database URL on
+    /// that server) unless it exists; returns its URL.
+    pub async fn create_postgres_database(server_url: &str, name: &str) -> Result<String, DbError> {
+        sqlx::any::install_default_drivers();
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(DbError::Open { path: name.into(), source: sqlx::Error::Configuration("database names are [A-Za-z0-9_]".into()) });
+        }
+        let admin = AnyPoolOptions::new().max_connections(1).connect(server_url).await
+            .map_err(|source| DbError::Open { path: redact(server_url), source })?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(&admin)
+            .await?;
+        if exists.is_none() {
+            admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+        }
+        admin.close().await;
+        Ok(replace_database(server_url, name))
+    }
+
+    /// Drops database `name` on the server of `server_url` (tests clean up with this).
+    pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), DbError> {
+        let admin = AnyPoolOptions::new().max_connections(1).connect(server_url).await
+            .map_err(|source| DbError::Open { path: redact(server_url), source })?;
+        admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+        admin.close().await;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Opens (creating if missing) the SQLite file at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
@@ -71,7 +170,7 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        Ok(Db { writer, reader })
+        Ok(Db { writer, reader, backend: Backend::Sqlite })
     }
 
     /// The pool every write transaction uses.
@@ -112,7 +211,7 @@ impl Db {
             if done.is_some() {
                 continue;
             }
-            tx.execute(*sql).await.map_err(fail)?;
+            tx.execute(AssertSqlSafe(self.dialect(sql))).await.map_err(fail)?;
             sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
                 .bind(component)
                 .bind(version as i64)
@@ -124,6 +223,13 @@ impl Db {
         Ok(())
     }
 
+    fn dialect(&self, sql: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => sql.to_owned(),
+            Backend::Postgres => sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(" BLOB", " BYTEA"),
+        }
+    }
+
     /// Readiness: the database answers a query.
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
@@ -133,5 +239,48 @@ impl Db {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `url` with its database path replaced by `name` (query string kept).
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let host_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let server = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_retargeted() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(replace_database("postgres://h:5432/test", "x"), "postgres://h:5432/x");
+        assert_eq!(replace_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(replace_database("postgres://h:5432", "x"), "postgres://h:5432/x");
     }
 }

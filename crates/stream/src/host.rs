@@ -2,10 +2,7 @@
 //! its database with the outbox and inbox tables, start its outbox relay, bind its message
 //! handlers through the inbox, and answer readiness and metrics.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -34,12 +31,12 @@ pub struct ServiceHost {
 }
 
 impl ServiceHost {
-    /// Opens `db_path`, applies the outbox and inbox migrations then the service's own, and
-    /// starts the outbox relay (stopped by `token`, awaited through `tracker`).
+    /// Applies the outbox and inbox migrations then the service's own to `db`, and starts
+    /// the outbox relay (stopped by `token`, awaited through `tracker`).
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         name: &'static str,
-        db_path: &Path,
+        db: Db,
         migrations: &[&'static str],
         config: StreamConfig,
         binder: Arc<dyn Binder>,
@@ -47,7 +44,6 @@ impl ServiceHost {
         tracker: &TaskTracker,
         token: CancellationToken,
     ) -> Result<ServiceHost, DbError> {
-        let db = Db::open_sqlite(db_path).await?;
         db.migrate("outbox", outbox::MIGRATIONS).await?;
         db.migrate("inbox", inbox::MIGRATIONS).await?;
         db.migrate(name, migrations).await?;

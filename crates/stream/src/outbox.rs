@@ -7,7 +7,10 @@
 //!   binder accepted it, and retries (with backoff) until it does — across restarts too.
 //! - Prompt: whoever commits calls [`OutboxRelay::wake`]; polling is only the fallback.
 //! - Order: one relay per database publishes rows in commit (id) order, so one order's
-//!   events reach the broker in the order they were caused.
+//!   events reach the broker in the order they were caused. On PostgreSQL, where several
+//!   instances share the database, a relay publishes only while it holds a transaction-level
+//!   advisory lock: one instance relays at a time, the others stand by (and take over within
+//!   a poll interval if it dies, as PostgreSQL releases the lock with its connection).
 //! - At-least-once, not exactly-once: a crash between the broker's acceptance and the delete
 //!   publishes a row again, with the same eventId; consumers' inboxes drop the duplicate.
 
@@ -18,7 +21,7 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Binder, Db, metrics::{self, Metrics}};
+use crate::{Binder, Db, db::Backend, metrics::{self, Metrics}};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE outbox (
@@ -31,6 +34,8 @@ CREATE TABLE outbox (
 const RELAY_BATCH: i64 = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The advisory lock key of the outbox relay (PostgreSQL).
+const RELAY_LOCK: i64 = 0x6f72_6465_7266_6c6f; // "orderflo"
 
 pub struct Outbox;
 
@@ -120,18 +125,49 @@ async fn run(
     }
 }
 
+type RelayError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Publishes one batch; returns how many rows left the outbox.
-async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    let rows = sqlx::query(
-        "SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT $1",
-    )
-    .bind(RELAY_BATCH)
-    .fetch_all(db.writer())
-    .await?;
-    let Some(last) = rows.last() else { return Ok(0) };
-    let last_id: i64 = last.try_get("id")?;
+async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
+    match db.backend() {
+        // One process owns the file: read without blocking writers, delete after publishing.
+        Backend::Sqlite => {
+            let (messages, ids) = fetch(&mut *db.reader().acquire().await?).await?;
+            if messages.is_empty() {
+                return Ok(0);
+            }
+            binder.publish(&messages).await?;
+            delete(&mut *db.writer().acquire().await?, &ids).await?;
+            Ok(messages.len())
+        }
+        Backend::Postgres => {
+            let mut tx = db.writer().begin().await?;
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
+            if !mine {
+                return Ok(0);
+            }
+            let (messages, ids) = fetch(&mut tx).await?;
+            if messages.is_empty() {
+                return Ok(0);
+            }
+            binder.publish(&messages).await?;
+            delete(&mut tx, &ids).await?;
+            tx.commit().await?;
+            Ok(messages.len())
+        }
+    }
+}
+
+/// The oldest rows and their ids.
+async fn fetch(conn: &mut AnyConnection) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
+    let rows = sqlx::query("SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT $1")
+        .bind(RELAY_BATCH)
+        .fetch_all(conn)
+        .await?;
+    let mut ids = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     for r in &rows {
+        ids.push(r.try_get("id")?);
         let properties: String = r.try_get("properties")?;
         messages.push(Message {
             topic: r.try_get("topic")?,
@@ -141,7 +177,16 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, Box<dyn std::
             body: r.try_get("body")?,
         });
     }
-    binder.publish(&messages).await?;
-    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last_id).execute(db.writer()).await?;
-    Ok(messages.len())
+    Ok((messages, ids))
+}
+
+/// Deletes exactly the published rows. Not `id <= last`: on PostgreSQL ids are taken at
+/// insert and committed in any order, so a lower id can become visible after the fetch —
+/// a range delete would drop it unpublished.
+async fn delete(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    // Only integers are interpolated.
+    let sql = sqlx::AssertSqlSafe(format!("DELETE FROM outbox WHERE id IN ({})", list.join(",")));
+    sqlx::query(sql).execute(conn).await?;
+    Ok(())
 }

@@ -1,6 +1,10 @@
-//! Test harness: the real app (embedded binder, SQLite files in a temp dir, port 0) driven
-//! over HTTP, configured from the seed's YAML fixtures. Waits are on conditions, never on
-//! sleeps alone.
+//! Test harness: the real app (port 0, a temp dir, real databases) driven over HTTP,
+//! configured from the seed's YAML fixtures. Waits are on conditions, never on sleeps alone.
+//!
+//! The end-to-end scenarios are written once, as `async fn scenario(v: Variant)`, and
+//! [`variants!`] instantiates each for every storage/binder combination, so the same suite
+//! runs on SQLite and on PostgreSQL (`ORDERFLOW_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/test`; each test gets fresh databases, dropped after).
 #![allow(dead_code)]
 
 use std::{
@@ -11,7 +15,7 @@ use std::{
 };
 
 use order::store::OrderView;
-use orderflow::{App, AppConfig};
+use orderflow::{App, AppConfig, Storage};
 use payment::{PaymentSettings, store::Payment};
 use serde_json::{Value, json};
 use stock::store::StockView;
@@ -27,10 +31,57 @@ pub fn fixture_stream(file: &str) -> StreamConfig {
     StreamConfig::from_yaml(&text).unwrap()
 }
 
+/// The storage the services of a test run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    EmbeddedSqlite,
+    EmbeddedPostgres,
+}
+
+/// Instantiates each named `async fn(Variant)` scenario as one test per variant.
+#[macro_export]
+macro_rules! variants {
+    ($($name:ident),* $(,)?) => {
+        mod embedded_sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::common::Variant::EmbeddedSqlite).await } )*
+        }
+        mod embedded_postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::common::Variant::EmbeddedPostgres).await } )*
+        }
+    };
+}
+
+pub fn postgres_server() -> String {
+    std::env::var("ORDERFLOW_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Fresh databases for the three services (PostgreSQL variants), named after a random id.
+async fn storage(v: Variant) -> (Storage, Vec<String>) {
+    match v {
+        Variant::EmbeddedSqlite => (Storage::Sqlite, Vec::new()),
+        Variant::EmbeddedPostgres => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let server = postgres_server();
+            let mut urls = Vec::new();
+            let mut names = Vec::new();
+            for svc in ["order", "stock", "payment"] {
+                let name = format!("orderflow_t_{}_{svc}", &id[..12]);
+                urls.push(stream::Db::create_postgres_database(&server, &name).await.unwrap());
+                names.push(name);
+            }
+            let [order, stock, payment] = <[String; 3]>::try_from(urls).unwrap();
+            (Storage::Postgres { order, stock, payment }, names)
+        }
+    }
+}
+
 pub fn config(dir: &Path, payment: PaymentSettings) -> AppConfig {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     AppConfig {
         data_dir: dir.to_owned(),
+        storage: orderflow::Storage::Sqlite,
         order_addr: any,
         stock_addr: any,
         payment_addr: any,
@@ -46,16 +97,29 @@ pub struct TestApp {
     pub app: App,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    pub variant: Variant,
+    /// PostgreSQL databases to drop at shutdown.
+    databases: Vec<String>,
+    config: AppConfig,
 }
 
-pub async fn spawn() -> TestApp {
-    spawn_with(PaymentSettings::default(), |b| Arc::new(b)).await
+pub async fn spawn(v: Variant) -> TestApp {
+    spawn_with(v, PaymentSettings::default(), |b| Arc::new(b)).await
 }
 
-pub async fn spawn_with(payment: PaymentSettings, wrap: impl FnOnce(EmbeddedBinder) -> Arc<dyn Binder>) -> TestApp {
+pub async fn spawn_with(
+    v: Variant,
+    payment: PaymentSettings,
+    wrap: impl FnOnce(EmbeddedBinder) -> Arc<dyn Binder>,
+) -> TestApp {
+    if let Ok(filter) = std::env::var("ORDERFLOW_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start_with(config(dir.path(), payment), wrap).await.unwrap();
-    TestApp { app, dir, http: reqwest::Client::new() }
+    let (storage, databases) = storage(v).await;
+    let config = AppConfig { storage, ..config(dir.path(), payment) };
+    let app = App::start_with(config.clone(), wrap).await.unwrap();
+    TestApp { app, dir, http: reqwest::Client::new(), variant: v, databases, config }
 }
 
 /// Polls `f` until it yields `Some`, failing the test after 20 s.
@@ -71,6 +135,23 @@ pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: imp
 }
 
 impl TestApp {
+    /// Stops the app gracefully and drops its PostgreSQL databases.
+    pub async fn shutdown(self) {
+        self.app.shutdown().await;
+        for name in &self.databases {
+            stream::Db::drop_postgres_database(&postgres_server(), name).await.unwrap();
+        }
+    }
+
+    /// Stops the app gracefully and starts it again on the same data (with `payment`).
+    pub async fn restart(self, payment: PaymentSettings) -> TestApp {
+        let TestApp { app, dir, http, variant, databases, config } = self;
+        app.shutdown().await;
+        let config = AppConfig { payment, ..config };
+        let app = App::start(config.clone()).await.unwrap();
+        TestApp { app, dir, http, variant, databases, config }
+    }
+
     pub fn order_url(&self, path: &str) -> String {
         format!("{}{path}", self.app.order_url)
     }
