@@ -1,0 +1,418 @@
+//! The RocketMQ binder: the [`Binder`] contract on a RocketMQ cluster through
+//! `rocketmq-client-rust` (remoting protocol: the Apache RocketMQ Rust broker here, a Java
+//! RocketMQ 4.x/5.x cluster in production).
+//!
+//! Mapping of the binding settings:
+//! - publish: one producer (group from the YAML's producer binding), sync send; the queue is
+//!   chosen by a hash of KEYS (the orderNo), so one order's messages share a queue and an
+//!   `orderly` consumer sees them in order. TAGS, KEYS and the user properties (`eventId`,
+//!   `eventType`, `contentType`) are set as the Java producers set them.
+//! - bind: one push consumer per binding, clustering mode (instances of a group share the
+//!   queues), from the first offset for a new group; `concurrency` → consume threads,
+//!   `batch-size` → consume batch size, `max-attempts` → reconsume times (`max-attempts - 1`),
+//!   after which the broker moves the message to `%DLQ%<group>`; `orderly` → orderly listener.
+//! - outcomes: the client's listener cannot acknowledge part of a batch (1.0.0 passes an
+//!   immutable context), so a `Retry` answers the whole batch `ReconsumeLater`; the
+//!   neighbours that did succeed come back and the inbox acknowledges them as duplicates (no
+//!   second effect). A `DeadLetter` is published to `%DLQ%<group>` at once by the binder
+//!   (permanent failures are not retried) and acknowledged.
+//! - The listener is synchronous and runs on the client runtime's blocking pool: it hands
+//!   the batch to an async task over a channel and waits for the outcomes on a std channel,
+//!   so no Tokio worker is ever blocked. The client runtime's blocking lanes are sized for
+//!   the sum of the bindings' concurrency.
+//! - Topics are created at startup when missing (what the seed's `mqadmin updateTopic` does).
+//! - Dead letters are read with the classic pull consumer (deprecated in the client in favour
+//!   of the lite pull consumer, but the direct way to read a queue from offset to offset).
+#![allow(deprecated)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc,
+    },
+};
+
+use async_trait::async_trait;
+use events::Message;
+use rocketmq_client_rust::{
+    ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, ConsumeOrderlyContext,
+    ConsumeOrderlyStatus, DefaultMQProducer, DefaultMQPullConsumer, DefaultMQPushConsumer, MQPushConsumer,
+    MessageListenerConcurrently, MessageListenerOrderly,
+};
+use rocketmq_model::common::{
+    consumer::consume_from_where::ConsumeFromWhere,
+    message::{message_ext::MessageExt, message_queue::MessageQueue, message_single::Message as MqMessage},
+};
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+use stream::{
+    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, MessageHandler, Metrics, Outcome,
+    binder::dlq_topic,
+    metrics,
+};
+use tokio::sync::mpsc;
+
+/// User properties a dead letter published by this binder carries. (RocketMQ reserves the
+/// upper-case names such as `DLQ_ORIGIN_TOPIC` for itself.)
+pub const PROP_DLQ_ORIGIN_TOPIC: &str = "dlqOriginTopic";
+pub const PROP_DLQ_ERROR: &str = "dlqError";
+pub const PROP_DLQ_ATTEMPTS: &str = "dlqAttempts";
+/// System properties in which a broker-made dead letter keeps its origin topic.
+const SYSTEM_ORIGIN_TOPIC: [&str; 2] = ["DLQ_ORIGIN_TOPIC", "RETRY_TOPIC"];
+
+const SEND_TIMEOUT_MS: u64 = 3_000;
+/// Queues per topic created at startup.
+const QUEUES: i32 = 4;
+
+/// Settings of a RocketMQ binder.
+#[derive(Debug, Clone)]
+pub struct RocketMqSettings {
+    pub name_server: String,
+    /// The producer group (the YAML's `...producer.group`).
+    pub producer_group: String,
+    /// Topics to create when missing.
+    pub topics: Vec<String>,
+    /// Upper bound of consume threads over all bindings (sizes the blocking lanes).
+    pub max_consume_threads: usize,
+}
+
+pub struct RocketMqBinder {
+    settings: RocketMqSettings,
+    metrics: Metrics,
+    owner: Mutex<Option<RuntimeOwner>>,
+    client: Arc<ClientRuntime>,
+    sender: Arc<Sender>,
+    consumers: tokio::sync::Mutex<Vec<DefaultMQPushConsumer>>,
+    shutting_down: AtomicBool,
+}
+
+/// The producer, shared by `publish` and the consumers' dead-lettering.
+struct Sender {
+    producer: tokio::sync::Mutex<DefaultMQProducer>,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BinderError {
+    BinderError::Unavailable(format!("rocketmq {what}: {e}"))
+}
+
+impl RocketMqBinder {
+    /// Connects a producer to the name server and creates the missing topics.
+    pub async fn connect(settings: RocketMqSettings, metrics: Metrics) -> Result<RocketMqBinder, BinderError> {
+        let runtime = RuntimeConfig {
+            thread_name: "rocketmq-client".into(),
+            max_blocking_threads: (settings.max_consume_threads * 2).max(16),
+            ..Default::default()
+        };
+        let owner = RuntimeOwner::plan(runtime)
+            .map_err(|e| unavailable("runtime plan", e))?
+            .build()
+            .map_err(|e| unavailable("runtime", e))?;
+        let client = ClientRuntime::try_new(
+            owner.root_context().component("client"),
+            ClientRuntimeConfig::default(),
+            rocketmq_observability::TelemetryHandle::default(),
+        )
+        .map_err(|e| unavailable("client runtime", e))?;
+        let mut producer = DefaultMQProducer::builder(client.clone())
+            .producer_group(settings.producer_group.clone())
+            .name_server_addr(settings.name_server.clone())
+            .build();
+        producer.start().await.map_err(|e| unavailable("producer start", e))?;
+        for topic in &settings.topics {
+            // "TBW102" is the broker's template topic for topic creation.
+            if let Err(e) = producer.create_topic("TBW102", topic, QUEUES, HashMap::new()).await {
+                tracing::warn!(topic, error = %e, "could not create topic (the broker may auto-create it)");
+            }
+        }
+        Ok(RocketMqBinder {
+            settings,
+            metrics,
+            owner: Mutex::new(Some(owner)),
+            client,
+            sender: Arc::new(Sender { producer: tokio::sync::Mutex::new(producer) }),
+            consumers: tokio::sync::Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Sender {
+    async fn send(&self, m: &Message) -> Result<(), BinderError> {
+        let mut builder = MqMessage::builder().topic(m.topic.as_str()).tags(m.tags.as_str()).body_slice(&m.body);
+        if !m.keys.is_empty() {
+            builder = builder.key(m.keys.as_str());
+        }
+        for (k, v) in &m.properties {
+            builder = builder.raw_property(k.as_str(), v.as_str()).map_err(|e| unavailable(&format!("message property {k:?}"), e))?;
+        }
+        let message = builder.build().map_err(|e| unavailable("message", e))?;
+        let key = m.keys.clone();
+        let producer = self.producer.lock().await;
+        let result = producer
+            .send_with_selector_timeout(message, select_by_key, key, SEND_TIMEOUT_MS)
+            .await
+            .map_err(|e| unavailable("send", e))?;
+        match result {
+            Some(r) if r.send_status == rocketmq_model::result::SendStatus::SendOk => Ok(()),
+            Some(r) => Err(unavailable("send", format!("{:?}", r.send_status))),
+            None => Err(unavailable("send", "no result")),
+        }
+    }
+}
+
+/// Picks the queue of a key: the same orderNo always lands on the same queue.
+fn select_by_key(queues: &[MessageQueue], _m: &MqMessage, key: &String) -> Option<MessageQueue> {
+    if queues.is_empty() {
+        return None;
+    }
+    let hash = key.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    queues.get((hash % queues.len() as u64) as usize).cloned()
+}
+
+/// Our message from a RocketMQ one: TAGS, KEYS, and the user properties.
+fn from_ext(m: &MessageExt) -> Message {
+    let system = &rocketmq_model::common::message::STRING_HASH_SET;
+    let properties: BTreeMap<String, String> = m
+        .properties()
+        .iter()
+        .filter(|(k, _)| !system.contains(k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Message {
+        topic: m.topic().to_string(),
+        tags: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+        keys: m.properties().get("KEYS").map(|k| k.to_string()).unwrap_or_default(),
+        properties,
+        body: m.body().map(|b| b.to_vec()).unwrap_or_default(),
+    }
+}
+
+type Job = (Vec<Delivery>, std_mpsc::SyncSender<Vec<Outcome>>);
+
+/// The synchronous listener: hands the batch to the async side and waits for its outcomes.
+struct Bridge {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Bridge {
+    fn run(&self, msgs: &[&MessageExt]) -> Vec<Outcome> {
+        let batch: Vec<Delivery> = msgs
+            .iter()
+            .map(|m| Delivery {
+                message: from_ext(m),
+                attempt: u32::try_from(m.reconsume_times()).unwrap_or(0) + 1,
+                message_id: m.msg_id().to_string(),
+            })
+            .collect();
+        let n = batch.len();
+        let (reply, outcomes) = std_mpsc::sync_channel(1);
+        if self.jobs.send((batch, reply)).is_err() {
+            return vec![Outcome::Retry("binder is shutting down".into()); n];
+        }
+        outcomes.recv().unwrap_or_else(|_| vec![Outcome::Retry("handler dropped the batch".into()); n])
+    }
+}
+
+impl MessageListenerConcurrently for Bridge {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        let retry = self.run(msgs).iter().any(|o| matches!(o, Outcome::Retry(_)));
+        Ok(if retry { ConsumeConcurrentlyStatus::ReconsumeLater } else { ConsumeConcurrentlyStatus::ConsumeSuccess })
+    }
+}
+
+impl MessageListenerOrderly for Bridge {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &mut ConsumeOrderlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeOrderlyStatus> {
+        let retry = self.run(msgs).iter().any(|o| matches!(o, Outcome::Retry(_)));
+        Ok(if retry { ConsumeOrderlyStatus::SuspendCurrentQueueAMoment } else { ConsumeOrderlyStatus::Success })
+    }
+}
+
+#[async_trait]
+impl Binder for RocketMqBinder {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(BinderError::ShuttingDown);
+        }
+        for m in messages {
+            self.sender.send(m).await?;
+            self.metrics.inc(metrics::PUBLISHED, &[("topic", &m.topic)], 1);
+        }
+        Ok(())
+    }
+
+    async fn bind_consumer(
+        &self,
+        binding: ConsumerBinding,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<BindingControl, BinderError> {
+        // The binder dead-letters permanent failures itself: the DLQ topic must exist first.
+        let dlq = dlq_topic(&binding.group);
+        if let Err(e) = self.sender.producer.lock().await.create_topic("TBW102", &dlq, 1, HashMap::new()).await {
+            tracing::warn!(topic = %dlq, error = %e, "could not create the dead-letter topic");
+        }
+        let threads = u32::try_from(binding.concurrency).unwrap_or(1).max(1);
+        let mut consumer = DefaultMQPushConsumer::builder(self.client.clone())
+            .consumer_group(binding.group.clone())
+            .name_server_addr(self.settings.name_server.clone())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .consume_thread_min(threads)
+            .consume_thread_max(threads)
+            .consume_message_batch_max_size(u32::try_from(binding.batch_size).unwrap_or(1))
+            .max_reconsume_times(i32::try_from(binding.max_attempts).unwrap_or(3) - 1)
+            .build();
+        consumer
+            .subscribe(binding.destination.clone(), binding.subscription.to_string())
+            .await
+            .map_err(|e| unavailable("subscribe", e))?;
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let bridge = Bridge { jobs };
+        if binding.orderly {
+            consumer.register_message_listener_orderly(bridge);
+        } else {
+            consumer.register_message_listener_concurrently(bridge);
+        }
+        let control = BindingControl::new(binding.clone());
+        // The async side: runs the handler, dead-letters permanent failures, counts.
+        let (b, c, metrics, sender) = (binding.clone(), control.clone(), self.metrics.clone(), self.sender.clone());
+        tokio::spawn(async move {
+            while let Some((batch, reply)) = queue.recv().await {
+                c.running().await;
+                let mut outcomes = handler.handle(&batch).await;
+                let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
+                for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
+                    match o {
+                        Outcome::Done => metrics.inc(metrics::CONSUMED, &labels, 1),
+                        Outcome::Retry(_) => {
+                            metrics.inc(metrics::FAILED, &labels, 1);
+                            metrics.inc(metrics::RETRIED, &labels, 1);
+                        }
+                        Outcome::DeadLetter(error) => {
+                            metrics.inc(metrics::FAILED, &labels, 1);
+                            let mut m = d.message.clone();
+                            m.properties.insert(PROP_DLQ_ORIGIN_TOPIC.into(), m.topic.clone());
+                            m.properties.insert(PROP_DLQ_ERROR.into(), error.clone());
+                            m.properties.insert(PROP_DLQ_ATTEMPTS.into(), d.attempt.to_string());
+                            m.topic = dlq_topic(&b.group);
+                            match sender.send(&m).await {
+                                Ok(()) => {
+                                    metrics.inc(metrics::DEAD_LETTERED, &labels, 1);
+                                    tracing::error!(topic = %b.destination, group = %b.group, key = %m.keys,
+                                        error = %error, "message moved to the dead-letter queue");
+                                    *o = Outcome::Done;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(topic = %b.destination, group = %b.group, error = %e,
+                                        "dead-letter publish failed; the message will be redelivered");
+                                    *o = Outcome::Retry(format!("dead-letter publish failed: {e}"));
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(outcomes);
+            }
+        });
+        consumer.start().await.map_err(|e| unavailable("consumer start", e))?;
+        tracing::info!(binding = %binding.name, group = %binding.group, topic = %binding.destination,
+            subscription = %binding.subscription, orderly = binding.orderly, "rocketmq consumer bound");
+        self.consumers.lock().await.push(consumer);
+        Ok(control)
+    }
+
+    async fn check(&self) -> Result<(), BinderError> {
+        let probe = DefaultMQPullConsumer::builder(self.client.clone())
+            .consumer_group("orderflow-ready-probe")
+            .name_server_addr(self.settings.name_server.clone())
+            .build()
+            .map_err(|e| unavailable("probe", e))?;
+        probe.start().await.map_err(|e| unavailable("probe", e))?;
+        let topic = self.settings.topics.first().cloned().unwrap_or_else(|| "TBW102".into());
+        let result = probe.fetch_subscribe_message_queues(&topic).await;
+        let _ = probe.shutdown().await;
+        result.map(|_| ()).map_err(|e| unavailable("route", e))
+    }
+
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+        let reader = DefaultMQPullConsumer::builder(self.client.clone())
+            .consumer_group(format!("orderflow-dlq-reader-{group}"))
+            .name_server_addr(self.settings.name_server.clone())
+            .build()
+            .map_err(|e| unavailable("dlq reader", e))?;
+        reader.start().await.map_err(|e| unavailable("dlq reader", e))?;
+        let result = read_all(&reader, &dlq_topic(group), group, limit).await;
+        let _ = reader.shutdown().await;
+        result
+    }
+
+    async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for mut c in self.consumers.lock().await.drain(..) {
+            c.shutdown().await;
+        }
+        self.sender.producer.lock().await.shutdown().await;
+        let _ = self.client.shutdown().await;
+        let owner = self.owner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(owner) = owner {
+            let _ = owner.shutdown_tasks().await;
+            let _ = owner.shutdown_background();
+        }
+    }
+}
+
+/// Every message on `topic` (all queues, from the first offset), oldest first per queue.
+async fn read_all(reader: &DefaultMQPullConsumer, topic: &str, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+    let queues = match reader.fetch_subscribe_message_queues(topic).await {
+        Ok(q) => q,
+        // No such topic: nothing was ever dead-lettered.
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    for q in queues {
+        let mut offset = reader.min_offset(&q).await.map_err(|e| unavailable("dlq min offset", e))?;
+        let max = reader.max_offset(&q).await.map_err(|e| unavailable("dlq max offset", e))?;
+        while offset < max && out.len() < limit {
+            let pulled = reader.pull(&q, "*", offset, 32).await.map_err(|e| unavailable("dlq pull", e))?;
+            let next = i64::try_from(pulled.next_begin_offset()).unwrap_or(max);
+            for m in pulled.msg_found_list().into_iter().flatten() {
+                let mut msg = from_ext(&m);
+                let origin = msg
+                    .properties
+                    .remove(PROP_DLQ_ORIGIN_TOPIC)
+                    .or_else(|| SYSTEM_ORIGIN_TOPIC.iter().find_map(|k| m.properties().get(*k).map(|t| t.to_string())))
+                    .unwrap_or_default();
+                let attempts = msg
+                    .properties
+                    .remove(PROP_DLQ_ATTEMPTS)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| u32::try_from(m.reconsume_times()).unwrap_or(0) + 1);
+                out.push(DeadLetter {
+                    message_id: m.msg_id().to_string(),
+                    group: group.to_owned(),
+                    origin_topic: origin,
+                    error: msg.properties.remove(PROP_DLQ_ERROR).unwrap_or_else(|| "max reconsume times exceeded".into()),
+                    attempts,
+                    tags: msg.tags,
+                    keys: msg.keys,
+                    properties: msg.properties,
+                    body: String::from_utf8_lossy(&msg.body).into_owned(),
+                    dead_at: m.store_timestamp(),
+                });
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}

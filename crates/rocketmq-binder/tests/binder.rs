@@ -1,0 +1,106 @@
+//! The RocketMQ binder against a real name server and broker: wire metadata as the Java
+//! producers set it, every group gets every message, dead letters land in %DLQ%<group>.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use rocketmq_binder::{LocalCluster, RocketMqBinder, RocketMqSettings};
+use stream::{Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome, metrics};
+
+struct Recorder {
+    seen: Mutex<Vec<Delivery>>,
+    poison_key: &'static str,
+}
+
+#[async_trait]
+impl MessageHandler for Recorder {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        let mut seen = self.seen.lock().unwrap();
+        batch
+            .iter()
+            .map(|d| {
+                seen.push(d.clone());
+                if d.message.keys == self.poison_key { Outcome::DeadLetter("cannot parse".into()) } else { Outcome::Done }
+            })
+            .collect()
+    }
+}
+
+fn fixture_messages() -> Vec<Message> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/events");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    vec![
+        events::Event::to_message(&serde_json::from_slice::<events::OrderCreatedEvent>(&read("order-created.json")).unwrap()),
+        events::Event::to_message(&serde_json::from_slice::<events::PaymentSuccessEvent>(&read("payment-success.json")).unwrap()),
+    ]
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
+    if let Ok(filter) = std::env::var("ORDERFLOW_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path()).await.unwrap();
+    let metrics = Metrics::new();
+    let settings = RocketMqSettings {
+        name_server: cluster.name_server(),
+        producer_group: "order-producer-group".into(),
+        topics: vec!["order-created".into(), "payment-success".into()],
+        max_consume_threads: 4,
+    };
+    let binder = RocketMqBinder::connect(settings, metrics.clone()).await.unwrap();
+    binder.check().await.expect("ready");
+
+    let stock = Arc::new(Recorder { seen: Mutex::new(Vec::new()), poison_key: "POISON" });
+    let payment = Arc::new(Recorder { seen: Mutex::new(Vec::new()), poison_key: "-" });
+    let created = |group: &str| ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", group, "ORDER_CREATED");
+    binder.bind_consumer(created("stock-consumer-group"), stock.clone()).await.unwrap();
+    binder.bind_consumer(created("payment-consumer-group"), payment.clone()).await.unwrap();
+
+    let fixtures = fixture_messages();
+    let mut poison = fixtures[0].clone();
+    poison.keys = "POISON".into();
+    poison.body = b"{not json".to_vec();
+    // payment-success is not ORDER_CREATED: filtered out by both subscriptions.
+    binder.publish(&[fixtures[0].clone(), poison, fixtures[1].clone()]).await.unwrap();
+
+    until("stock saw both order-created messages", || stock.seen.lock().unwrap().len() >= 2).await;
+    until("payment saw both order-created messages", || payment.seen.lock().unwrap().len() >= 2).await;
+    let got = stock.seen.lock().unwrap().iter().find(|d| d.message.keys == "ORD1736900000001").cloned().unwrap();
+    let sent = &fixtures[0];
+    assert_eq!(got.message.topic, sent.topic);
+    assert_eq!(got.message.tags, "ORDER_CREATED");
+    assert_eq!(got.message.keys, "ORD1736900000001");
+    assert_eq!(got.message.properties, sent.properties, "eventId, eventType, contentType as sent");
+    assert_eq!(got.message.body, sent.body, "body byte for byte");
+    assert!(stock.seen.lock().unwrap().iter().all(|d| d.message.tags == "ORDER_CREATED"));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dlq = loop {
+        let dlq = binder.dead_letters("stock-consumer-group", 10).await.unwrap();
+        if !dlq.is_empty() || Instant::now() > deadline {
+            break dlq;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dlq.len(), 1, "the poison is in %DLQ%stock-consumer-group");
+    assert_eq!((dlq[0].keys.as_str(), dlq[0].origin_topic.as_str(), dlq[0].attempts), ("POISON", "order-created", 1));
+    assert_eq!(dlq[0].error, "cannot parse");
+    assert!(binder.dead_letters("payment-consumer-group", 10).await.unwrap().is_empty());
+    assert_eq!(metrics.get(metrics::DEAD_LETTERED, &[("topic", "order-created"), ("group", "stock-consumer-group")]), 1.0);
+    binder.shutdown().await;
+    cluster.stop().await;
+}
