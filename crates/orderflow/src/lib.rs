@@ -19,6 +19,7 @@ use order::OrderService;
 use payment::{PaymentService, PaymentSettings};
 use rust_decimal::Decimal;
 use stock::StockService;
+use rocketmq_binder::{RocketMqBinder, RocketMqSettings};
 use stream::{Binder, Db, Metrics, ServiceHost, StreamConfig, embedded::EmbeddedBinder};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -31,9 +32,19 @@ pub enum Storage {
     Postgres { order: String, stock: String, payment: String },
 }
 
+/// Which broker the services talk through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinderChoice {
+    /// `broker.db` in the data directory, in process.
+    Embedded,
+    /// A RocketMQ cluster, reached through its name server.
+    RocketMq { name_server: String },
+}
+
 /// Everything `up` needs to know.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    pub binder: BinderChoice,
     /// Holds `broker.db` (the embedded binder) and, with [`Storage::Sqlite`], the services' files.
     pub data_dir: PathBuf,
     pub storage: Storage,
@@ -60,8 +71,8 @@ pub struct App {
     pub order_url: String,
     pub stock_url: String,
     pub payment_url: String,
-    /// The embedded binder itself (for inspection: topics, backlogs, dead letters).
-    pub broker: EmbeddedBinder,
+    /// The embedded binder itself, when it is the one in use (for inspection).
+    pub broker: Option<EmbeddedBinder>,
     pub binder: Arc<dyn Binder>,
     pub metrics: Metrics,
     pub order: Arc<OrderService>,
@@ -74,19 +85,35 @@ pub struct App {
 
 impl App {
     pub async fn start(config: AppConfig) -> anyhow::Result<App> {
-        Self::start_with(config, |b| Arc::new(b)).await
+        Self::start_with(config, |b| b).await
     }
 
-    /// Starts with the embedded binder wrapped by `wrap` (fault injection in tests).
+    /// Starts with the binder wrapped by `wrap` (fault injection in tests).
     pub async fn start_with(
         config: AppConfig,
-        wrap: impl FnOnce(EmbeddedBinder) -> Arc<dyn Binder>,
+        wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
     ) -> anyhow::Result<App> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let metrics = Metrics::new();
-        let broker = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone()).await.context("embedded binder")?;
-        let binder = wrap(broker.clone());
+        let (broker, inner): (Option<EmbeddedBinder>, Arc<dyn Binder>) = match &config.binder {
+            BinderChoice::Embedded => {
+                let b = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone()).await.context("embedded binder")?;
+                (Some(b.clone()), Arc::new(b))
+            }
+            BinderChoice::RocketMq { name_server } => {
+                let streams = [&config.order_stream, &config.stock_stream, &config.payment_stream];
+                let settings = RocketMqSettings {
+                    name_server: name_server.clone(),
+                    producer_group: "orderflow-producer-group".into(),
+                    topics: events::EventType::ALL.iter().map(|t| t.topic().to_owned()).collect(),
+                    max_consume_threads: streams.iter().flat_map(|s| s.consumers.values()).map(|b| b.concurrency).sum::<usize>() + 8,
+                };
+                let b = RocketMqBinder::connect(settings, metrics.clone()).await.context("RocketMQ binder")?;
+                (None, Arc::new(b))
+            }
+        };
+        let binder = wrap(inner);
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -117,6 +144,7 @@ impl App {
             .await
             .context("payment service")?;
         let order = OrderService::start(order_host.clone()).await.context("order service")?;
+        binder.start().await.context("starting the consumers")?;
         if config.demo_products {
             seed_demo(&order, &stock).await.context("demo catalogue")?;
         }
@@ -166,19 +194,35 @@ impl App {
         })
     }
 
-    /// True when nothing is in flight: every outbox is empty, every delivery acknowledged,
-    /// no payment waits for completion — and no message moved while this was checked.
+    /// True when nothing is in flight: every outbox is empty, no payment waits for
+    /// completion, every bound group has acknowledged (or dead-lettered) as many messages of
+    /// its topic as were published — and no message moved while this was checked. Counts
+    /// are this process's, so this holds for `up`, where every publisher is in process.
     pub async fn is_quiet(&self) -> anyhow::Result<bool> {
         use stream::metrics::{CONSUMED, DEAD_LETTERED, FAILED, PUBLISHED};
         let moved = || [PUBLISHED, CONSUMED, FAILED, DEAD_LETTERED].map(|n| self.metrics.total(n));
         let before = moved();
-        for host in [&self.order.host, &self.stock.host, &self.payment.host] {
+        let hosts = [&self.order.host, &self.stock.host, &self.payment.host];
+        for host in hosts {
             if stream::outbox::Outbox::backlog(&host.db).await? > 0 {
                 return Ok(false);
             }
         }
-        if self.broker.pending().await? > 0 || payment::store::pending(self.payment.host.db.reader()).await? > 0 {
+        if payment::store::pending(self.payment.host.db.reader()).await? > 0 {
             return Ok(false);
+        }
+        if let Some(broker) = &self.broker
+            && broker.pending().await? > 0
+        {
+            return Ok(false);
+        }
+        for b in hosts.iter().flat_map(|h| h.bindings()) {
+            let (topic, group) = (b.binding.destination.as_str(), b.binding.group.as_str());
+            let labels = [("topic", topic), ("group", group)];
+            let settled = self.metrics.get(CONSUMED, &labels) + self.metrics.get(DEAD_LETTERED, &labels);
+            if settled < self.metrics.get(PUBLISHED, &[("topic", topic)]) {
+                return Ok(false);
+            }
         }
         Ok(moved() == before)
     }

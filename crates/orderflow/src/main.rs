@@ -119,6 +119,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     let config = AppConfig {
         data_dir: up.data_dir.clone(),
         storage: orderflow::Storage::Sqlite,
+        binder: orderflow::BinderChoice::Embedded,
         order_addr: settings::address(up.order_addr.as_deref(), &order_stream, "127.0.0.1:8081", "order")?,
         stock_addr: settings::address(up.stock_addr.as_deref(), &stock_stream, "127.0.0.1:8082", "stock")?,
         payment_addr: settings::address(up.payment_addr.as_deref(), &payment_stream, "127.0.0.1:8083", "payment")?,

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order(v: Variant) {
     let slow = PaymentSettings { delay: Duration::from_millis(400), ..Default::default() };
-    let t = spawn_with(v, slow, |b| std::sync::Arc::new(b)).await;
+    let t = spawn_with(v, slow, |b| b).await;
     let mut orders = Vec::new();
     for user in 0..10 {
         orders.push(t.create_order(300 + user, &[(1001, 1)]).await.order_no);

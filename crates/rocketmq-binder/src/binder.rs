@@ -7,10 +7,16 @@
 //!   chosen by a hash of KEYS (the orderNo), so one order's messages share a queue and an
 //!   `orderly` consumer sees them in order. TAGS, KEYS and the user properties (`eventId`,
 //!   `eventType`, `contentType`) are set as the Java producers set them.
-//! - bind: one push consumer per binding, clustering mode (instances of a group share the
-//!   queues), from the first offset for a new group; `concurrency` → consume threads,
-//!   `batch-size` → consume batch size, `max-attempts` → reconsume times (`max-attempts - 1`),
-//!   after which the broker moves the message to `%DLQ%<group>`; `orderly` → orderly listener.
+//! - bind: one push consumer per consumer *group*, started by [`Binder::start`] once every
+//!   binding is known, subscribed to all the group's destinations and dispatching each batch
+//!   to its binding's handler by topic. (RocketMQ requires one consistent subscription set
+//!   per group: one consumer per binding with a shared group, as the seed's services have,
+//!   makes the broker drop subscriptions — `SubscriptionNotExist`.) Clustering mode
+//!   (instances of a group share the queues), from the first offset for a new group.
+//!   Per group: `concurrency` → consume threads (the sum over its bindings), `batch-size`
+//!   → consume batch size (the smallest), `max-attempts` → reconsume times
+//!   (`max-attempts - 1`, the largest), after which the broker moves the message to
+//!   `%DLQ%<group>`; `orderly` on any binding → the orderly listener.
 //! - outcomes: the client's listener cannot acknowledge part of a batch (1.0.0 passes an
 //!   immutable context), so a `Retry` answers the whole batch `ReconsumeLater`; the
 //!   neighbours that did succeed come back and the inbox acknowledges them as duplicates (no
@@ -83,8 +89,16 @@ pub struct RocketMqBinder {
     owner: Mutex<Option<RuntimeOwner>>,
     client: Arc<ClientRuntime>,
     sender: Arc<Sender>,
+    /// Bindings waiting for `start`, by group.
+    pending: Mutex<BTreeMap<String, Vec<Bound>>>,
     consumers: tokio::sync::Mutex<Vec<DefaultMQPushConsumer>>,
     shutting_down: AtomicBool,
+}
+
+struct Bound {
+    binding: ConsumerBinding,
+    handler: Arc<dyn MessageHandler>,
+    control: BindingControl,
 }
 
 /// The producer, shared by `publish` and the consumers' dead-lettering.
@@ -131,6 +145,7 @@ impl RocketMqBinder {
             owner: Mutex::new(Some(owner)),
             client,
             sender: Arc::new(Sender { producer: tokio::sync::Mutex::new(producer) }),
+            pending: Mutex::new(BTreeMap::new()),
             consumers: tokio::sync::Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
         })
@@ -161,7 +176,105 @@ impl Sender {
     }
 }
 
+impl RocketMqBinder {
+    /// One push consumer for `group`, subscribed to every destination of its bindings.
+    async fn start_group(&self, group: &str, bound: Vec<Bound>) -> Result<DefaultMQPushConsumer, BinderError> {
+        // The binder dead-letters permanent failures itself: the DLQ topic must exist first.
+        let dlq = dlq_topic(group);
+        if let Err(e) = self.sender.producer.lock().await.create_topic("TBW102", &dlq, 1, HashMap::new()).await {
+            tracing::warn!(topic = %dlq, error = %e, "could not create the dead-letter topic");
+        }
+        let bindings: Vec<&ConsumerBinding> = bound.iter().map(|b| &b.binding).collect();
+        // Each binding gets its own share of the group's consume threads, so a paused (or
+        // slow) binding holds only its own.
+        let threads = bindings.iter().map(|b| b.concurrency).sum::<usize>().max(1);
+        let batch = bindings.iter().map(|b| b.batch_size).min().unwrap_or(1);
+        let attempts = bindings.iter().map(|b| b.max_attempts).max().unwrap_or(3);
+        let orderly = bindings.iter().any(|b| b.orderly);
+        let threads = u32::try_from(threads).unwrap_or(1).max(1);
+        let mut consumer = DefaultMQPushConsumer::builder(self.client.clone())
+            .consumer_group(group.to_owned())
+            .name_server_addr(self.settings.name_server.clone())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .consume_thread_min(threads)
+            .consume_thread_max(threads)
+            .consume_message_batch_max_size(u32::try_from(batch).unwrap_or(1))
+            .max_reconsume_times(i32::try_from(attempts).unwrap_or(3) - 1)
+            .build();
+        let mut jobs = HashMap::new();
+        for Bound { binding, handler, control } in bound {
+            consumer
+                .subscribe(binding.destination.clone(), binding.subscription.to_string())
+                .await
+                .map_err(|e| unavailable("subscribe", e))?;
+            let (tx, queue) = mpsc::unbounded_channel::<Job>();
+            jobs.insert(binding.destination.clone(), tx);
+            tracing::info!(binding = %binding.name, group = %binding.group, topic = %binding.destination,
+                subscription = %binding.subscription, orderly = binding.orderly, "rocketmq consumer bound");
+            tokio::spawn(serve_binding(binding, handler, control, queue, self.metrics.clone(), self.sender.clone()));
+        }
+        let bridge = Bridge { jobs };
+        if orderly {
+            consumer.register_message_listener_orderly(bridge);
+        } else {
+            consumer.register_message_listener_concurrently(bridge);
+        }
+        consumer.start().await.map_err(|e| unavailable("consumer start", e))?;
+        Ok(consumer)
+    }
+}
+
+/// The async side of one binding: runs the handler, dead-letters permanent failures, counts.
+async fn serve_binding(
+    b: ConsumerBinding,
+    handler: Arc<dyn MessageHandler>,
+    control: BindingControl,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    metrics: Metrics,
+    sender: Arc<Sender>,
+) {
+    while let Some((batch, reply)) = queue.recv().await {
+        control.running().await;
+        let mut outcomes = handler.handle(&batch).await;
+        let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
+        for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
+            match o {
+                Outcome::Done => metrics.inc(metrics::CONSUMED, &labels, 1),
+                Outcome::Retry(error) => {
+                    metrics.inc(metrics::FAILED, &labels, 1);
+                    metrics.inc(metrics::RETRIED, &labels, 1);
+                    tracing::warn!(topic = %b.destination, group = %b.group, attempt = d.attempt,
+                        key = %d.message.keys, %error, "message will be redelivered");
+                }
+                Outcome::DeadLetter(error) => {
+                    metrics.inc(metrics::FAILED, &labels, 1);
+                    let mut m = d.message.clone();
+                    m.properties.insert(PROP_DLQ_ORIGIN_TOPIC.into(), m.topic.clone());
+                    m.properties.insert(PROP_DLQ_ERROR.into(), error.clone());
+                    m.properties.insert(PROP_DLQ_ATTEMPTS.into(), d.attempt.to_string());
+                    m.topic = dlq_topic(&b.group);
+                    match sender.send(&m).await {
+                        Ok(()) => {
+                            metrics.inc(metrics::DEAD_LETTERED, &labels, 1);
+                            tracing::error!(topic = %b.destination, group = %b.group, key = %m.keys,
+                                error = %error, "message moved to the dead-letter queue");
+                            *o = Outcome::Done;
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %b.destination, group = %b.group, error = %e,
+                                "dead-letter publish failed; the message will be redelivered");
+                            *o = Outcome::Retry(format!("dead-letter publish failed: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        let _ = reply.send(outcomes);
+    }
+}
+
 /// Picks the queue of a key: the same orderNo always lands on the same queue.
+#[allow(clippy::ptr_arg)] // the client's selector signature is `Fn(&[MessageQueue], &M, &T)` with T = String
 fn select_by_key(queues: &[MessageQueue], _m: &MqMessage, key: &String) -> Option<MessageQueue> {
     if queues.is_empty() {
         return None;
@@ -190,9 +303,10 @@ fn from_ext(m: &MessageExt) -> Message {
 
 type Job = (Vec<Delivery>, std_mpsc::SyncSender<Vec<Outcome>>);
 
-/// The synchronous listener: hands the batch to the async side and waits for its outcomes.
+/// The synchronous listener of a group: hands each batch to the async side of its topic's
+/// binding and waits for the outcomes.
 struct Bridge {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: HashMap<String, mpsc::UnboundedSender<Job>>,
 }
 
 impl Bridge {
@@ -206,8 +320,12 @@ impl Bridge {
             })
             .collect();
         let n = batch.len();
+        // A batch comes from one queue, so from one topic.
+        let Some(jobs) = batch.first().and_then(|d| self.jobs.get(&d.message.topic)) else {
+            return vec![Outcome::Retry("no binding for this topic".into()); n];
+        };
         let (reply, outcomes) = std_mpsc::sync_channel(1);
-        if self.jobs.send((batch, reply)).is_err() {
+        if jobs.send((batch, reply)).is_err() {
             return vec![Outcome::Retry("binder is shutting down".into()); n];
         }
         outcomes.recv().unwrap_or_else(|_| vec![Outcome::Retry("handler dropped the batch".into()); n])
@@ -254,78 +372,19 @@ impl Binder for RocketMqBinder {
         binding: ConsumerBinding,
         handler: Arc<dyn MessageHandler>,
     ) -> Result<BindingControl, BinderError> {
-        // The binder dead-letters permanent failures itself: the DLQ topic must exist first.
-        let dlq = dlq_topic(&binding.group);
-        if let Err(e) = self.sender.producer.lock().await.create_topic("TBW102", &dlq, 1, HashMap::new()).await {
-            tracing::warn!(topic = %dlq, error = %e, "could not create the dead-letter topic");
-        }
-        let threads = u32::try_from(binding.concurrency).unwrap_or(1).max(1);
-        let mut consumer = DefaultMQPushConsumer::builder(self.client.clone())
-            .consumer_group(binding.group.clone())
-            .name_server_addr(self.settings.name_server.clone())
-            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-            .consume_thread_min(threads)
-            .consume_thread_max(threads)
-            .consume_message_batch_max_size(u32::try_from(binding.batch_size).unwrap_or(1))
-            .max_reconsume_times(i32::try_from(binding.max_attempts).unwrap_or(3) - 1)
-            .build();
-        consumer
-            .subscribe(binding.destination.clone(), binding.subscription.to_string())
-            .await
-            .map_err(|e| unavailable("subscribe", e))?;
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-        let bridge = Bridge { jobs };
-        if binding.orderly {
-            consumer.register_message_listener_orderly(bridge);
-        } else {
-            consumer.register_message_listener_concurrently(bridge);
-        }
         let control = BindingControl::new(binding.clone());
-        // The async side: runs the handler, dead-letters permanent failures, counts.
-        let (b, c, metrics, sender) = (binding.clone(), control.clone(), self.metrics.clone(), self.sender.clone());
-        tokio::spawn(async move {
-            while let Some((batch, reply)) = queue.recv().await {
-                c.running().await;
-                let mut outcomes = handler.handle(&batch).await;
-                let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
-                for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
-                    match o {
-                        Outcome::Done => metrics.inc(metrics::CONSUMED, &labels, 1),
-                        Outcome::Retry(_) => {
-                            metrics.inc(metrics::FAILED, &labels, 1);
-                            metrics.inc(metrics::RETRIED, &labels, 1);
-                        }
-                        Outcome::DeadLetter(error) => {
-                            metrics.inc(metrics::FAILED, &labels, 1);
-                            let mut m = d.message.clone();
-                            m.properties.insert(PROP_DLQ_ORIGIN_TOPIC.into(), m.topic.clone());
-                            m.properties.insert(PROP_DLQ_ERROR.into(), error.clone());
-                            m.properties.insert(PROP_DLQ_ATTEMPTS.into(), d.attempt.to_string());
-                            m.topic = dlq_topic(&b.group);
-                            match sender.send(&m).await {
-                                Ok(()) => {
-                                    metrics.inc(metrics::DEAD_LETTERED, &labels, 1);
-                                    tracing::error!(topic = %b.destination, group = %b.group, key = %m.keys,
-                                        error = %error, "message moved to the dead-letter queue");
-                                    *o = Outcome::Done;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(topic = %b.destination, group = %b.group, error = %e,
-                                        "dead-letter publish failed; the message will be redelivered");
-                                    *o = Outcome::Retry(format!("dead-letter publish failed: {e}"));
-                                }
-                            }
-                        }
-                    }
-                }
-                let _ = reply.send(outcomes);
-            }
-        });
-        consumer.start().await.map_err(|e| unavailable("consumer start", e))?;
-        tracing::info!(binding = %binding.name, group = %binding.group, topic = %binding.destination,
-            subscription = %binding.subscription, orderly = binding.orderly, "rocketmq consumer bound");
-        self.consumers.lock().await.push(consumer);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.entry(binding.group.clone()).or_default().push(Bound { binding, handler, control: control.clone() });
         Ok(control)
+    }
+
+    async fn start(&self) -> Result<(), BinderError> {
+        let groups = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (group, bound) in groups {
+            let consumer = self.start_group(&group, bound).await?;
+            self.consumers.lock().await.push(consumer);
+        }
+        Ok(())
     }
 
     async fn check(&self) -> Result<(), BinderError> {
@@ -383,7 +442,7 @@ async fn read_all(reader: &DefaultMQPullConsumer, topic: &str, group: &str, limi
             let pulled = reader.pull(&q, "*", offset, 32).await.map_err(|e| unavailable("dlq pull", e))?;
             let next = i64::try_from(pulled.next_begin_offset()).unwrap_or(max);
             for m in pulled.msg_found_list().into_iter().flatten() {
-                let mut msg = from_ext(&m);
+                let mut msg = from_ext(m);
                 let origin = msg
                     .properties
                     .remove(PROP_DLQ_ORIGIN_TOPIC)

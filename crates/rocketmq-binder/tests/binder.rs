@@ -69,6 +69,7 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
     let created = |group: &str| ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", group, "ORDER_CREATED");
     binder.bind_consumer(created("stock-consumer-group"), stock.clone()).await.unwrap();
     binder.bind_consumer(created("payment-consumer-group"), payment.clone()).await.unwrap();
+    binder.start().await.unwrap();
 
     let fixtures = fixture_messages();
     let mut poison = fixtures[0].clone();

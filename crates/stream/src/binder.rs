@@ -122,6 +122,14 @@ pub trait Binder: Send + Sync + 'static {
         handler: Arc<dyn MessageHandler>,
     ) -> Result<BindingControl, BinderError>;
 
+    /// Starts consuming on every binding made so far. Call once, after the last
+    /// `bind_consumer`: a broker may need all of a group's subscriptions at once (RocketMQ
+    /// wants one consistent subscription set per group). A no-op for binders that start
+    /// each binding as it is made.
+    async fn start(&self) -> Result<(), BinderError> {
+        Ok(())
+    }
+
     /// Readiness: the broker answers.
     async fn check(&self) -> Result<(), BinderError>;
 

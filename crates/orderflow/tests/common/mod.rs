@@ -2,9 +2,10 @@
 //! configured from the seed's YAML fixtures. Waits are on conditions, never on sleeps alone.
 //!
 //! The end-to-end scenarios are written once, as `async fn scenario(v: Variant)`, and
-//! [`variants!`] instantiates each for every storage/binder combination, so the same suite
-//! runs on SQLite and on PostgreSQL (`ORDERFLOW_TEST_POSTGRES`, default
-//! `postgres://postgres@127.0.0.1:5432/test`; each test gets fresh databases, dropped after).
+//! [`variants!`] instantiates each for every binder/storage combination: the embedded binder
+//! or a real RocketMQ name server + broker (started per test), on SQLite or on PostgreSQL
+//! (`ORDERFLOW_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`; each test
+//! gets fresh databases, dropped after).
 #![allow(dead_code)]
 
 use std::{
@@ -15,11 +16,12 @@ use std::{
 };
 
 use order::store::OrderView;
-use orderflow::{App, AppConfig, Storage};
+use orderflow::{App, AppConfig, BinderChoice, Storage};
+use rocketmq_binder::LocalCluster;
 use payment::{PaymentSettings, store::Payment};
 use serde_json::{Value, json};
 use stock::store::StockView;
-use stream::{Binder, StreamConfig, embedded::EmbeddedBinder};
+use stream::{Binder, StreamConfig};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
@@ -36,6 +38,17 @@ pub fn fixture_stream(file: &str) -> StreamConfig {
 pub enum Variant {
     EmbeddedSqlite,
     EmbeddedPostgres,
+    RocketMqSqlite,
+    RocketMqPostgres,
+}
+
+impl Variant {
+    fn postgres(self) -> bool {
+        matches!(self, Variant::EmbeddedPostgres | Variant::RocketMqPostgres)
+    }
+    fn rocketmq(self) -> bool {
+        matches!(self, Variant::RocketMqSqlite | Variant::RocketMqPostgres)
+    }
 }
 
 /// Instantiates each named `async fn(Variant)` scenario as one test per variant.
@@ -50,6 +63,14 @@ macro_rules! variants {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { super::$name(super::common::Variant::EmbeddedPostgres).await } )*
         }
+        mod rocketmq_sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::common::Variant::RocketMqSqlite).await } )*
+        }
+        mod rocketmq_postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::common::Variant::RocketMqPostgres).await } )*
+        }
     };
 }
 
@@ -59,9 +80,9 @@ pub fn postgres_server() -> String {
 
 /// Fresh databases for the three services (PostgreSQL variants), named after a random id.
 async fn storage(v: Variant) -> (Storage, Vec<String>) {
-    match v {
-        Variant::EmbeddedSqlite => (Storage::Sqlite, Vec::new()),
-        Variant::EmbeddedPostgres => {
+    match v.postgres() {
+        false => (Storage::Sqlite, Vec::new()),
+        true => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let server = postgres_server();
             let mut urls = Vec::new();
@@ -82,6 +103,7 @@ pub fn config(dir: &Path, payment: PaymentSettings) -> AppConfig {
     AppConfig {
         data_dir: dir.to_owned(),
         storage: orderflow::Storage::Sqlite,
+        binder: orderflow::BinderChoice::Embedded,
         order_addr: any,
         stock_addr: any,
         payment_addr: any,
@@ -101,25 +123,35 @@ pub struct TestApp {
     /// PostgreSQL databases to drop at shutdown.
     databases: Vec<String>,
     config: AppConfig,
+    /// The RocketMQ name server and broker of a RocketMQ variant.
+    pub cluster: Option<LocalCluster>,
 }
 
 pub async fn spawn(v: Variant) -> TestApp {
-    spawn_with(v, PaymentSettings::default(), |b| Arc::new(b)).await
+    spawn_with(v, PaymentSettings::default(), |b| b).await
 }
 
 pub async fn spawn_with(
     v: Variant,
     payment: PaymentSettings,
-    wrap: impl FnOnce(EmbeddedBinder) -> Arc<dyn Binder>,
+    wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
 ) -> TestApp {
     if let Ok(filter) = std::env::var("ORDERFLOW_TEST_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
     let dir = tempfile::tempdir().unwrap();
     let (storage, databases) = storage(v).await;
-    let config = AppConfig { storage, ..config(dir.path(), payment) };
+    let cluster = match v.rocketmq() {
+        true => Some(LocalCluster::start(&dir.path().join("rocketmq")).await.expect("local RocketMQ starts")),
+        false => None,
+    };
+    let binder = match &cluster {
+        Some(c) => BinderChoice::RocketMq { name_server: c.name_server() },
+        None => BinderChoice::Embedded,
+    };
+    let config = AppConfig { storage, binder, ..config(dir.path(), payment) };
     let app = App::start_with(config.clone(), wrap).await.unwrap();
-    TestApp { app, dir, http: reqwest::Client::new(), variant: v, databases, config }
+    TestApp { app, dir, http: reqwest::Client::new(), variant: v, databases, config, cluster }
 }
 
 /// Polls `f` until it yields `Some`, failing the test after 20 s.
@@ -138,6 +170,9 @@ impl TestApp {
     /// Stops the app gracefully and drops its PostgreSQL databases.
     pub async fn shutdown(self) {
         self.app.shutdown().await;
+        if let Some(c) = self.cluster {
+            c.stop().await;
+        }
         for name in &self.databases {
             stream::Db::drop_postgres_database(&postgres_server(), name).await.unwrap();
         }
@@ -145,11 +180,16 @@ impl TestApp {
 
     /// Stops the app gracefully and starts it again on the same data (with `payment`).
     pub async fn restart(self, payment: PaymentSettings) -> TestApp {
-        let TestApp { app, dir, http, variant, databases, config } = self;
+        let TestApp { app, dir, http, variant, databases, config, cluster } = self;
         app.shutdown().await;
         let config = AppConfig { payment, ..config };
         let app = App::start(config.clone()).await.unwrap();
-        TestApp { app, dir, http, variant, databases, config }
+        TestApp { app, dir, http, variant, databases, config, cluster }
+    }
+
+    /// Messages the binder accepted for `topic` (counted by either binder).
+    pub fn published(&self, topic: &str) -> f64 {
+        self.app.metrics.get(stream::metrics::PUBLISHED, &[("topic", topic)])
     }
 
     pub fn order_url(&self, path: &str) -> String {
