@@ -146,7 +146,8 @@ impl App {
         let order = OrderService::start(order_host.clone()).await.context("order service")?;
         binder.start().await.context("starting the consumers")?;
         if config.demo_products {
-            seed_demo(&order, &stock).await.context("demo catalogue")?;
+            seed_catalogue(&order.host).await.context("demo catalogue")?;
+            seed_stock(&stock.host).await.context("demo stock")?;
         }
 
         let servers = TaskTracker::new();
@@ -241,22 +242,144 @@ impl App {
     }
 }
 
-async fn seed_demo(order: &OrderService, stock: &StockService) -> anyhow::Result<()> {
-    if !order::store::products(order.host.db.reader()).await?.is_empty() {
+/// The demo prices, when the order service's catalogue is empty.
+async fn seed_catalogue(host: &ServiceHost) -> anyhow::Result<()> {
+    if !order::store::products(host.db.reader()).await?.is_empty() {
         return Ok(());
     }
-    let mut order_tx = order.host.db.writer().begin().await?;
-    let mut stock_tx = stock.host.db.writer().begin().await?;
-    for &(id, name, price, units) in DEMO_PRODUCTS {
+    let mut tx = host.db.writer().begin().await?;
+    for &(id, name, price, _) in DEMO_PRODUCTS {
         let price: Decimal = price.parse().context("demo price")?;
-        order::store::upsert_product(&mut order_tx, &order::store::Product { id, name: name.into(), price }).await?;
-        if stock::store::product(stock.host.db.reader(), id).await?.is_none() {
-            stock::store::set_available(&mut stock_tx, id, units).await?;
+        order::store::upsert_product(&mut tx, &order::store::Product { id, name: name.into(), price }).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The demo units of the products stock does not know yet.
+async fn seed_stock(host: &ServiceHost) -> anyhow::Result<()> {
+    let mut tx = host.db.writer().begin().await?;
+    for &(id, _, _, units) in DEMO_PRODUCTS {
+        if stock::store::product(host.db.reader(), id).await?.is_none() {
+            stock::store::set_available(&mut tx, id, units).await?;
         }
     }
-    stock_tx.commit().await?;
-    order_tx.commit().await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// Which service `orderflow serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceName {
+    Order,
+    Stock,
+    Payment,
+}
+
+impl ServiceName {
+    pub fn parse(s: &str) -> Option<ServiceName> {
+        match s {
+            "order" => Some(ServiceName::Order),
+            "stock" => Some(ServiceName::Stock),
+            "payment" => Some(ServiceName::Payment),
+            _ => None,
+        }
+    }
+}
+
+/// One service in its own process, on RocketMQ (`orderflow serve`).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub service: ServiceName,
+    /// The service's `application-rocketmq.yml`; its `name-server` says where RocketMQ is.
+    pub stream: StreamConfig,
+    /// A `postgres://` URL or a SQLite file path.
+    pub database: String,
+    pub http_addr: SocketAddr,
+    pub payment: PaymentSettings,
+    pub demo_products: bool,
+}
+
+/// A running `orderflow serve`.
+pub struct Serving {
+    pub url: String,
+    pub metrics: Metrics,
+    binder: Arc<dyn Binder>,
+    host: Arc<ServiceHost>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    servers: TaskTracker,
+}
+
+impl Serving {
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Serving> {
+        let stream = &config.stream;
+        let name_server = stream.name_server.clone().context(
+            "spring.cloud.stream.rocketmq.binder.name-server: missing (serve runs on RocketMQ)",
+        )?;
+        let producer_group = stream
+            .producers
+            .values()
+            .find_map(|p| p.group.clone())
+            .unwrap_or_else(|| "orderflow-producer-group".into());
+        let metrics = Metrics::new();
+        let settings = RocketMqSettings {
+            name_server,
+            producer_group,
+            topics: events::EventType::ALL.iter().map(|t| t.topic().to_owned()).collect(),
+            max_consume_threads: stream.consumers.values().map(|b| b.concurrency).sum::<usize>() + 8,
+        };
+        let binder: Arc<dyn Binder> =
+            Arc::new(RocketMqBinder::connect(settings, metrics.clone()).await.context("RocketMQ binder")?);
+        let (token, tracker, servers) = (CancellationToken::new(), TaskTracker::new(), TaskTracker::new());
+        let (name, migrations) = match config.service {
+            ServiceName::Order => (order::SERVICE, order::store::MIGRATIONS),
+            ServiceName::Stock => (stock::SERVICE, stock::store::MIGRATIONS),
+            ServiceName::Payment => (payment::SERVICE, payment::store::MIGRATIONS),
+        };
+        let db = Db::open(&config.database).await.with_context(|| format!("{name} service database"))?;
+        let host = Arc::new(
+            ServiceHost::open(name, db, migrations, stream.clone(), binder.clone(), metrics.clone(), &tracker, token.clone())
+                .await
+                .with_context(|| format!("{name} service database"))?,
+        );
+        let (api, ops): (Router, Arc<dyn Ops>) = match config.service {
+            ServiceName::Order => {
+                let svc = OrderService::start(host.clone()).await.context("order service")?;
+                if config.demo_products {
+                    seed_catalogue(&host).await.context("demo catalogue")?;
+                }
+                (order::http::routes(svc), Arc::new(OrderOps(host.clone())))
+            }
+            ServiceName::Stock => {
+                let svc = StockService::start(host.clone()).await.context("stock service")?;
+                if config.demo_products {
+                    seed_stock(&host).await.context("demo stock")?;
+                }
+                (stock::http::routes(svc), Arc::new(HostOps(host.clone())))
+            }
+            ServiceName::Payment => {
+                let svc = PaymentService::start(host.clone(), config.payment.clone(), &tracker, token.clone())
+                    .await
+                    .context("payment service")?;
+                (payment::http::routes(svc), Arc::new(HostOps(host.clone())))
+            }
+        };
+        binder.start().await.context("starting the consumers")?;
+        let url = serve(&servers, &token, config.http_addr, api, ops, host.clone()).await?;
+        Ok(Serving { url, metrics, binder, host, token, tracker, servers })
+    }
+
+    /// Stops gracefully: HTTP, then consumers (in-flight batches settle), then the relay.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        self.servers.close();
+        self.servers.wait().await;
+        self.binder.shutdown().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.host.db.close().await;
+    }
 }
 
 async fn serve(

@@ -20,12 +20,42 @@ struct Cli {
 enum Command {
     /// Run the three services and the embedded binder in one process.
     Up(Up),
+    /// Run one service in its own process, on RocketMQ (name server from the YAML's
+    /// `spring.cloud.stream.rocketmq.binder.name-server`, e.g. via ROCKETMQ_NAME_SERVER).
+    Serve(Serve),
     /// Validate service YAML files (the seed's application-rocketmq.yml) and print their bindings.
     CheckConfig {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// order, stock or payment.
+    service: String,
+    /// The service's application-rocketmq.yml (the seed's file, unchanged, works).
+    #[arg(long, env = "ORDERFLOW_CONFIG")]
+    config: PathBuf,
+    /// A postgres:// URL or a SQLite file path [default: <data-dir>/<service>.db].
+    #[arg(long, env = "ORDERFLOW_DATABASE")]
+    database: Option<String>,
+    /// Where the default SQLite file goes.
+    #[arg(long, env = "ORDERFLOW_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// HTTP address [default: the YAML's orderflow.http.address, else 127.0.0.1:8081/8082/8083].
+    #[arg(long, env = "ORDERFLOW_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// Simulated payment outcome (payment service): success or fail [default: success].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME")]
+    payment_outcome: Option<String>,
+    /// Simulated payment time in milliseconds (payment service) [default: 0].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]
+    payment_delay_ms: Option<u64>,
+    /// Do not create the demo catalogue (order) or demo stock (stock).
+    #[arg(long)]
+    no_demo: bool,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +120,7 @@ fn init_logging(format: &str) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(up) => run_up(up).await,
+        Command::Serve(serve) => run_serve(serve).await,
         Command::CheckConfig { files } => {
             for file in files {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -143,6 +174,44 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     shutdown_signal().await;
     println!("stopping: finishing in-flight work...");
     app.shutdown().await;
+    println!("stopped.");
+    Ok(())
+}
+
+async fn run_serve(args: Serve) -> anyhow::Result<()> {
+    let service = orderflow::ServiceName::parse(&args.service)
+        .with_context(|| format!("service {:?}: must be order, stock or payment", args.service))?;
+    let text = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
+    let stream = stream::StreamConfig::from_yaml(&text)
+        .with_context(|| format!("{}: invalid configuration", args.config.display()))?;
+    let default_addr = match service {
+        orderflow::ServiceName::Order => "127.0.0.1:8081",
+        orderflow::ServiceName::Stock => "127.0.0.1:8082",
+        orderflow::ServiceName::Payment => "127.0.0.1:8083",
+    };
+    let database = match args.database {
+        Some(d) => d,
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+            args.data_dir.join(format!("{}.db", args.service)).display().to_string()
+        }
+    };
+    let config = orderflow::ServeConfig {
+        service,
+        http_addr: settings::address(args.http_addr.as_deref(), &stream, default_addr, "http")?,
+        payment: settings::payment(args.payment_outcome.as_deref(), args.payment_delay_ms, &stream)?,
+        stream,
+        database,
+        demo_products: !args.no_demo,
+    };
+    let serving = orderflow::Serving::start(config).await?;
+    println!("{} service is up on RocketMQ", args.service);
+    println!("  {} {}", args.service, serving.url);
+    println!("Press Ctrl-C to stop.");
+    shutdown_signal().await;
+    println!("stopping: finishing in-flight work...");
+    serving.shutdown().await;
     println!("stopped.");
     Ok(())
 }

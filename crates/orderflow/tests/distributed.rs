@@ -1,0 +1,131 @@
+//! Each service in its own process (`orderflow serve`) on a real RocketMQ name server and
+//! broker and PostgreSQL: the flows end consistent, and two stock instances in one consumer
+//! group share the work — one SIGKILLed mid-load, and still every order ends and stock is
+//! conserved.
+
+mod common;
+
+use std::{collections::HashMap, process::Stdio, time::Duration};
+
+use common::*;
+use rocketmq_binder::LocalCluster;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Service {
+    child: tokio::process::Child,
+    url: String,
+}
+
+/// Starts `orderflow serve <service>`; returns once it printed its address.
+async fn serve(service: &str, name_server: &str, database: &str, extra: &[&str]) -> Service {
+    let config = fixtures().join("config").join(format!("{service}-service.yml"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["serve", service, "--http-addr", "127.0.0.1:0", "--database", database])
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .env("ROCKETMQ_NAME_SERVER", name_server)
+        .env("ORDERFLOW_LOG", "warn,rocketmq_client_rust=error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("orderflow serve starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.first().copied() {
+                Some(w) if w == service && words.len() == 2 => url = words[1].to_owned(),
+                Some("Press") => return,
+                _ => {}
+            }
+        }
+        panic!("orderflow serve {service} exited before it was up");
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await.expect("serve up within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Service { child, url }
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mid_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(&dir.path().join("rocketmq")).await.unwrap();
+    let ns = cluster.name_server();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let server = postgres_server();
+    let mut dbs = HashMap::new();
+    for svc in ["order", "stock", "payment"] {
+        let name = format!("orderflow_t_{}_{svc}", &id[..12]);
+        dbs.insert(svc, (name.clone(), stream::Db::create_postgres_database(&server, &name).await.unwrap()));
+    }
+    let order = serve("order", &ns, &dbs["order"].1, &[]).await;
+    let mut stock_a = serve("stock", &ns, &dbs["stock"].1, &[]).await;
+    let stock_b = serve("stock", &ns, &dbs["stock"].1, &[]).await;
+    let payment = serve("payment", &ns, &dbs["payment"].1, &[]).await;
+    let http = reqwest::Client::new();
+
+    let create = |items: Value| {
+        let req = http.post(format!("{}/api/orders", order.url)).json(&json!({"userId": 1, "items": items}));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["orderNo"].as_str().unwrap().to_owned() }
+    };
+    let terminal = |no: String| {
+        let (http, base) = (http.clone(), order.url.clone());
+        async move {
+            eventually(&format!("{no} terminal"), || async {
+                let o = get(&http, format!("{base}/api/orders/{no}")).await?;
+                let done = o["status"] == "PAID" || (o["status"] == "CANCELLED" && (o["paymentId"].is_null() || o["refunded"] == true));
+                done.then_some(o)
+            })
+            .await
+        }
+    };
+
+    // Flows 1 + 2, and 3, across processes.
+    let paid = terminal(create(json!([{"productId": 1001, "quantity": 2}])).await).await;
+    assert_eq!(paid["status"], "PAID");
+    let cancelled = terminal(create(json!([{"productId": 1004, "quantity": 9}])).await).await;
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert!(cancelled["cancelReason"].as_str().unwrap().contains("1004"));
+
+    // Load, with one of the two stock instances killed in the middle.
+    let mut orders = Vec::new();
+    for i in 0..40 {
+        orders.push(create(json!([{"productId": 1002, "quantity": 1}])).await);
+        if i == 15 {
+            stock_a.child.start_kill().unwrap();
+            stock_a.child.wait().await.unwrap();
+        }
+    }
+    let mut paid = 1; // the first order
+    for no in orders {
+        paid += usize::from(terminal(no).await["status"] == "PAID");
+    }
+    assert_eq!(paid, 41, "500 cables on offer: every order is paid");
+    let cables = eventually("cable stock settled", || async {
+        let s = get(&http, format!("{}/api/stock/1002", stock_b.url)).await?;
+        (s["frozen"] == 0 && s["sold"] == 40).then_some(s)
+    })
+    .await;
+    assert_eq!(cables["available"], 460, "500 = 460 available + 40 sold: conserved");
+    let keyboards = get(&http, format!("{}/api/stock/1001", stock_b.url)).await.unwrap();
+    assert_eq!((keyboards["available"].as_i64(), keyboards["sold"].as_i64()), (Some(98), Some(2)));
+    let payments: Vec<Value> = get(&http, format!("{}/api/payments", payment.url)).await.unwrap().as_array().unwrap().clone();
+    assert_eq!(payments.iter().filter(|p| p["status"] == "SUCCESS").count(), 41, "one payment per paid order");
+
+    for mut s in [order, stock_b, payment] {
+        let _ = s.child.start_kill();
+        let _ = s.child.wait().await;
+    }
+    cluster.stop().await;
+    for (_, (name, _)) in dbs {
+        stream::Db::drop_postgres_database(&server, &name).await.unwrap();
+    }
+}
