@@ -125,3 +125,52 @@ async fn ctrl_c_stops_the_binary_gracefully() {
     let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait()).await.expect("stops within 30 s").unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+/// The broker is SIGKILLed mid-load and restarted on the same store: orders taken meanwhile
+/// wait in the outboxes, and afterwards every order completes, each paid once.
+async fn broker_killed_mid_load_then_restarted(v: Variant) {
+    let mut t = spawn(v).await;
+    let mut orders = Vec::new();
+    for user in 0..10 {
+        orders.push(t.create_order(500 + user, &[(1002, 1)]).await.order_no);
+    }
+    t.cluster.as_mut().expect("a RocketMQ variant").kill_broker().await;
+    for user in 10..20 {
+        orders.push(t.create_order(500 + user, &[(1002, 1)]).await.order_no);
+    }
+    let held = stream::outbox::Outbox::backlog(&t.app.order.host.db).await.unwrap();
+    assert!(held > 0, "with the broker down, the order outbox holds the unsent events");
+    t.cluster.as_mut().unwrap().start_broker().await.expect("broker restarts on its store");
+    let restarted = std::time::Instant::now();
+    // The clients find the restarted broker on their next route refresh (tens of seconds).
+    let last = orders.last().unwrap().clone();
+    eventually_within("the first order after the restart settles", Duration::from_secs(120), || async {
+        (t.order(&last).await.status != OrderStatus::Pending).then_some(())
+    })
+    .await;
+    eprintln!("recovered {:?} after the broker restart", restarted.elapsed());
+    for no in &orders {
+        assert_eq!(t.settled(no).await.status, OrderStatus::Paid, "{no}");
+    }
+    t.quiesce().await;
+    for no in &orders {
+        let payments = t.payments(no).await;
+        assert_eq!(payments.len(), 1, "{no}: one payment");
+    }
+    let cables = t.stock(1002).await;
+    assert_eq!((cables.available, cables.frozen, cables.sold), (480, 0, 20), "each deduction applied once");
+    t.shutdown().await;
+}
+
+mod rocketmq_sqlite_broker {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn broker_killed_mid_load_then_restarted() {
+        super::broker_killed_mid_load_then_restarted(super::common::Variant::RocketMqSqlite).await
+    }
+}
+mod rocketmq_postgres_broker {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn broker_killed_mid_load_then_restarted() {
+        super::broker_killed_mid_load_then_restarted(super::common::Variant::RocketMqPostgres).await
+    }
+}

@@ -155,8 +155,13 @@ pub async fn spawn_with(
 }
 
 /// Polls `f` until it yields `Some`, failing the test after 20 s.
-pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
+pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, f: impl FnMut() -> F) -> T {
+    eventually_within(what, Duration::from_secs(20), f).await
+}
+
+/// Polls `f` until it yields `Some`, failing the test after `limit`.
+pub async fn eventually_within<T, F: Future<Output = Option<T>>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f().await {
             return v;
