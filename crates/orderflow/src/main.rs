@@ -23,6 +23,16 @@ enum Command {
     /// Run one service in its own process, on RocketMQ (name server from the YAML's
     /// `spring.cloud.stream.rocketmq.binder.name-server`, e.g. via ROCKETMQ_NAME_SERVER).
     Serve(Serve),
+    /// Run a local RocketMQ name server and broker (for `serve` on one machine; needs
+    /// scripts/install-rocketmq). Prints the name server address.
+    Rocketmq {
+        /// Where the broker keeps its store (kept across restarts).
+        #[arg(long, default_value = "./data/rocketmq")]
+        dir: PathBuf,
+        /// Name server port (39876 is the seed YAML's default, so `serve` finds it as is).
+        #[arg(long, default_value_t = 39876)]
+        namesrv_port: u16,
+    },
     /// Validate service YAML files (the seed's application-rocketmq.yml) and print their bindings.
     CheckConfig {
         /// Files to check.
@@ -121,6 +131,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(up) => run_up(up).await,
         Command::Serve(serve) => run_serve(serve).await,
+        Command::Rocketmq { dir, namesrv_port } => {
+            let cluster = rocketmq_binder::LocalCluster::start_on(&dir, Some(namesrv_port)).await?;
+            println!("RocketMQ is up (store in {})", dir.display());
+            println!("  name server {}", cluster.name_server());
+            println!("  export ROCKETMQ_NAME_SERVER={}", cluster.name_server());
+            println!("Press Ctrl-C to stop.");
+            shutdown_signal().await;
+            cluster.stop().await;
+            println!("stopped.");
+            Ok(())
+        }
         Command::CheckConfig { files } => {
             for file in files {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;

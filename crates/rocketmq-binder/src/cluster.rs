@@ -92,7 +92,16 @@ impl LocalCluster {
     /// Starts a name server and a broker storing under `dir`, and waits until the broker
     /// is ready.
     pub async fn start(dir: &Path) -> Result<LocalCluster, ClusterError> {
-        let ports = Ports { namesrv: free_port()?, broker: free_broker_port()?, ha: free_port()?, health: free_port()? };
+        Self::start_on(dir, None).await
+    }
+
+    /// As [`start`](Self::start), with the name server on `namesrv_port` when given.
+    pub async fn start_on(dir: &Path, namesrv_port: Option<u16>) -> Result<LocalCluster, ClusterError> {
+        let namesrv = match namesrv_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let ports = Ports { namesrv, broker: free_broker_port()?, ha: free_port()?, health: free_port()? };
         let mut cluster = LocalCluster { dir: dir.to_owned(), ports, namesrv: None, broker: None };
         cluster.start_namesrv().await?;
         cluster.start_broker().await?;

@@ -105,3 +105,49 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
     binder.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path()).await.unwrap();
+    let settings = RocketMqSettings {
+        name_server: cluster.name_server(),
+        producer_group: "test-producer-group".into(),
+        topics: vec!["order-created".into()],
+        max_consume_threads: 2,
+    };
+    let metrics = Metrics::new();
+    let binder = RocketMqBinder::connect(settings, metrics.clone()).await.unwrap();
+
+    /// Fails every delivery transiently, recording the attempt numbers.
+    struct AlwaysBusy(Mutex<Vec<u32>>);
+    #[async_trait]
+    impl MessageHandler for AlwaysBusy {
+        async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+            self.0.lock().unwrap().extend(batch.iter().map(|d| d.attempt));
+            vec![Outcome::Retry("database busy".into()); batch.len()]
+        }
+    }
+    let handler = Arc::new(AlwaysBusy(Mutex::new(Vec::new())));
+    let mut binding = ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", "flaky-group", "ORDER_CREATED");
+    binding.max_attempts = 2;
+    binder.bind_consumer(binding, handler.clone()).await.unwrap();
+    binder.start().await.unwrap();
+    binder.publish(&fixture_messages()[..1]).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let dlq = loop {
+        let dlq = binder.dead_letters("flaky-group", 10).await.unwrap();
+        if !dlq.is_empty() || Instant::now() > deadline {
+            break dlq;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(dlq.len(), 1, "moved to %DLQ%flaky-group by the broker after max-attempts");
+    assert_eq!(dlq[0].keys, "ORD1736900000001");
+    assert_eq!(dlq[0].origin_topic, "order-created");
+    assert_eq!(*handler.0.lock().unwrap(), [1, 2], "delivered max-attempts times, then no more");
+    assert_eq!(metrics.get(metrics::RETRIED, &[("topic", "order-created"), ("group", "flaky-group")]), 2.0);
+    binder.shutdown().await;
+    cluster.stop().await;
+}
