@@ -151,3 +151,68 @@ async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
     binder.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orderly_bindings_keep_each_keys_order_through_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path()).await.unwrap();
+    let settings = RocketMqSettings {
+        name_server: cluster.name_server(),
+        producer_group: "test-producer-group".into(),
+        topics: vec!["order-created".into()],
+        max_consume_threads: 4,
+    };
+    let binder = RocketMqBinder::connect(settings, Metrics::new()).await.unwrap();
+
+    /// Fails the first delivery of each key's first message once; records (key, body).
+    struct FailFirstOnce {
+        seen: Mutex<Vec<(String, String)>>,
+        failed: Mutex<std::collections::HashSet<String>>,
+    }
+    #[async_trait]
+    impl MessageHandler for FailFirstOnce {
+        async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+            batch
+                .iter()
+                .map(|d| {
+                    let body = String::from_utf8_lossy(&d.message.body).into_owned();
+                    self.seen.lock().unwrap().push((d.message.keys.clone(), body.clone()));
+                    if body.ends_with("#0") && self.failed.lock().unwrap().insert(body) {
+                        Outcome::Retry("once".into())
+                    } else {
+                        Outcome::Done
+                    }
+                })
+                .collect()
+        }
+    }
+    let handler = Arc::new(FailFirstOnce { seen: Mutex::new(Vec::new()), failed: Mutex::new(Default::default()) });
+    let mut binding = ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", "orderly-group", "*");
+    binding.subscription = stream::tags::TagExpression::All;
+    binding.orderly = true;
+    binding.concurrency = 2;
+    binder.bind_consumer(binding, handler.clone()).await.unwrap();
+    binder.start().await.unwrap();
+    let mut messages = Vec::new();
+    for seq in 0..4 {
+        for key in ["A", "B", "C"] {
+            messages.push(Message {
+                topic: "order-created".into(),
+                tags: "ORDER_CREATED".into(),
+                keys: format!("ORD-{key}"),
+                properties: [("eventId".to_owned(), format!("{key}-{seq}"))].into(),
+                body: format!("{key}#{seq}").into_bytes(),
+            });
+        }
+    }
+    binder.publish(&messages).await.unwrap();
+    until("12 messages and 3 retries handled", || handler.seen.lock().unwrap().len() >= 15).await;
+    for key in ["A", "B", "C"] {
+        let order: Vec<String> =
+            handler.seen.lock().unwrap().iter().filter(|(k, _)| *k == format!("ORD-{key}")).map(|(_, b)| b.clone()).collect();
+        let expected: Vec<String> = [0, 0, 1, 2, 3].iter().map(|i| format!("{key}#{i}")).collect();
+        assert_eq!(order, expected, "key {key}: publish order, the retry before its successors");
+    }
+    binder.shutdown().await;
+    cluster.stop().await;
+}
