@@ -67,6 +67,32 @@ pub const DEMO_PRODUCTS: &[(i64, &str, &str, i64)] = &[
     (1004, "Limited edition figure", "49.50", 3),
 ];
 
+/// The background work of a running process and the order in which it stops.
+struct Tasks {
+    token: CancellationToken,
+    /// Relays, payment completer.
+    tracker: TaskTracker,
+    /// HTTP servers.
+    servers: TaskTracker,
+}
+
+impl Tasks {
+    fn new() -> Tasks {
+        Tasks { token: CancellationToken::new(), tracker: TaskTracker::new(), servers: TaskTracker::new() }
+    }
+
+    /// HTTP first (no new requests), then the consumers (in-flight batches settle), then the
+    /// relays and timers. Everything committed is durable, so nothing is lost.
+    async fn stop(&self, binder: &dyn Binder) {
+        self.token.cancel();
+        self.servers.close();
+        self.servers.wait().await;
+        binder.shutdown().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
 pub struct App {
     pub order_url: String,
     pub stock_url: String,
@@ -78,9 +104,7 @@ pub struct App {
     pub order: Arc<OrderService>,
     pub stock: Arc<StockService>,
     pub payment: Arc<PaymentService>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-    servers: TaskTracker,
+    tasks: Tasks,
 }
 
 impl App {
@@ -114,8 +138,8 @@ impl App {
             }
         };
         let binder = wrap(inner);
-        let token = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let tasks = Tasks::new();
+        let (token, tracker) = (&tasks.token, &tasks.tracker);
 
         let host = |name: &'static str, migrations: &'static [&'static str], stream: StreamConfig| {
             let (binder, metrics, tracker, token) = (binder.clone(), metrics.clone(), tracker.clone(), token.clone());
@@ -140,7 +164,7 @@ impl App {
         let payment_host = host(payment::SERVICE, payment::store::MIGRATIONS, config.payment_stream.clone()).await?;
 
         let stock = StockService::start(stock_host.clone()).await.context("stock service")?;
-        let payment = PaymentService::start(payment_host.clone(), config.payment.clone(), &tracker, token.clone())
+        let payment = PaymentService::start(payment_host.clone(), config.payment.clone(), tracker, token.clone())
             .await
             .context("payment service")?;
         let order = OrderService::start(order_host.clone()).await.context("order service")?;
@@ -150,11 +174,11 @@ impl App {
             seed_stock(&stock.host).await.context("demo stock")?;
         }
 
-        let servers = TaskTracker::new();
+        let servers = &tasks.servers;
         let order_ops: Arc<dyn Ops> = Arc::new(OrderOps(order_host.clone()));
         let order_url = serve(
-            &servers,
-            &token,
+            servers,
+            token,
             config.order_addr,
             order::http::routes(order.clone()),
             order_ops,
@@ -162,8 +186,8 @@ impl App {
         )
         .await?;
         let stock_url = serve(
-            &servers,
-            &token,
+            servers,
+            token,
             config.stock_addr,
             stock::http::routes(stock.clone()),
             Arc::new(HostOps(stock_host.clone())),
@@ -171,8 +195,8 @@ impl App {
         )
         .await?;
         let payment_url = serve(
-            &servers,
-            &token,
+            servers,
+            token,
             config.payment_addr,
             payment::http::routes(payment.clone()),
             Arc::new(HostOps(payment_host.clone())),
@@ -189,9 +213,7 @@ impl App {
             order,
             stock,
             payment,
-            token,
-            tracker,
-            servers,
+            tasks,
         })
     }
 
@@ -228,14 +250,9 @@ impl App {
         Ok(moved() == before)
     }
 
-    /// Stops gracefully: HTTP first, then consumers (in-flight batches settle), then relays.
+    /// Stops gracefully (see [`Tasks::stop`]), then closes the databases.
     pub async fn shutdown(self) {
-        self.token.cancel();
-        self.servers.close();
-        self.servers.wait().await;
-        self.binder.shutdown().await;
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.tasks.stop(self.binder.as_ref()).await;
         for host in [&self.order.host, &self.stock.host, &self.payment.host] {
             host.db.close().await;
         }
@@ -306,9 +323,7 @@ pub struct Serving {
     pub metrics: Metrics,
     binder: Arc<dyn Binder>,
     host: Arc<ServiceHost>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-    servers: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Serving {
@@ -331,7 +346,8 @@ impl Serving {
         };
         let binder: Arc<dyn Binder> =
             Arc::new(RocketMqBinder::connect(settings, metrics.clone()).await.context("RocketMQ binder")?);
-        let (token, tracker, servers) = (CancellationToken::new(), TaskTracker::new(), TaskTracker::new());
+        let tasks = Tasks::new();
+        let (token, tracker) = (&tasks.token, &tasks.tracker);
         let (name, migrations) = match config.service {
             ServiceName::Order => (order::SERVICE, order::store::MIGRATIONS),
             ServiceName::Stock => (stock::SERVICE, stock::store::MIGRATIONS),
@@ -339,7 +355,7 @@ impl Serving {
         };
         let db = Db::open(&config.database).await.with_context(|| format!("{name} service database"))?;
         let host = Arc::new(
-            ServiceHost::open(name, db, migrations, stream.clone(), binder.clone(), metrics.clone(), &tracker, token.clone())
+            ServiceHost::open(name, db, migrations, stream.clone(), binder.clone(), metrics.clone(), tracker, token.clone())
                 .await
                 .with_context(|| format!("{name} service database"))?,
         );
@@ -359,25 +375,20 @@ impl Serving {
                 (stock::http::routes(svc), Arc::new(HostOps(host.clone())))
             }
             ServiceName::Payment => {
-                let svc = PaymentService::start(host.clone(), config.payment.clone(), &tracker, token.clone())
+                let svc = PaymentService::start(host.clone(), config.payment.clone(), tracker, token.clone())
                     .await
                     .context("payment service")?;
                 (payment::http::routes(svc), Arc::new(HostOps(host.clone())))
             }
         };
         binder.start().await.context("starting the consumers")?;
-        let url = serve(&servers, &token, config.http_addr, api, ops, host.clone()).await?;
-        Ok(Serving { url, metrics, binder, host, token, tracker, servers })
+        let url = serve(&tasks.servers, token, config.http_addr, api, ops, host.clone()).await?;
+        Ok(Serving { url, metrics, binder, host, tasks })
     }
 
-    /// Stops gracefully: HTTP, then consumers (in-flight batches settle), then the relay.
+    /// Stops gracefully (see [`Tasks::stop`]), then closes the database.
     pub async fn shutdown(self) {
-        self.token.cancel();
-        self.servers.close();
-        self.servers.wait().await;
-        self.binder.shutdown().await;
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.tasks.stop(self.binder.as_ref()).await;
         self.host.db.close().await;
     }
 }

@@ -41,6 +41,17 @@ enum Command {
     },
 }
 
+/// The simulated payment provider (payment service).
+#[derive(clap::Args)]
+struct PaymentArgs {
+    /// Simulated payment outcome: success or fail [default: success].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME")]
+    payment_outcome: Option<String>,
+    /// Simulated payment time in milliseconds [default: 0].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]
+    payment_delay_ms: Option<u64>,
+}
+
 #[derive(clap::Args)]
 struct Serve {
     /// order, stock or payment.
@@ -57,12 +68,8 @@ struct Serve {
     /// HTTP address [default: the YAML's orderflow.http.address, else 127.0.0.1:8081/8082/8083].
     #[arg(long, env = "ORDERFLOW_HTTP_ADDR")]
     http_addr: Option<String>,
-    /// Simulated payment outcome (payment service): success or fail [default: success].
-    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME")]
-    payment_outcome: Option<String>,
-    /// Simulated payment time in milliseconds (payment service) [default: 0].
-    #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]
-    payment_delay_ms: Option<u64>,
+    #[command(flatten)]
+    payment: PaymentArgs,
     /// Do not create the demo catalogue (order) or demo stock (stock).
     #[arg(long)]
     no_demo: bool,
@@ -85,12 +92,8 @@ struct Up {
     /// Payment service HTTP address [default: 127.0.0.1:8083].
     #[arg(long, env = "ORDERFLOW_PAYMENT_ADDR")]
     payment_addr: Option<String>,
-    /// Simulated payment outcome: success or fail [default: success].
-    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME")]
-    payment_outcome: Option<String>,
-    /// Simulated payment time in milliseconds [default: 0].
-    #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]
-    payment_delay_ms: Option<u64>,
+    #[command(flatten)]
+    payment: PaymentArgs,
     /// Do not create the demo catalogue.
     #[arg(long)]
     no_demo: bool,
@@ -175,7 +178,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
         order_addr: settings::address(up.order_addr.as_deref(), &order_stream, "127.0.0.1:8081", "order")?,
         stock_addr: settings::address(up.stock_addr.as_deref(), &stock_stream, "127.0.0.1:8082", "stock")?,
         payment_addr: settings::address(up.payment_addr.as_deref(), &payment_stream, "127.0.0.1:8083", "payment")?,
-        payment: settings::payment(up.payment_outcome.as_deref(), up.payment_delay_ms, &payment_stream)?,
+        payment: settings::payment(up.payment.payment_outcome.as_deref(), up.payment.payment_delay_ms, &payment_stream)?,
         order_stream,
         stock_stream,
         payment_stream,
@@ -221,7 +224,7 @@ async fn run_serve(args: Serve) -> anyhow::Result<()> {
     let config = orderflow::ServeConfig {
         service,
         http_addr: settings::address(args.http_addr.as_deref(), &stream, default_addr, "http")?,
-        payment: settings::payment(args.payment_outcome.as_deref(), args.payment_delay_ms, &stream)?,
+        payment: settings::payment(args.payment.payment_outcome.as_deref(), args.payment.payment_delay_ms, &stream)?,
         stream,
         database,
         demo_products: !args.no_demo,

@@ -39,6 +39,17 @@ fn fixture_messages() -> Vec<Message> {
     ]
 }
 
+/// A binder on `cluster` whose producer creates `order-created` if missing.
+async fn connect(cluster: &LocalCluster, metrics: Metrics) -> RocketMqBinder {
+    let settings = RocketMqSettings {
+        name_server: cluster.name_server(),
+        producer_group: "order-producer-group".into(),
+        topics: vec!["order-created".into(), "payment-success".into()],
+        max_consume_threads: 4,
+    };
+    RocketMqBinder::connect(settings, metrics).await.unwrap()
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {
@@ -55,13 +66,7 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(dir.path()).await.unwrap();
     let metrics = Metrics::new();
-    let settings = RocketMqSettings {
-        name_server: cluster.name_server(),
-        producer_group: "order-producer-group".into(),
-        topics: vec!["order-created".into(), "payment-success".into()],
-        max_consume_threads: 4,
-    };
-    let binder = RocketMqBinder::connect(settings, metrics.clone()).await.unwrap();
+    let binder = connect(&cluster, metrics.clone()).await;
     binder.check().await.expect("ready");
 
     let stock = Arc::new(Recorder { seen: Mutex::new(Vec::new()), poison_key: "POISON" });
@@ -110,14 +115,8 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
 async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(dir.path()).await.unwrap();
-    let settings = RocketMqSettings {
-        name_server: cluster.name_server(),
-        producer_group: "test-producer-group".into(),
-        topics: vec!["order-created".into()],
-        max_consume_threads: 2,
-    };
     let metrics = Metrics::new();
-    let binder = RocketMqBinder::connect(settings, metrics.clone()).await.unwrap();
+    let binder = connect(&cluster, metrics.clone()).await;
 
     /// Fails every delivery transiently, recording the attempt numbers.
     struct AlwaysBusy(Mutex<Vec<u32>>);
@@ -156,13 +155,7 @@ async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
 async fn orderly_bindings_keep_each_keys_order_through_a_retry() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(dir.path()).await.unwrap();
-    let settings = RocketMqSettings {
-        name_server: cluster.name_server(),
-        producer_group: "test-producer-group".into(),
-        topics: vec!["order-created".into()],
-        max_consume_threads: 4,
-    };
-    let binder = RocketMqBinder::connect(settings, Metrics::new()).await.unwrap();
+    let binder = connect(&cluster, Metrics::new()).await;
 
     /// Fails the first delivery of each key's first message once; records (key, body).
     struct FailFirstOnce {
