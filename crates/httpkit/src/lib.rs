@@ -8,6 +8,9 @@
 //! - [`ops_routes`]: `/health` (live), `/ready` (database and binder answer), `/metrics`
 //!   (Prometheus text).
 //! - [`BODY_LIMIT`]: bodies over 1 MiB are refused with 413 before they are read whole.
+//! - [`require_admin_token`]: every `/admin/...` and `/api/admin/...` request must carry
+//!   `Authorization: Bearer <token>`; anything else is refused with 401 before a handler runs,
+//!   so a refused call changes nothing.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -127,6 +130,33 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     rest.split('`').next().map(str::to_owned)
+}
+
+/// Middleware: admin paths need the configured token (compared in constant time).
+pub async fn require_admin_token(
+    axum::extract::State(token): axum::extract::State<Arc<str>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let admin = path == "/admin" || path.starts_with("/admin/") || path.starts_with("/api/admin/");
+    if admin {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            tracing::warn!(path, "admin request refused: missing or wrong token");
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the ops routes ask of a service.

@@ -44,6 +44,8 @@ pub enum BinderChoice {
 /// Everything `up` needs to know.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    /// What `/admin/...` and `/api/admin/...` requests must present (`Authorization: Bearer`).
+    pub admin_token: String,
     pub binder: BinderChoice,
     /// Holds `broker.db` (the embedded binder) and, with [`Storage::Sqlite`], the services' files.
     pub data_dir: PathBuf,
@@ -175,10 +177,12 @@ impl App {
         }
 
         let servers = &tasks.servers;
+        let admin: Arc<str> = Arc::from(config.admin_token.as_str());
         let order_ops: Arc<dyn Ops> = Arc::new(OrderOps(order_host.clone()));
         let order_url = serve(
             servers,
             token,
+            &admin,
             config.order_addr,
             order::http::routes(order.clone()),
             order_ops,
@@ -188,6 +192,7 @@ impl App {
         let stock_url = serve(
             servers,
             token,
+            &admin,
             config.stock_addr,
             stock::http::routes(stock.clone()),
             Arc::new(HostOps(stock_host.clone())),
@@ -197,6 +202,7 @@ impl App {
         let payment_url = serve(
             servers,
             token,
+            &admin,
             config.payment_addr,
             payment::http::routes(payment.clone()),
             Arc::new(HostOps(payment_host.clone())),
@@ -315,6 +321,8 @@ pub struct ServeConfig {
     pub http_addr: SocketAddr,
     pub payment: PaymentSettings,
     pub demo_products: bool,
+    /// See [`AppConfig::admin_token`].
+    pub admin_token: String,
 }
 
 /// A running `orderflow serve`.
@@ -382,7 +390,8 @@ impl Serving {
             }
         };
         binder.start().await.context("starting the consumers")?;
-        let url = serve(&tasks.servers, token, config.http_addr, api, ops, host.clone()).await?;
+        let admin: Arc<str> = Arc::from(config.admin_token.as_str());
+        let url = serve(&tasks.servers, token, &admin, config.http_addr, api, ops, host.clone()).await?;
         Ok(Serving { url, metrics, binder, host, tasks })
     }
 
@@ -396,6 +405,7 @@ impl Serving {
 async fn serve(
     servers: &TaskTracker,
     token: &CancellationToken,
+    admin_token: &Arc<str>,
     addr: SocketAddr,
     api: Router,
     ops: Arc<dyn Ops>,
@@ -406,6 +416,7 @@ async fn serve(
     let app = api
         .merge(httpkit::ops_routes(ops))
         .merge(httpkit::binding_routes(host))
+        .layer(axum::middleware::from_fn_with_state(admin_token.clone(), httpkit::require_admin_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     let token = token.clone();
     servers.spawn(async move {

@@ -41,6 +41,14 @@ enum Command {
     },
 }
 
+/// Token for `/admin/...` and `/api/admin/...` (`Authorization: Bearer <token>`).
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// At least 16 characters [default: the YAML's orderflow.admin.token, else random, printed at start].
+    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
 /// The simulated payment provider (payment service).
 #[derive(clap::Args)]
 struct PaymentArgs {
@@ -70,6 +78,8 @@ struct Serve {
     http_addr: Option<String>,
     #[command(flatten)]
     payment: PaymentArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Do not create the demo catalogue (order) or demo stock (stock).
     #[arg(long)]
     no_demo: bool,
@@ -94,6 +104,8 @@ struct Up {
     payment_addr: Option<String>,
     #[command(flatten)]
     payment: PaymentArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Do not create the demo catalogue.
     #[arg(long)]
     no_demo: bool,
@@ -171,7 +183,9 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     let order_stream = settings::load_stream(dir, of, oy)?;
     let stock_stream = settings::load_stream(dir, sf, sy)?;
     let payment_stream = settings::load_stream(dir, pf, py)?;
+    let (admin_token, generated) = settings::admin_token(up.admin.admin_token.as_deref(), &order_stream)?;
     let config = AppConfig {
+        admin_token: admin_token.clone(),
         data_dir: up.data_dir.clone(),
         storage: orderflow::Storage::Sqlite,
         binder: orderflow::BinderChoice::Embedded,
@@ -190,6 +204,9 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     println!("  stock    {}   GET /api/stock/{{productId}}, PUT /api/admin/stock/{{productId}}", app.stock_url);
     println!("  payment  {}   GET /api/payments?orderNo=", app.payment_url);
     println!("  each also serves /health, /ready, /metrics and /admin/bindings");
+    if generated {
+        println!("  admin token (for /api/admin/..., /admin/...): {admin_token}   (set ORDERFLOW_ADMIN_TOKEN to choose it)");
+    }
     if !up.no_demo {
         let ids: Vec<String> = orderflow::DEMO_PRODUCTS.iter().map(|p| p.0.to_string()).collect();
         println!("  demo products: {}", ids.join(", "));
@@ -221,7 +238,9 @@ async fn run_serve(args: Serve) -> anyhow::Result<()> {
             args.data_dir.join(format!("{}.db", args.service)).display().to_string()
         }
     };
+    let (admin_token, generated) = settings::admin_token(args.admin.admin_token.as_deref(), &stream)?;
     let config = orderflow::ServeConfig {
+        admin_token: admin_token.clone(),
         service,
         http_addr: settings::address(args.http_addr.as_deref(), &stream, default_addr, "http")?,
         payment: settings::payment(args.payment.payment_outcome.as_deref(), args.payment.payment_delay_ms, &stream)?,
@@ -232,6 +251,9 @@ async fn run_serve(args: Serve) -> anyhow::Result<()> {
     let serving = orderflow::Serving::start(config).await?;
     println!("{} service is up on RocketMQ", args.service);
     println!("  {} {}", args.service, serving.url);
+    if generated {
+        println!("  admin token: {admin_token}   (set ORDERFLOW_ADMIN_TOKEN to choose it)");
+    }
     println!("Press Ctrl-C to stop.");
     shutdown_signal().await;
     println!("stopping: finishing in-flight work...");

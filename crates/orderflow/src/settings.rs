@@ -68,6 +68,30 @@ pub fn payment(outcome: Option<&str>, delay_ms: Option<u64>, yaml: &StreamConfig
     Ok(PaymentSettings { outcome, delay: Duration::from_millis(delay_ms), ..PaymentSettings::default() })
 }
 
+/// The admin token: the flag or environment, else the YAML's `orderflow.admin.token`, else a
+/// random one (returned with `true`: the caller prints it).
+pub fn admin_token(flag: Option<&str>, yaml: &StreamConfig) -> anyhow::Result<(String, bool)> {
+    let given = flag.map(str::to_owned).or_else(|| yaml.setting("admin.token").map(yaml_text));
+    match given {
+        Some(t) if t.trim().len() < 16 => bail!("admin token: use at least 16 characters"),
+        Some(t) => Ok((t.trim().to_owned(), false)),
+        None => Ok((format!("{:032x}", random_u128()), true)),
+    }
+}
+
+/// 128 random bits from the OS (via the standard library's hasher seeds) and the clock.
+fn random_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = 0u128;
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        out = (out << 64) | u128::from(h.finish());
+    }
+    out
+}
+
 fn yaml_text(v: &serde_yaml::Value) -> String {
     match v {
         serde_yaml::Value::String(s) => s.clone(),
@@ -104,6 +128,18 @@ mod tests {
         assert_eq!((s.outcome, s.delay), (Completion::Succeed, Duration::ZERO));
         assert!(payment(Some("maybe"), None, &yaml).unwrap_err().to_string().contains("success or fail"));
         assert!(payment(None, Some(10_000_000), &yaml).is_err());
+    }
+
+    #[test]
+    fn the_admin_token_is_given_or_generated_never_empty() {
+        let plain = StreamConfig::from_yaml_with_env(PAYMENT_YAML, &|_| None).unwrap();
+        let (a, generated) = admin_token(None, &plain).unwrap();
+        let (b, _) = admin_token(None, &plain).unwrap();
+        assert!(generated && a.len() == 32 && a != b, "random when not configured: {a} {b}");
+        let yaml = yaml_with("  admin:\n    token: from-the-yaml-0123456\n");
+        assert_eq!(admin_token(None, &yaml).unwrap(), ("from-the-yaml-0123456".to_owned(), false));
+        assert_eq!(admin_token(Some("from-the-flag-0123456"), &yaml).unwrap().0, "from-the-flag-0123456");
+        assert!(admin_token(Some("short"), &yaml).unwrap_err().to_string().contains("16 characters"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ async fn serve(service: &str, name_server: &str, database: &str, extra: &[&str])
         .arg(config)
         .args(extra)
         .env("ROCKETMQ_NAME_SERVER", name_server)
+        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ORDERFLOW_LOG", "warn,rocketmq_client_rust=error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -70,7 +71,7 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     let mut stock_a = serve("stock", &ns, &dbs["stock"].1, &[]).await;
     let stock_b = serve("stock", &ns, &dbs["stock"].1, &[]).await;
     let payment = serve("payment", &ns, &dbs["payment"].1, &[]).await;
-    let http = reqwest::Client::new();
+    let http = admin_client();
 
     let create = |items: Value| {
         let req = http.post(format!("{}/api/orders", order.url)).json(&json!({"userId": 1, "items": items}));

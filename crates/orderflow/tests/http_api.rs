@@ -157,10 +157,46 @@ async fn stock_admin_validates_and_records_adjustments(v: Variant) {
     t.shutdown().await;
 }
 
+async fn admin_calls_without_the_token_are_refused_and_change_nothing(v: Variant) {
+    let t = spawn(v).await;
+    let stock_before = t.stock(1001).await;
+    let products_url = t.order_url("/api/products");
+    let products_before: Value = t.http.get(&products_url).send().await.unwrap().json().await.unwrap();
+    let mut wrong = reqwest::header::HeaderMap::new();
+    wrong.insert(reqwest::header::AUTHORIZATION, "Bearer not-the-token-at-all".parse().unwrap());
+    let clients = [reqwest::Client::new(), reqwest::Client::builder().default_headers(wrong).build().unwrap()];
+    for client in &clients {
+        let calls = [
+            client.put(format!("{}/api/admin/stock/1001", t.app.stock_url)).json(&json!({"available": 0})),
+            client.put(t.order_url("/api/admin/products/1001")).json(&json!({"name": "free", "price": 0.01})),
+            client.put(format!("{}/admin/bindings/orderCreatedConsumer-in-0", t.app.stock_url)).json(&json!({"state": "PAUSED"})),
+            client.get(format!("{}/admin/bindings", t.app.stock_url)),
+        ];
+        for call in calls {
+            let r = call.send().await.unwrap();
+            assert_eq!(r.status(), 401);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+        // Public reads need no token.
+        assert_eq!(client.get(format!("{}/api/stock/1001", t.app.stock_url)).send().await.unwrap().status(), 200);
+        assert_eq!(client.get(format!("{}/health", t.app.order_url)).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(t.stock(1001).await, stock_before, "stock unchanged");
+    let products_after: Value = t.http.get(&products_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(products_after, products_before, "prices unchanged");
+    let bindings: Vec<Value> = t.http.get(format!("{}/admin/bindings", t.app.stock_url)).send().await.unwrap().json().await.unwrap();
+    assert!(bindings.iter().all(|b| b["state"] == "RUNNING"), "nothing paused: {bindings:?}");
+    let o = t.create_order(40, &[(1001, 1)]).await;
+    assert_eq!(t.settled(&o.order_no).await.status, OrderStatus::Paid, "the system still flows");
+    t.shutdown().await;
+}
+
 variants!(
     bad_orders_are_refused_naming_the_field_and_nothing_is_written,
     an_idempotency_key_makes_a_retried_post_return_the_first_result,
     orders_are_listed_by_user_and_status,
     ops_endpoints_report_health_readiness_and_metrics,
     stock_admin_validates_and_records_adjustments,
+    admin_calls_without_the_token_are_refused_and_change_nothing,
 );

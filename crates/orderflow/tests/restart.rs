@@ -51,6 +51,7 @@ async fn start_binary(dir: &std::path::Path, payment_delay_ms: u64) -> Process {
         .arg("--config-dir")
         .arg(fixtures().join("config"))
         .env("ORDERFLOW_PAYMENT_DELAY_MS", payment_delay_ms.to_string())
+        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ORDERFLOW_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -79,7 +80,7 @@ async fn start_binary(dir: &std::path::Path, payment_delay_ms: u64) -> Process {
 #[tokio::test]
 async fn sigkill_mid_flow_then_restart_leaves_no_order_stuck() {
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
+    let http = admin_client();
     let mut p = start_binary(dir.path(), 500).await;
     let mut orders = Vec::new();
     for user in 0..20 {

@@ -98,9 +98,20 @@ async fn storage(v: Variant) -> (Storage, Vec<String>) {
     }
 }
 
+/// The admin token of every test app (and of the processes the tests start).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// An HTTP client that presents the admin token.
+pub fn admin_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
 pub fn config(dir: &Path, payment: PaymentSettings) -> AppConfig {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     AppConfig {
+        admin_token: ADMIN_TOKEN.into(),
         data_dir: dir.to_owned(),
         storage: orderflow::Storage::Sqlite,
         binder: orderflow::BinderChoice::Embedded,
@@ -151,7 +162,7 @@ pub async fn spawn_with(
     };
     let config = AppConfig { storage, binder, ..config(dir.path(), payment) };
     let app = App::start_with(config.clone(), wrap).await.unwrap();
-    TestApp { app, dir, http: reqwest::Client::new(), variant: v, databases, config, cluster }
+    TestApp { app, dir, http: admin_client(), variant: v, databases, config, cluster }
 }
 
 /// Polls `f` until it yields `Some`, failing the test after 20 s.
