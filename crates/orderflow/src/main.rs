@@ -109,6 +109,9 @@ struct Up {
     /// Do not create the demo catalogue.
     #[arg(long)]
     no_demo: bool,
+    /// Inject faults into the binder, e.g. "duplicate=0.1,reorder=0.1,delay=0.05,delay-ms=20,fail=0.1,crash=0.1,seed=7".
+    #[arg(long, env = "ORDERFLOW_CHAOS")]
+    chaos: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -198,8 +201,18 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
         payment_stream,
         demo_products: !up.no_demo,
     };
-    let app = App::start(config).await?;
+    let chaos = match up.chaos.as_deref() {
+        Some(text) => Some(text.parse::<stream::chaos::ChaosConfig>().map_err(|e| anyhow::anyhow!("--chaos: {e}"))?),
+        None => None,
+    };
+    let app = match chaos.clone() {
+        Some(c) => App::start_with(config, move |b| std::sync::Arc::new(stream::chaos::ChaosBinder::new(b, c))).await?,
+        None => App::start(config).await?,
+    };
     println!("orderflow is up (embedded binder, data in {})", up.data_dir.display());
+    if let Some(c) = &chaos {
+        println!("  CHAOS: {c:?}");
+    }
     println!("  order    {}   POST /api/orders, GET /api/orders/{{orderNo}}, GET /api/products", app.order_url);
     println!("  stock    {}   GET /api/stock/{{productId}}, PUT /api/admin/stock/{{productId}}", app.stock_url);
     println!("  payment  {}   GET /api/payments?orderNo=", app.payment_url);

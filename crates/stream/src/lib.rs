@@ -8,8 +8,11 @@
 //!   and how an incoming event's effect and its eventId commit together.
 //! - [`db`]: opening a service database and applying its versioned migrations.
 //! - [`metrics`]: counters per topic and group, rendered in Prometheus text format.
+//! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
+//!   failures, crashes between commit and acknowledgement).
 
 pub mod binder;
+pub mod chaos;
 pub mod config;
 pub mod db;
 pub mod embedded;

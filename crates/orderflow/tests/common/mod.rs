@@ -151,6 +151,26 @@ pub async fn spawn_with(
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
     let dir = tempfile::tempdir().unwrap();
+    let base = config(dir.path(), payment);
+    spawn_in(v, dir, base, wrap).await
+}
+
+/// Starts the app of variant `v` with `base` (its storage and binder are set here).
+pub async fn spawn_config(
+    v: Variant,
+    base: AppConfig,
+    wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_in(v, dir, base, wrap).await
+}
+
+async fn spawn_in(
+    v: Variant,
+    dir: tempfile::TempDir,
+    base: AppConfig,
+    wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
+) -> TestApp {
     let (storage, databases) = storage(v).await;
     let cluster = match v.rocketmq() {
         true => Some(LocalCluster::start(&dir.path().join("rocketmq")).await.expect("local RocketMQ starts")),
@@ -160,7 +180,7 @@ pub async fn spawn_with(
         Some(c) => BinderChoice::RocketMq { name_server: c.name_server() },
         None => BinderChoice::Embedded,
     };
-    let config = AppConfig { storage, binder, ..config(dir.path(), payment) };
+    let config = AppConfig { storage, binder, data_dir: dir.path().to_owned(), ..base };
     let app = App::start_with(config.clone(), wrap).await.unwrap();
     TestApp { app, dir, http: admin_client(), variant: v, databases, config, cluster }
 }
