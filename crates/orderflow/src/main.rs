@@ -33,6 +33,28 @@ enum Command {
         #[arg(long, default_value_t = 39876)]
         namesrv_port: u16,
     },
+    /// Check the guarantees across the three services' databases; prints violations by
+    /// order and product, and exits non-zero when there are any.
+    Check {
+        /// Where `up` keeps its SQLite files (order.db, stock.db, payment.db).
+        #[arg(long, env = "ORDERFLOW_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The order service's database (postgres:// URL or SQLite path) [default: <data-dir>/order.db].
+        #[arg(long)]
+        order_db: Option<String>,
+        /// The stock service's database [default: <data-dir>/stock.db].
+        #[arg(long)]
+        stock_db: Option<String>,
+        /// The payment service's database [default: <data-dir>/payment.db].
+        #[arg(long)]
+        payment_db: Option<String>,
+        /// An order still PENDING after this many seconds is a violation.
+        #[arg(long, default_value_t = 600)]
+        deadline_secs: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate service YAML files (the seed's application-rocketmq.yml) and print their bindings.
     CheckConfig {
         /// Files to check.
@@ -149,6 +171,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(up) => run_up(up).await,
         Command::Serve(serve) => run_serve(serve).await,
+        Command::Check { data_dir, order_db, stock_db, payment_db, deadline_secs, json } => {
+            let open = |given: Option<String>, name: &'static str| {
+                let location = given.unwrap_or_else(|| data_dir.join(format!("{name}.db")).display().to_string());
+                async move {
+                    if !location.contains("://") && !std::path::Path::new(&location).is_file() {
+                        anyhow::bail!("{location}: no such database (give --{name}-db or --data-dir)");
+                    }
+                    stream::Db::open(&location).await.with_context(|| format!("{name} database {location}"))
+                }
+            };
+            let (o, s, p) = (open(order_db, "order").await?, open(stock_db, "stock").await?, open(payment_db, "payment").await?);
+            let report = orderflow::check::check(&o, &s, &p, std::time::Duration::from_secs(deadline_secs), events::now_millis()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("checked {} orders and {} products: {} violations", report.orders, report.products, report.violations.len());
+                for v in &report.violations {
+                    println!("  {}: {}", v.subject, v.problem);
+                }
+            }
+            if report.violations.is_empty() { Ok(()) } else { anyhow::bail!("{} violations", report.violations.len()) }
+        }
         Command::Rocketmq { dir, namesrv_port } => {
             let cluster = rocketmq_binder::LocalCluster::start_on(&dir, Some(namesrv_port)).await?;
             println!("RocketMQ is up (store in {})", dir.display());

@@ -68,22 +68,63 @@ async fn chaos_run(v: Variant) {
     for group in ["order-consumer-group", "stock-consumer-group", "payment-consumer-group"] {
         assert!(t.app.binder.dead_letters(group, 10).await.unwrap().is_empty(), "{group}: no dead letters");
     }
+    let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
+    let report = orderflow::check::check(o, st, p, Duration::from_secs(600), events::now_millis()).await.unwrap();
+    assert_eq!(report.orders, 300);
+    assert!(report.violations.is_empty(), "invariant checker: {:?}", report.violations);
     let m = &t.app.metrics;
     assert!(m.total(metrics::DUPLICATES) > 50.0, "duplicates were injected and absorbed");
     assert!(m.total(metrics::RETRIED) > 50.0, "failures and lost acknowledgements were injected and retried");
     t.shutdown().await;
 }
 
-mod embedded_sqlite {
+// On RocketMQ the broker's redelivery delays (10 s, 30 s, ...) make a chaos run too slow for
+// CI; the embedded binder's retries are what the run exercises.
+mod chaos_embedded_sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chaos_run() {
         super::chaos_run(super::common::Variant::EmbeddedSqlite).await
     }
 }
 
-mod embedded_postgres {
+mod chaos_embedded_postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chaos_run() {
         super::chaos_run(super::common::Variant::EmbeddedPostgres).await
     }
 }
+
+/// The checker finds what was broken, naming the order or product.
+async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
+    let t = spawn(v).await;
+    let paid = t.create_order(1, &[(1001, 1)]).await.order_no;
+    let cancelled = t.create_order(2, &[(1004, 50)]).await.order_no;
+    t.settled(&paid).await;
+    t.settled(&cancelled).await;
+    t.quiesce().await;
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let stuck = t.create_order(3, &[(1002, 1)]).await;
+    let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
+    let check = |now: i64| orderflow::check::check(o, st, p, Duration::from_secs(600), now);
+    assert!(check(events::now_millis()).await.unwrap().violations.is_empty(), "a healthy system checks clean");
+
+    // Break one thing of each kind.
+    sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002").execute(st.writer()).await.unwrap();
+    sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&paid).execute(st.writer()).await.unwrap();
+    sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1").bind(&cancelled).execute(p.writer()).await.unwrap();
+    let later = stuck.created_at + 601_000;
+    let report = check(later).await.unwrap();
+    let found: Vec<(&str, &str)> = report.violations.iter().map(|v| (v.subject.as_str(), v.problem.as_str())).collect();
+    let has = |subject: &str, needle: &str| found.iter().any(|(s, p)| *s == subject && p.contains(needle));
+    assert!(has("product 1002", "movements add up to"), "{found:?}");
+    assert!(has(&format!("order {paid}"), "not DEDUCTED"), "{found:?}");
+    assert!(has(&format!("order {cancelled}"), "not refunded"), "{found:?}");
+    assert!(has(&format!("order {}", stuck.order_no), "past the deadline"), "{found:?}");
+    assert_eq!(report.violations.len(), 4, "{found:?}");
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
+    t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "RUNNING").await;
+    t.shutdown().await;
+}
+
+variants!(the_checker_reports_violations_by_order_and_product);

@@ -1,0 +1,128 @@
+//! The invariant checker (`orderflow check`): reads the three services' databases and
+//! reports every violation of the guarantees, by order and by product.
+//!
+//! - Conservation: each product's `available`, `frozen` and `sold` equal the sums of its
+//!   stock movements (explicit adjustments included).
+//! - PAID: exactly one SUCCESS payment, equal to the order total; the reservation DEDUCTED.
+//! - CANCELLED: no reservation still FROZEN or DEDUCTED; no payment still SUCCESS (captured
+//!   and not refunded).
+//! - No order PENDING longer than the deadline.
+//!
+//! It only reads; it can run against live databases (a violation seen mid-flight, such as a
+//! reservation a moment before its release, shows up again only if it persists).
+//! Sums are cast to BIGINT: PostgreSQL's SUM of BIGINT is NUMERIC.
+
+use std::{collections::HashMap, str::FromStr, time::Duration};
+
+use rust_decimal::Decimal;
+use sqlx::Row;
+use stream::Db;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// The order or product concerned (`order ORD...` / `product 1002`).
+    pub subject: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub orders: usize,
+    pub products: usize,
+    pub violations: Vec<Violation>,
+}
+
+fn violation(subject: String, problem: impl Into<String>) -> Violation {
+    Violation { subject, problem: problem.into() }
+}
+
+fn decimal(text: Option<String>) -> Option<Decimal> {
+    text.and_then(|t| Decimal::from_str(&t).ok())
+}
+
+/// Checks the databases of the order, stock and payment services.
+pub async fn check(order: &Db, stock: &Db, payment: &Db, deadline: Duration, now_millis: i64) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+
+    // Conservation, per product.
+    let rows = sqlx::query(
+        "SELECT p.id, p.available, p.frozen, p.sold,
+                CAST(COALESCE(SUM(m.d_available), 0) AS BIGINT) AS ma,
+                CAST(COALESCE(SUM(m.d_frozen), 0) AS BIGINT) AS mf,
+                CAST(COALESCE(SUM(m.d_sold), 0) AS BIGINT) AS ms
+         FROM products p LEFT JOIN stock_movements m ON m.product_id = p.id
+         GROUP BY p.id, p.available, p.frozen, p.sold ORDER BY p.id",
+    )
+    .fetch_all(stock.reader())
+    .await?;
+    report.products = rows.len();
+    for r in &rows {
+        let id: i64 = r.try_get("id")?;
+        let now: [i64; 3] = [r.try_get("available")?, r.try_get("frozen")?, r.try_get("sold")?];
+        let history: [i64; 3] = [r.try_get("ma")?, r.try_get("mf")?, r.try_get("ms")?];
+        if now != history {
+            report.violations.push(violation(
+                format!("product {id}"),
+                format!("available/frozen/sold are {now:?} but its movements add up to {history:?}"),
+            ));
+        }
+    }
+
+    let reservations: HashMap<String, String> = sqlx::query("SELECT order_no, state FROM reservations")
+        .fetch_all(stock.reader())
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let mut payments: HashMap<String, Vec<(String, Option<Decimal>)>> = HashMap::new();
+    for r in sqlx::query("SELECT order_no, status, amount FROM payments").fetch_all(payment.reader()).await? {
+        payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
+    }
+
+    let orders = sqlx::query("SELECT order_no, status, total, created_at FROM orders ORDER BY id").fetch_all(order.reader()).await?;
+    report.orders = orders.len();
+    let deadline_ms = i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
+    for r in &orders {
+        let order_no: String = r.try_get::<Option<String>, _>("order_no")?.unwrap_or_default();
+        let status: String = r.try_get("status")?;
+        let total = decimal(r.try_get("total")?);
+        let created_at: i64 = r.try_get("created_at")?;
+        let subject = format!("order {order_no}");
+        let reservation = reservations.get(&order_no).map(String::as_str);
+        let pays = payments.get(&order_no).map(Vec::as_slice).unwrap_or_default();
+        let captured: Vec<&(String, Option<Decimal>)> = pays.iter().filter(|(s, _)| s == "SUCCESS").collect();
+        match status.as_str() {
+            "PAID" => {
+                match captured.as_slice() {
+                    [(_, amount)] if *amount == total => {}
+                    [(_, amount)] => report.violations.push(violation(
+                        subject.clone(),
+                        format!("PAID {total:?} but the payment captured {amount:?}"),
+                    )),
+                    other => report.violations.push(violation(
+                        subject.clone(),
+                        format!("PAID with {} successful unrefunded payments (want exactly 1)", other.len()),
+                    )),
+                }
+                if reservation != Some("DEDUCTED") {
+                    report.violations.push(violation(subject, format!("PAID but its reservation is {reservation:?}, not DEDUCTED")));
+                }
+            }
+            "CANCELLED" => {
+                if matches!(reservation, Some("FROZEN" | "DEDUCTED" | "AWAITING_FREEZE")) {
+                    report.violations.push(violation(subject.clone(), format!("CANCELLED but its reservation is {reservation:?}")));
+                }
+                if !captured.is_empty() {
+                    report.violations.push(violation(subject, "CANCELLED but a captured payment was not refunded"));
+                }
+            }
+            _ => {
+                if now_millis.saturating_sub(created_at) > deadline_ms {
+                    let age = Duration::from_millis(u64::try_from(now_millis - created_at).unwrap_or(0));
+                    report.violations.push(violation(subject, format!("{status} for {}s, past the deadline", age.as_secs())));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
