@@ -61,6 +61,15 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<stream::outbox::OutboxError> for ApiError {
+    fn from(e: stream::outbox::OutboxError) -> Self {
+        match e {
+            stream::outbox::OutboxError::TooLarge { .. } => ApiError::Unprocessable(e.to_string()),
+            stream::outbox::OutboxError::Sql(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {

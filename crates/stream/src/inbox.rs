@@ -47,6 +47,16 @@ impl From<sqlx::Error> for HandleError {
     }
 }
 
+impl From<crate::outbox::OutboxError> for HandleError {
+    fn from(e: crate::outbox::OutboxError) -> Self {
+        match e {
+            // The same input always makes the same event: retrying cannot help.
+            crate::outbox::OutboxError::TooLarge { .. } => HandleError::Permanent(e.to_string()),
+            crate::outbox::OutboxError::Sql(e) => e.into(),
+        }
+    }
+}
+
 impl From<DecodeError> for HandleError {
     fn from(e: DecodeError) -> Self {
         HandleError::Permanent(e.to_string())

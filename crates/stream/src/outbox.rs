@@ -11,6 +11,9 @@
 //!   instances share the database, a relay publishes only while it holds a transaction-level
 //!   advisory lock: one instance relays at a time, the others stand by (and take over within
 //!   a poll interval if it dies, as PostgreSQL releases the lock with its connection).
+//! - Size: an event over [`MAX_EVENT_BYTES`] (1 MiB, the seed's "avoid events over 1 MB") is
+//!   refused by `enqueue` with [`OutboxError::TooLarge`], so the caller's transaction fails
+//!   and nothing is written.
 //! - At-least-once, not exactly-once: a crash between the broker's acceptance and the delete
 //!   publishes a row again, with the same eventId; consumers' inboxes drop the duplicate.
 
@@ -37,11 +40,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The advisory lock key of the outbox relay (PostgreSQL).
 const RELAY_LOCK: i64 = 0x6f72_6465_7266_6c6f; // "orderflo"
 
+/// The largest event body accepted.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("event {event} for {key} is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit")]
+    TooLarge { event: String, key: String, size: usize },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
 pub struct Outbox;
 
 impl Outbox {
     /// Adds `message` to the outbox inside the caller's transaction.
-    pub async fn enqueue(conn: &mut AnyConnection, message: &Message) -> Result<(), sqlx::Error> {
+    pub async fn enqueue(conn: &mut AnyConnection, message: &Message) -> Result<(), OutboxError> {
+        if message.body.len() > MAX_EVENT_BYTES {
+            return Err(OutboxError::TooLarge {
+                event: message.tags.clone(),
+                key: message.keys.clone(),
+                size: message.body.len(),
+            });
+        }
         let properties = serde_json::to_string(&message.properties).unwrap_or_else(|_| "{}".into());
         sqlx::query(
             "INSERT INTO outbox (topic, tags, keys, properties, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",

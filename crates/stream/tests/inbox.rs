@@ -85,3 +85,25 @@ async fn a_batch_commits_its_good_messages_and_rolls_back_only_the_bad_ones() {
     tracker.close();
     tracker.wait().await;
 }
+
+#[tokio::test]
+async fn an_event_over_one_mebibyte_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite(&dir.path().join("svc.db")).await.unwrap();
+    db.migrate("outbox", stream::outbox::MIGRATIONS).await.unwrap();
+    let mut m = delivery("big", "").message;
+    m.body = vec![b'x'; stream::outbox::MAX_EVENT_BYTES + 1];
+    let mut tx = db.writer().begin().await.unwrap();
+    let err = stream::outbox::Outbox::enqueue(&mut tx, &m).await.unwrap_err();
+    assert!(err.to_string().contains("over the 1048576-byte limit"), "{err}");
+    drop(tx);
+    assert_eq!(stream::outbox::Outbox::backlog(&db).await.unwrap(), 0, "nothing written");
+    let handled: HandleError = err.into();
+    assert!(matches!(handled, HandleError::Permanent(_)), "never retried");
+
+    m.body.truncate(stream::outbox::MAX_EVENT_BYTES);
+    let mut tx = db.writer().begin().await.unwrap();
+    stream::outbox::Outbox::enqueue(&mut tx, &m).await.expect("exactly 1 MiB is accepted");
+    tx.commit().await.unwrap();
+    assert_eq!(stream::outbox::Outbox::backlog(&db).await.unwrap(), 1);
+}
