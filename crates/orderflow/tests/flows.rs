@@ -137,34 +137,10 @@ async fn fifty_concurrent_orders_for_the_last_ten_units_sell_exactly_ten(v: Vari
     t.shutdown().await;
 }
 
-/// A binder that publishes every message twice (what a broker may do after a timeout).
-struct Duplicating(Arc<dyn Binder>);
-
-#[async_trait]
-impl Binder for Duplicating {
-    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
-        let twice: Vec<Message> = messages.iter().flat_map(|m| [m.clone(), m.clone()]).collect();
-        self.0.publish(&twice).await
-    }
-    async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
-        self.0.bind_consumer(b, h).await
-    }
-    async fn start(&self) -> Result<(), BinderError> {
-        self.0.start().await
-    }
-    async fn check(&self) -> Result<(), BinderError> {
-        self.0.check().await
-    }
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
-        self.0.dead_letters(group, limit).await
-    }
-    async fn shutdown(&self) {
-        self.0.shutdown().await
-    }
-}
-
 async fn every_event_delivered_twice_has_one_effect(v: Variant) {
-    let t = spawn_with(v, PaymentSettings::default(), |b| Arc::new(Duplicating(b))).await;
+    // Every message is published twice (what a broker may do after a send timeout).
+    let twice: stream::chaos::ChaosConfig = "duplicate=1".parse().unwrap();
+    let t = spawn_with(v, PaymentSettings::default(), move |b| Arc::new(stream::chaos::ChaosBinder::new(b, twice))).await;
     t.set_stock(1004, 3).await;
     let mut orders = Vec::new();
     for user in 0..5 {
