@@ -209,3 +209,50 @@ async fn orderly_bindings_keep_each_keys_order_through_a_retry() {
     binder.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_on_an_orderly_binding_goes_to_the_dlq_and_its_key_keeps_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path()).await.unwrap();
+    let binder = connect(&cluster, Metrics::new()).await;
+    let handler = Arc::new(Recorder { seen: Mutex::new(Vec::new()), poison_key: "-" });
+    struct PoisonByBody(Arc<Recorder>);
+    #[async_trait]
+    impl MessageHandler for PoisonByBody {
+        async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+            let outcomes = self.0.handle(batch).await;
+            batch
+                .iter()
+                .zip(outcomes)
+                .map(|(d, o)| if d.message.body.starts_with(b"poison") { Outcome::DeadLetter("malformed".into()) } else { o })
+                .collect()
+        }
+    }
+    let mut binding = ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", "orderly-poison-group", "*");
+    binding.subscription = stream::tags::TagExpression::All;
+    binding.orderly = true;
+    binder.bind_consumer(binding, Arc::new(PoisonByBody(handler.clone()))).await.unwrap();
+    binder.start().await.unwrap();
+    let m = |body: &str, seq: u32| Message {
+        topic: "order-created".into(),
+        tags: "ORDER_CREATED".into(),
+        keys: "ORD-B".into(),
+        properties: [("eventId".to_owned(), format!("b-{seq}"))].into(),
+        body: body.as_bytes().to_vec(),
+    };
+    binder.publish(&[m("poison", 0), m("B#1", 1), m("B#2", 2)]).await.unwrap();
+    until("the poison and both successors handled", || handler.seen.lock().unwrap().len() >= 3).await;
+    let bodies: Vec<Vec<u8>> = handler.seen.lock().unwrap().iter().map(|d| d.message.body.clone()).collect();
+    assert_eq!(bodies, [b"poison".to_vec(), b"B#1".to_vec(), b"B#2".to_vec()], "in order, not blocked");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dlq = loop {
+        let dlq = binder.dead_letters("orderly-poison-group", 10).await.unwrap();
+        if !dlq.is_empty() || Instant::now() > deadline {
+            break dlq;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((dlq.len(), dlq[0].body.as_str()), (1, "poison"));
+    binder.shutdown().await;
+    cluster.stop().await;
+}

@@ -241,3 +241,27 @@ async fn messages_wait_for_a_group_that_is_down_and_survive_a_restart() {
     until("delivered after restart", || r.bodies() == ["while down"]).await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_poison_message_on_an_orderly_binding_never_blocks_its_key_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let r = Recorder::new(|d| if d.message.body == b"B#0 poison" { Outcome::DeadLetter("malformed".into()) } else { Outcome::Done });
+    let mut bind = binding("x-in-0", "t", "g");
+    bind.orderly = true;
+    b.bind_consumer(bind, r.clone()).await.unwrap();
+    let mut messages = vec![msg("t", "T", "B", "B#0 poison")];
+    for seq in 1..4 {
+        for key in ["A", "B", "C"] {
+            messages.push(msg("t", "T", key, &format!("{key}#{seq}")));
+        }
+    }
+    b.publish(&messages).await.unwrap();
+    eventually("everything settled", || async { b.backlog("g", "t").await.unwrap() == 0 }).await;
+    let b_order: Vec<String> = r.seen().into_iter().filter(|s| s.0 == "B").map(|s| s.1).collect();
+    assert_eq!(b_order, ["B#0 poison", "B#1", "B#2", "B#3"], "the poison's successors of the same key still flow, in order");
+    assert_eq!(r.seen().len(), 10, "every other message delivered once");
+    let dlq = b.dead_letters("g", 10).await.unwrap();
+    assert_eq!((dlq.len(), dlq[0].body.as_str(), dlq[0].attempts), (1, "B#0 poison", 1));
+    b.shutdown().await;
+}
