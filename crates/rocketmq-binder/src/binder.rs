@@ -387,17 +387,16 @@ impl Binder for RocketMqBinder {
         Ok(())
     }
 
+    /// Readiness: the broker's route for a topic is known to the running producer (no new
+    /// client per probe).
     async fn check(&self) -> Result<(), BinderError> {
-        let probe = DefaultMQPullConsumer::builder(self.client.clone())
-            .consumer_group("orderflow-ready-probe")
-            .name_server_addr(self.settings.name_server.clone())
-            .build()
-            .map_err(|e| unavailable("probe", e))?;
-        probe.start().await.map_err(|e| unavailable("probe", e))?;
         let topic = self.settings.topics.first().cloned().unwrap_or_else(|| "TBW102".into());
-        let result = probe.fetch_subscribe_message_queues(&topic).await;
-        let _ = probe.shutdown().await;
-        result.map(|_| ()).map_err(|e| unavailable("route", e))
+        let queues = self.sender.producer.lock().await.fetch_publish_message_queues(&topic).await;
+        match queues {
+            Ok(q) if !q.is_empty() => Ok(()),
+            Ok(_) => Err(unavailable("route", format!("no queue for {topic}"))),
+            Err(e) => Err(unavailable("route", e)),
+        }
     }
 
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {

@@ -58,6 +58,18 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Reads `%DLQ%<group>` until a dead letter is there (or `secs` pass).
+async fn dead_letters_within(binder: &RocketMqBinder, group: &str, secs: u64) -> Vec<stream::DeadLetter> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let dlq = binder.dead_letters(group, 10).await.unwrap();
+        if !dlq.is_empty() || Instant::now() > deadline {
+            return dlq;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
     if let Ok(filter) = std::env::var("ORDERFLOW_TEST_LOG") {
@@ -94,14 +106,7 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
     assert_eq!(got.message.body, sent.body, "body byte for byte");
     assert!(stock.seen.lock().unwrap().iter().all(|d| d.message.tags == "ORDER_CREATED"));
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dlq = loop {
-        let dlq = binder.dead_letters("stock-consumer-group", 10).await.unwrap();
-        if !dlq.is_empty() || Instant::now() > deadline {
-            break dlq;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let dlq = dead_letters_within(&binder, "stock-consumer-group", 60).await;
     assert_eq!(dlq.len(), 1, "the poison is in %DLQ%stock-consumer-group");
     assert_eq!((dlq[0].keys.as_str(), dlq[0].origin_topic.as_str(), dlq[0].attempts), ("POISON", "order-created", 1));
     assert_eq!(dlq[0].error, "cannot parse");
@@ -134,14 +139,7 @@ async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
     binder.start().await.unwrap();
     binder.publish(&fixture_messages()[..1]).await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let dlq = loop {
-        let dlq = binder.dead_letters("flaky-group", 10).await.unwrap();
-        if !dlq.is_empty() || Instant::now() > deadline {
-            break dlq;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let dlq = dead_letters_within(&binder, "flaky-group", 90).await;
     assert_eq!(dlq.len(), 1, "moved to %DLQ%flaky-group by the broker after max-attempts");
     assert_eq!(dlq[0].keys, "ORD1736900000001");
     assert_eq!(dlq[0].origin_topic, "order-created");
@@ -244,14 +242,7 @@ async fn a_poison_message_on_an_orderly_binding_goes_to_the_dlq_and_its_key_keep
     until("the poison and both successors handled", || handler.seen.lock().unwrap().len() >= 3).await;
     let bodies: Vec<Vec<u8>> = handler.seen.lock().unwrap().iter().map(|d| d.message.body.clone()).collect();
     assert_eq!(bodies, [b"poison".to_vec(), b"B#1".to_vec(), b"B#2".to_vec()], "in order, not blocked");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dlq = loop {
-        let dlq = binder.dead_letters("orderly-poison-group", 10).await.unwrap();
-        if !dlq.is_empty() || Instant::now() > deadline {
-            break dlq;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let dlq = dead_letters_within(&binder, "orderly-poison-group", 60).await;
     assert_eq!((dlq.len(), dlq[0].body.as_str()), (1, "poison"));
     binder.shutdown().await;
     cluster.stop().await;
