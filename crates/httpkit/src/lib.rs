@@ -41,6 +41,8 @@ pub enum ApiError {
     TooLarge,
     /// 401.
     Unauthorized,
+    /// 503: a component this request needs (the broker) does not answer.
+    Unavailable(String),
     /// 500; the cause is logged, not returned.
     Internal(String),
 }
@@ -88,6 +90,9 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unauthorized => {
                 (StatusCode::UNAUTHORIZED, json!({"error": {"code": "unauthorized", "message": "missing or wrong admin token"}}))
+            }
+            ApiError::Unavailable(m) => {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": {"code": "unavailable", "message": m}}))
             }
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -256,6 +261,50 @@ pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
     Router::new()
         .route("/admin/bindings", get(list))
         .route("/admin/bindings/{name}", axum::routing::put(change))
+        .with_state(host)
+}
+
+/// The service's dead letters (admin token required, like every `/admin` route):
+/// - `GET /admin/dlq?limit=N` lists those not purged (payload, headers, error, attempts,
+///   replays);
+/// - `GET /admin/dlq/{id}` shows one;
+/// - `POST /admin/dlq/{id}/replay` delivers it to its group again (through the inbox);
+/// - `DELETE /admin/dlq/{id}` purges one, `DELETE /admin/dlq` purges all.
+pub fn dlq_routes(host: Arc<stream::ServiceHost>) -> Router {
+    use axum::extract::{Path, Query, State};
+    use stream::dlq::{DeadLetterEntry, DlqError};
+
+    type Host = State<Arc<stream::ServiceHost>>;
+    fn api(e: DlqError) -> ApiError {
+        match e {
+            DlqError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            DlqError::Binder(e) => ApiError::Unavailable(e.to_string()),
+            DlqError::Storage(e) => e.into(),
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct ListQuery {
+        limit: Option<usize>,
+    }
+    async fn list(State(host): Host, Query(q): Query<ListQuery>) -> Result<Json<Vec<DeadLetterEntry>>, ApiError> {
+        Ok(Json(host.dead_letters(q.limit.unwrap_or(100)).await.map_err(api)?))
+    }
+    async fn show(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
+        Ok(Json(host.dead_letter(&id).await.map_err(api)?))
+    }
+    async fn replay(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
+        Ok(Json(host.replay_dead_letter(&id).await.map_err(api)?))
+    }
+    async fn purge(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
+        Ok(Json(host.purge_dead_letter(&id).await.map_err(api)?))
+    }
+    async fn purge_all(State(host): Host) -> Result<Json<serde_json::Value>, ApiError> {
+        Ok(Json(json!({ "purged": host.purge_dead_letters().await.map_err(api)? })))
+    }
+    Router::new()
+        .route("/admin/dlq", get(list).delete(purge_all))
+        .route("/admin/dlq/{id}", get(show).delete(purge))
+        .route("/admin/dlq/{id}/replay", axum::routing::post(replay))
         .with_state(host)
 }
 

@@ -157,6 +157,8 @@ pub enum Fact {
     StockFreezeFailed { reason: String },
     PaymentFailed { reason: String },
     PaymentRefunded,
+    /// The compensation job: the order was not completed within `after_secs` of its creation.
+    DeadlinePassed { after_secs: u64 },
 }
 
 /// What a fact changes: the new state, whether to announce a cancellation, and a line for
@@ -177,6 +179,7 @@ pub fn decide(state: &OrderState, fact: Fact) -> Decision {
         Fact::StockFreezeFailed { reason } => cancel(state, format!("stock freeze failed: {reason}")),
         Fact::PaymentFailed { reason } => cancel(state, format!("payment failed: {reason}")),
         Fact::PaymentRefunded => refunded(state),
+        Fact::DeadlinePassed { after_secs } => cancel(state, format!("not completed within {after_secs} s (compensation job)")),
     }
 }
 
@@ -292,6 +295,20 @@ mod tests {
         let again = decide(&cancelled, Fact::StockFreezeFailed { reason: "y".into() });
         assert_eq!(again.state.cancel_reason.as_deref(), Some("payment failed: declined"));
         assert!(again.cancel.is_none());
+    }
+
+    #[test]
+    fn the_deadline_cancels_only_a_pending_order_and_announces_it() {
+        let s = given(vec![Fact::PaymentSucceeded(pay())]);
+        let d = decide(&s, Fact::DeadlinePassed { after_secs: 600 });
+        assert_eq!(d.state.status, OrderStatus::Cancelled);
+        assert_eq!(d.cancel.as_deref(), Some("not completed within 600 s (compensation job)"));
+        assert_eq!(d.state.payment, Some(pay()), "the capture stays recorded until payment refunds it");
+
+        let paid = given(vec![Fact::PaymentSucceeded(pay()), Fact::StockDeducted]);
+        let d = decide(&paid, Fact::DeadlinePassed { after_secs: 600 });
+        assert_eq!(d.state, paid);
+        assert!(d.cancel.is_none());
     }
 
     #[test]

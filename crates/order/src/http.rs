@@ -12,7 +12,6 @@ use axum::{
 use events::{Event, OrderCreatedEvent};
 use httpkit::{ApiError, JsonBody};
 use serde::Deserialize;
-use stream::outbox::Outbox;
 
 use crate::{
     OrderService,
@@ -96,7 +95,7 @@ async fn create(
         timestamp: Some(created.created_at),
         event_id: events::new_event_id(),
     };
-    Outbox::enqueue(&mut tx, &event.to_message_on(&svc.order_created_topic)).await?;
+    svc.announce(&mut tx, &created.order_no, &event.to_message_on(&svc.order_created_topic)).await?;
     store::record(&mut tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
     if let Some(key) = &key {
         store::remember_key(&mut tx, key, &hash, &created.order_no).await?;

@@ -8,7 +8,9 @@
 //! - Consumers (group `order-consumer-group` from the YAML): `payment-success` and
 //!   `stock-freeze-failed` (the seed's), `stock-deducted`, `payment-failed`,
 //!   `payment-refunded` (ours). Each runs through the inbox: one effect per eventId.
+//! - [`compensation`]: re-sends what a stuck order announced, cancels it past its deadline.
 
+pub mod compensation;
 pub mod domain;
 pub mod http;
 pub mod store;
@@ -23,7 +25,12 @@ use events::{
 use sqlx::AnyConnection;
 use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 
-use crate::domain::{Fact, PaymentRef, decide};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    compensation::CompensationSettings,
+    domain::{Fact, PaymentRef, decide},
+};
 
 pub const SERVICE: &str = "order";
 const DEFAULT_GROUP: &str = "order-consumer-group";
@@ -36,9 +43,40 @@ pub struct OrderService {
 }
 
 impl OrderService {
-    /// Binds the consumers and returns the service; serve [`http::routes`] for its API.
-    pub async fn start(host: Arc<ServiceHost>) -> Result<Arc<OrderService>, StartError> {
+    /// Puts an event of the order in the outbox and keeps it for the compensation job.
+    pub(crate) async fn announce(&self, tx: &mut AnyConnection, order_no: &str, m: &Message) -> Result<(), stream::outbox::OutboxError> {
+        Outbox::enqueue(tx, m).await?;
+        store::save_message(tx, order_no, m).await?;
+        Ok(())
+    }
+
+    /// Announces `order-cancelled` (stock releases, payment refunds) and records it.
+    pub(crate) async fn announce_cancellation(
+        &self,
+        tx: &mut AnyConnection,
+        order_no: &str,
+        order_id: i64,
+        user_id: i64,
+        reason: String,
+    ) -> Result<(), HandleError> {
+        let event = OrderCancelledEvent {
+            order_id,
+            order_no: order_no.to_owned(),
+            user_id,
+            reason,
+            timestamp: Some(events::now_millis()),
+            event_id: events::new_event_id(),
+        };
+        self.announce(tx, order_no, &event.to_message_on(&self.order_cancelled_topic)).await?;
+        store::record(tx, order_no, EventType::OrderCancelled.tag(), &event.reason).await?;
+        Ok(())
+    }
+
+    /// Binds the consumers, starts the compensation job (stopped by `token`, awaited through
+    /// `tracker`) and returns the service; serve [`http::routes`] for its API.
+    pub async fn start(host: Arc<ServiceHost>, tracker: &TaskTracker, token: CancellationToken) -> Result<Arc<OrderService>, StartError> {
         let config = &host.config;
+        let compensation = CompensationSettings::from_config(config)?;
         let svc = Arc::new(OrderService {
             order_created_topic: config.destination_of("orderCreatedProducer-out-0", EventType::OrderCreated),
             order_cancelled_topic: config.destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled),
@@ -55,6 +93,7 @@ impl OrderService {
         for (binding, kind) in bindings {
             host.bind(binding, Arc::new(FactHandler { svc: svc.clone(), kind })).await?;
         }
+        tracker.spawn(compensation::run(svc.clone(), compensation, token));
         Ok(svc)
     }
 }
@@ -99,16 +138,7 @@ impl TxHandler for FactHandler {
         store::save_state(tx, &order_no, &d.state).await?;
         store::record(tx, &order_no, self.kind.tag(), &d.note).await?;
         if let Some(reason) = d.cancel {
-            let event = OrderCancelledEvent {
-                order_id,
-                order_no: order_no.clone(),
-                user_id,
-                reason,
-                timestamp: Some(events::now_millis()),
-                event_id: events::new_event_id(),
-            };
-            Outbox::enqueue(tx, &event.to_message_on(&self.svc.order_cancelled_topic)).await?;
-            store::record(tx, &order_no, EventType::OrderCancelled.tag(), &event.reason).await?;
+            self.svc.announce_cancellation(tx, &order_no, order_id, user_id, reason).await?;
         }
         tracing::info!(order_no, event = self.kind.tag(), status = d.state.status.as_str(), "order updated");
         Ok(())

@@ -29,6 +29,13 @@ CREATE INDEX order_history_by_order ON order_history (order_no, id);
 CREATE TABLE idempotency_keys (
     idem_key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, order_no TEXT NOT NULL,
     created_at BIGINT NOT NULL);
+", "
+CREATE TABLE order_messages (
+    order_no TEXT NOT NULL, tags TEXT NOT NULL, topic TEXT NOT NULL, keys TEXT NOT NULL,
+    properties TEXT NOT NULL, body TEXT NOT NULL,
+    sent_at BIGINT NOT NULL, resends BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (order_no, tags));
+CREATE INDEX orders_by_status_age ON orders (status, created_at);
 "];
 
 fn decimal(row: &AnyRow, col: &str) -> Result<Decimal, sqlx::Error> {
@@ -184,6 +191,79 @@ pub async fn record(conn: &mut AnyConnection, order_no: &str, event: &str, detai
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Keeps the exact message the order announced (same eventId), for the compensation job to
+/// send again.
+pub async fn save_message(conn: &mut AnyConnection, order_no: &str, m: &events::Message) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_messages (order_no, tags, topic, keys, properties, body, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (order_no, tags) DO NOTHING",
+    )
+    .bind(order_no)
+    .bind(&m.tags)
+    .bind(&m.topic)
+    .bind(&m.keys)
+    .bind(serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into()))
+    .bind(String::from_utf8_lossy(&m.body).into_owned())
+    .bind(events::now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Announced messages of orders that are still waiting on them, last sent before `cutoff`:
+/// `ORDER_CREATED` of a PENDING order, `ORDER_CANCELLED` of a CANCELLED order whose captured
+/// payment is not refunded yet.
+pub async fn stale_messages(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Vec<(String, events::Message)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.order_no, m.tags, m.topic, m.keys, m.properties, m.body
+         FROM order_messages m JOIN orders o ON o.order_no = m.order_no
+         WHERE m.sent_at < $1
+           AND ((o.status = 'PENDING' AND m.tags = 'ORDER_CREATED')
+             OR (o.status = 'CANCELLED' AND m.tags = 'ORDER_CANCELLED' AND o.payment_id IS NOT NULL AND o.refunded = 0))
+         ORDER BY m.sent_at LIMIT $2",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let properties: String = r.try_get("properties")?;
+            let body: String = r.try_get("body")?;
+            Ok((
+                r.try_get("order_no")?,
+                events::Message {
+                    topic: r.try_get("topic")?,
+                    tags: r.try_get("tags")?,
+                    keys: r.try_get("keys")?,
+                    properties: serde_json::from_str(&properties).unwrap_or_default(),
+                    body: body.into_bytes(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Marks a message as sent again now.
+pub async fn message_resent(conn: &mut AnyConnection, order_no: &str, tags: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE order_messages SET sent_at = $1, resends = resends + 1 WHERE order_no = $2 AND tags = $3")
+        .bind(events::now_millis())
+        .bind(order_no)
+        .bind(tags)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// PENDING orders created before `cutoff`, oldest first.
+pub async fn pending_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT order_no FROM orders WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at LIMIT $2")
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }
 
 /// An earlier request under the same Idempotency-Key: its request hash and order.

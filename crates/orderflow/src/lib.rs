@@ -9,7 +9,9 @@
 //! whatever was in flight (outboxes are relayed, unacknowledged deliveries redelivered).
 
 pub mod check;
+pub mod dlq;
 pub mod settings;
+pub mod soak;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -107,7 +109,57 @@ pub struct App {
     pub order: Arc<OrderService>,
     pub stock: Arc<StockService>,
     pub payment: Arc<PaymentService>,
+    invariants: Invariants,
     tasks: Tasks,
+}
+
+/// The invariant gauges of `/metrics`: the checker run over the three databases every
+/// [`INVARIANT_INTERVAL`], with the order's cancel deadline (plus a minute) as its deadline
+/// and a minute's grace for orders whose last events may still be in flight.
+#[derive(Clone)]
+struct Invariants {
+    dbs: [Db; 3],
+    metrics: Metrics,
+    deadline: std::time::Duration,
+}
+
+pub const INVARIANT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const INVARIANT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Invariants {
+    async fn refresh(&self, now_millis: i64) -> anyhow::Result<check::Report> {
+        let [o, s, p] = &self.dbs;
+        let report = check::check(o, s, p, self.deadline, INVARIANT_GRACE, now_millis).await?;
+        for kind in check::KINDS {
+            let n = report.violations.iter().filter(|v| v.kind == kind).count();
+            self.metrics.gauge(
+                "orderflow_invariant_violations",
+                "Violations the invariant checker found at its last run, by kind (see `orderflow check`).",
+                &[("kind", kind)],
+                n as f64,
+            );
+        }
+        self.metrics.gauge("orderflow_invariant_orders_checked", "Orders the invariant checker read at its last run.", &[], report.orders as f64);
+        self.metrics.gauge(
+            "orderflow_invariant_checked_at_seconds",
+            "When the invariant checker last ran (Unix time).",
+            &[],
+            now_millis as f64 / 1000.0,
+        );
+        Ok(report)
+    }
+
+    async fn run(self, token: CancellationToken) {
+        loop {
+            if let Err(e) = self.refresh(events::now_millis()).await {
+                tracing::warn!(error = %e, "invariant check failed; will try again");
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(INVARIANT_INTERVAL) => {}
+            }
+        }
+    }
 }
 
 impl App {
@@ -159,23 +211,31 @@ impl App {
                 ServiceHost::open(name, db, migrations, stream, binder, metrics, &tracker, token)
                     .await
                     .map(Arc::new)
-                    .with_context(|| format!("{name} service database"))
+                    .with_context(|| format!("{name} service"))
             }
         };
         let order_host = host(order::SERVICE, order::store::MIGRATIONS, config.order_stream.clone()).await?;
         let stock_host = host(stock::SERVICE, stock::store::MIGRATIONS, config.stock_stream.clone()).await?;
         let payment_host = host(payment::SERVICE, payment::store::MIGRATIONS, config.payment_stream.clone()).await?;
 
-        let stock = StockService::start(stock_host.clone()).await.context("stock service")?;
+        let stock = StockService::start(stock_host.clone(), tracker, token.clone()).await.context("stock service")?;
         let payment = PaymentService::start(payment_host.clone(), config.payment.clone(), tracker, token.clone())
             .await
             .context("payment service")?;
-        let order = OrderService::start(order_host.clone()).await.context("order service")?;
+        let order = OrderService::start(order_host.clone(), tracker, token.clone()).await.context("order service")?;
         binder.start().await.context("starting the consumers")?;
         if config.demo_products {
             seed_catalogue(&order.host).await.context("demo catalogue")?;
             seed_stock(&stock.host).await.context("demo stock")?;
         }
+
+        let cancel_after = order::compensation::CompensationSettings::from_config(&config.order_stream)?.cancel_after;
+        let invariants = Invariants {
+            dbs: [order.host.db.clone(), stock.host.db.clone(), payment.host.db.clone()],
+            metrics: metrics.clone(),
+            deadline: cancel_after + std::time::Duration::from_secs(60),
+        };
+        tracker.spawn(invariants.clone().run(token.clone()));
 
         let servers = &tasks.servers;
         let admin: Arc<str> = Arc::from(config.admin_token.as_str());
@@ -220,6 +280,7 @@ impl App {
             order,
             stock,
             payment,
+            invariants,
             tasks,
         })
     }
@@ -255,6 +316,12 @@ impl App {
             }
         }
         Ok(moved() == before)
+    }
+
+    /// Runs the invariant checker as of `now_millis` and refreshes the
+    /// `orderflow_invariant_*` gauges (done every [`INVARIANT_INTERVAL`] anyway).
+    pub async fn refresh_invariants(&self, now_millis: i64) -> anyhow::Result<check::Report> {
+        self.invariants.refresh(now_millis).await
     }
 
     /// Stops gracefully (see [`Tasks::stop`]), then closes the databases.
@@ -366,18 +433,18 @@ impl Serving {
         let host = Arc::new(
             ServiceHost::open(name, db, migrations, stream.clone(), binder.clone(), metrics.clone(), tracker, token.clone())
                 .await
-                .with_context(|| format!("{name} service database"))?,
+                .with_context(|| format!("{name} service"))?,
         );
         let (api, ops): (Router, Arc<dyn Ops>) = match config.service {
             ServiceName::Order => {
-                let svc = OrderService::start(host.clone()).await.context("order service")?;
+                let svc = OrderService::start(host.clone(), tracker, token.clone()).await.context("order service")?;
                 if config.demo_products {
                     seed_catalogue(&host).await.context("demo catalogue")?;
                 }
                 (order::http::routes(svc), Arc::new(OrderOps(host.clone())))
             }
             ServiceName::Stock => {
-                let svc = StockService::start(host.clone()).await.context("stock service")?;
+                let svc = StockService::start(host.clone(), tracker, token.clone()).await.context("stock service")?;
                 if config.demo_products {
                     seed_stock(&host).await.context("demo stock")?;
                 }
@@ -416,7 +483,8 @@ async fn serve(
     let local = listener.local_addr()?;
     let app = api
         .merge(httpkit::ops_routes(ops))
-        .merge(httpkit::binding_routes(host))
+        .merge(httpkit::binding_routes(host.clone()))
+        .merge(httpkit::dlq_routes(host))
         .layer(axum::middleware::from_fn_with_state(admin_token.clone(), httpkit::require_admin_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     let token = token.clone();

@@ -48,18 +48,91 @@ enum Command {
         /// The payment service's database [default: <data-dir>/payment.db].
         #[arg(long)]
         payment_db: Option<String>,
-        /// An order still PENDING after this many seconds is a violation.
-        #[arg(long, default_value_t = 600)]
+        /// An order still PENDING after this many seconds is a violation (the compensation
+        /// job cancels at 600 s by default).
+        #[arg(long, default_value_t = 900)]
         deadline_secs: u64,
+        /// On a live system: leave orders changed in the last this-many seconds for later
+        /// (their last events may be in flight).
+        #[arg(long, default_value_t = 0)]
+        grace_secs: u64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Run the chaos scenario on a fresh system (embedded binder) and report orders, lost,
+    /// double effects, invariant violations and time to quiesce; exits 1 unless clean.
+    Soak(Soak),
+    /// Work with the dead letters of running services (through their admin API).
+    Dlq(Dlq),
     /// Validate service YAML files (the seed's application-rocketmq.yml) and print their bindings.
     CheckConfig {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Soak {
+    /// Orders to place.
+    #[arg(long, default_value_t = 2000)]
+    orders: usize,
+    /// Units of product 1002 on offer [default: two thirds of --orders, so a third are cancelled].
+    #[arg(long)]
+    units: Option<i64>,
+    /// Faults to inject (see `up --chaos`).
+    #[arg(long, default_value = "duplicate=1,reorder=0.1,delay=0.02,delay-ms=10,fail=0.1,crash=0.1,seed=1")]
+    chaos: String,
+    /// Orders in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Give up waiting for the orders to settle after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    settle_limit_secs: u64,
+    /// Keep the SQLite files here [default: a temporary directory, removed after].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Run the services on PostgreSQL (three fresh databases on this server, dropped after).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct Dlq {
+    #[command(subcommand)]
+    action: DlqCommand,
+    /// Service base URLs to ask (repeat the flag) [default: the three of `orderflow up`].
+    #[arg(long = "url", global = true)]
+    urls: Vec<String>,
+    /// The services' admin token.
+    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead letters not purged (id, group, topic, key, attempts, replays, error).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one: payload, headers, error, attempts.
+    Show { id: String },
+    /// Deliver it to its consumer group again (the inbox makes a repeat harmless).
+    Replay { id: String },
+    /// Remove one from the list, or every one with --all.
+    Purge {
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }
 
@@ -171,7 +244,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(up) => run_up(up).await,
         Command::Serve(serve) => run_serve(serve).await,
-        Command::Check { data_dir, order_db, stock_db, payment_db, deadline_secs, json } => {
+        Command::Check { data_dir, order_db, stock_db, payment_db, deadline_secs, grace_secs, json } => {
             let open = |given: Option<String>, name: &'static str| {
                 let location = given.unwrap_or_else(|| data_dir.join(format!("{name}.db")).display().to_string());
                 async move {
@@ -182,7 +255,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             };
             let (o, s, p) = (open(order_db, "order").await?, open(stock_db, "stock").await?, open(payment_db, "payment").await?);
-            let report = orderflow::check::check(&o, &s, &p, std::time::Duration::from_secs(deadline_secs), events::now_millis()).await?;
+            let report = orderflow::check::check(
+                &o,
+                &s,
+                &p,
+                std::time::Duration::from_secs(deadline_secs),
+                std::time::Duration::from_secs(grace_secs),
+                events::now_millis(),
+            ).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -202,6 +282,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             shutdown_signal().await;
             cluster.stop().await;
             println!("stopped.");
+            Ok(())
+        }
+        Command::Soak(soak) => run_soak(soak).await,
+        Command::Dlq(dlq) => {
+            use orderflow::dlq::DlqAction;
+            let action = match dlq.action {
+                DlqCommand::List { limit } => DlqAction::List { limit },
+                DlqCommand::Show { id } => DlqAction::Show(id),
+                DlqCommand::Replay { id } => DlqAction::Replay(id),
+                DlqCommand::Purge { id: Some(id), .. } => DlqAction::Purge(id),
+                DlqCommand::Purge { id: None, .. } => DlqAction::PurgeAll,
+            };
+            let urls = if dlq.urls.is_empty() {
+                orderflow::dlq::DEFAULT_URLS.iter().map(|u| u.to_string()).collect()
+            } else {
+                dlq.urls
+            };
+            let token = dlq.admin_token.context("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")?;
+            println!("{}", orderflow::dlq::run(&action, &urls, &token, dlq.json).await?);
             Ok(())
         }
         Command::CheckConfig { files } => {
@@ -273,6 +372,77 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     println!("stopping: finishing in-flight work...");
     app.shutdown().await;
     println!("stopped.");
+    Ok(())
+}
+
+async fn run_soak(args: Soak) -> anyhow::Result<()> {
+    use orderflow::soak;
+    let chaos: stream::chaos::ChaosConfig = args.chaos.parse().map_err(|e| anyhow::anyhow!("--chaos: {e}"))?;
+    anyhow::ensure!(args.orders > 0, "--orders: must be at least 1");
+    let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mut streams = Vec::new();
+    for (file, yaml) in settings::FILES {
+        let mut s = settings::load_stream(None, file, yaml)?;
+        soak::tune_for_chaos(&mut s);
+        streams.push(s);
+    }
+    let [order_stream, stock_stream, payment_stream]: [stream::StreamConfig; 3] =
+        streams.try_into().map_err(|_| anyhow::anyhow!("three service configurations"))?;
+    let mut databases = Vec::new();
+    let storage = match &args.postgres {
+        None => orderflow::Storage::Sqlite,
+        Some(server) => {
+            let tag = format!("{:x}", events::now_millis());
+            let mut url = |svc: &str| {
+                let name = format!("orderflow_soak_{tag}_{svc}");
+                databases.push(name.clone());
+                let server = server.clone();
+                async move { stream::Db::create_postgres_database(&server, &name).await.with_context(|| format!("creating database {name}")) }
+            };
+            let (order, stock, payment) = (url("order").await?, url("stock").await?, url("payment").await?);
+            orderflow::Storage::Postgres { order, stock, payment }
+        }
+    };
+    let (admin_token, _) = settings::admin_token(None, &order_stream)?;
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let config = AppConfig {
+        admin_token: admin_token.clone(),
+        data_dir: data_dir.clone(),
+        storage,
+        binder: orderflow::BinderChoice::Embedded,
+        order_addr: any,
+        stock_addr: any,
+        payment_addr: any,
+        payment: settings::payment(None, None, &payment_stream)?,
+        order_stream,
+        stock_stream,
+        payment_stream,
+        demo_products: true,
+    };
+    let load = soak::SoakLoad {
+        orders: args.orders,
+        units: args.units.unwrap_or((args.orders as i64 * 2) / 3),
+        concurrency: args.concurrency,
+        settle_limit: std::time::Duration::from_secs(args.settle_limit_secs),
+    };
+    eprintln!("soak: {} orders, {} units, chaos {chaos:?}, data in {}", load.orders, load.units, data_dir.display());
+    let app = App::start_with(config, move |b| std::sync::Arc::new(stream::chaos::ChaosBinder::new(b, chaos))).await?;
+    let result = soak::run(&app, &admin_token, &load, &|line| eprintln!("soak: {line}")).await;
+    app.shutdown().await;
+    if let Some(server) = &args.postgres {
+        for name in &databases {
+            stream::Db::drop_postgres_database(server, name).await?;
+        }
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    anyhow::ensure!(report.clean(), "the soak run found {} lost, {} doubled, {} violations", report.lost, report.double_effects, report.violations.len());
     Ok(())
 }
 

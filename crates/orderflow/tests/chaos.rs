@@ -1,80 +1,37 @@
-//! A bounded chaos run: every event may be duplicated, batches reordered, deliveries
-//! delayed, handlers failed, and acknowledgements lost after the commit. Every order must
-//! still end PAID or CANCELLED, with one payment each, no oversell, and stock conserved.
+//! A bounded chaos run: every event duplicated, batches reordered, deliveries delayed,
+//! handlers failed, and acknowledgements lost after the commit. Every order must still end
+//! PAID or CANCELLED, with one payment each, no oversell, stock conserved, and the invariant
+//! checker clean. And the checker itself finds what is broken.
 
 mod common;
 
 use std::{sync::Arc, time::Duration};
 
 use common::*;
-use events::EventType;
-use order::domain::OrderStatus;
-use payment::{PaymentSettings, domain::PaymentStatus};
-use stream::{
-    StreamConfig,
-    chaos::{ChaosBinder, ChaosConfig},
-    config::Backoff,
-    metrics,
-};
+use orderflow::soak;
+use payment::PaymentSettings;
+use stream::chaos::{ChaosBinder, ChaosConfig};
 
-/// Enough quick retries that injected failures never exhaust a message's attempts.
-fn tune(stream: &mut StreamConfig) {
-    let group = stream.main_group().unwrap_or("group").to_owned();
-    for (function, kind) in [
-        ("orderCancelledConsumer", EventType::OrderCancelled),
-        ("stockDeductedConsumer", EventType::StockDeducted),
-        ("paymentFailedConsumer", EventType::PaymentFailed),
-        ("paymentRefundedConsumer", EventType::PaymentRefunded),
-    ] {
-        let b = stream.added_consumer(function, kind, &group);
-        stream.consumers.insert(b.name.clone(), b);
-    }
-    for b in stream.consumers.values_mut() {
-        b.max_attempts = 40;
-        b.backoff = Backoff { initial: Duration::from_millis(5), multiplier: 2.0, max: Duration::from_millis(50) };
-    }
-}
-
+/// The soak run of `orderflow soak`, as a test: 2,000 orders for 1,300 units with every
+/// event duplicated, 10% handler failures, reordering, delays, and 10% of acknowledgements
+/// lost after the commit.
 async fn chaos_run(v: Variant) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), PaymentSettings::default());
     for s in [&mut config.order_stream, &mut config.stock_stream, &mut config.payment_stream] {
-        tune(s);
+        soak::tune_for_chaos(s);
     }
-    let chaos: ChaosConfig = "duplicate=0.2,reorder=0.2,delay=0.05,delay-ms=20,fail=0.1,crash=0.1,seed=11".parse().unwrap();
+    let chaos: ChaosConfig = "duplicate=1,reorder=0.2,delay=0.05,delay-ms=20,fail=0.1,crash=0.1,seed=11".parse().unwrap();
     let t = spawn_config(v, config, move |b| Arc::new(ChaosBinder::new(b, chaos))).await;
-    t.set_stock(1002, 200).await;
-    let mut orders = Vec::new();
-    for i in 0..300 {
-        orders.push(t.create_order(1 + i % 40, &[(1002, 1)]).await.order_no);
-    }
-    let mut paid = 0;
-    for no in &orders {
-        paid += usize::from(t.settled(no).await.status == OrderStatus::Paid);
-    }
-    t.quiesce().await;
-    assert_eq!(paid, 200, "exactly the units on offer were sold");
-    let s = t.stock(1002).await;
-    assert_eq!((s.available, s.frozen, s.sold), (0, 0, 200), "no oversell, nothing left frozen");
-    for no in &orders {
-        let o = t.order(no).await;
-        let p = t.payments(no).await;
-        assert_eq!(p.len(), 1, "{no}: one payment");
-        match o.status {
-            OrderStatus::Paid => assert_eq!(p[0].status, PaymentStatus::Success, "{no}"),
-            _ => assert!(matches!(p[0].status, PaymentStatus::Refunded | PaymentStatus::Cancelled), "{no}: {:?}", p[0].status),
-        }
-    }
-    for group in ["order-consumer-group", "stock-consumer-group", "payment-consumer-group"] {
-        assert!(t.app.binder.dead_letters(group, 10).await.unwrap().is_empty(), "{group}: no dead letters");
-    }
-    let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
-    let report = orderflow::check::check(o, st, p, Duration::from_secs(600), events::now_millis()).await.unwrap();
-    assert_eq!(report.orders, 300);
-    assert!(report.violations.is_empty(), "invariant checker: {:?}", report.violations);
-    let m = &t.app.metrics;
-    assert!(m.total(metrics::DUPLICATES) > 50.0, "duplicates were injected and absorbed");
-    assert!(m.total(metrics::RETRIED) > 50.0, "failures and lost acknowledgements were injected and retried");
+    let load = soak::SoakLoad { orders: 2000, units: 1300, concurrency: 16, settle_limit: Duration::from_secs(600) };
+    let report = soak::run(&t.app, ADMIN_TOKEN, &load, &|_| {}).await.unwrap();
+    assert!(report.clean(), "{report}");
+    assert_eq!((report.paid, report.cancelled, report.sold), (1300, 700, 1300), "exactly the units on offer were sold: {report}");
+    assert_eq!(report.dead_letters, 0, "{report}");
+    assert!(report.duplicates_absorbed >= 2000.0 * 3.0, "every event was delivered twice and absorbed: {report}");
+    assert!(report.retries > 500.0, "failures and lost acknowledgements were injected and retried: {report}");
+    let s = t.stock(soak::PRODUCT).await;
+    assert_eq!((s.available, s.frozen, s.sold), (0, 0, 1300), "no oversell, nothing left frozen");
     t.shutdown().await;
 }
 
@@ -106,8 +63,11 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
     t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "PAUSED").await;
     let stuck = t.create_order(3, &[(1002, 1)]).await;
     let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
-    let check = |now: i64| orderflow::check::check(o, st, p, Duration::from_secs(600), now);
+    let check = |now: i64| orderflow::check::check(o, st, p, Duration::from_secs(600), Duration::ZERO, now);
     assert!(check(events::now_millis()).await.unwrap().violations.is_empty(), "a healthy system checks clean");
+    t.app.refresh_invariants(events::now_millis()).await.unwrap();
+    let metrics = t.metrics(&t.app.order_url).await;
+    assert!(metrics.contains(r#"orderflow_invariant_violations{kind="conservation"} 0"#), "{metrics}");
 
     // Break one thing of each kind.
     sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002").execute(st.writer()).await.unwrap();
@@ -122,6 +82,15 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
     assert!(has(&format!("order {cancelled}"), "not refunded"), "{found:?}");
     assert!(has(&format!("order {}", stuck.order_no), "past the deadline"), "{found:?}");
     assert_eq!(report.violations.len(), 4, "{found:?}");
+
+    // The same, as gauges on /metrics (refreshed every 30 s; here at once, at the same hour).
+    let gauges = t.app.refresh_invariants(stuck.created_at + 700_000).await.unwrap();
+    assert_eq!(gauges.violations.len(), 4);
+    let metrics = t.metrics(&t.app.order_url).await;
+    for kind in ["conservation", "paid", "cancelled", "deadline"] {
+        assert!(metrics.contains(&format!("orderflow_invariant_violations{{kind=\"{kind}\"}} 1")), "{kind}: {metrics}");
+    }
+    assert!(metrics.contains("orderflow_invariant_orders_checked 3"), "{metrics}");
     t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
     t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "RUNNING").await;
     t.shutdown().await;

@@ -305,6 +305,10 @@ impl Binder for Unavailable {
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
         self.inner.dead_letters(group, limit).await
     }
+
+    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
+        self.inner.replay(dead).await
+    }
     async fn shutdown(&self) {
         self.inner.shutdown().await
     }

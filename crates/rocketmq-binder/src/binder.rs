@@ -28,7 +28,9 @@
 //!   the sum of the bindings' concurrency.
 //! - Topics are created at startup when missing (what the seed's `mqadmin updateTopic` does).
 //! - Dead letters are read with the classic pull consumer (deprecated in the client in favour
-//!   of the lite pull consumer, but the direct way to read a queue from offset to offset).
+//!   of the lite pull consumer, but the direct way to read a queue from offset to offset),
+//!   and replayed on their origin topic marked `replayGroup=<group>`: this binder's
+//!   consumers of other groups acknowledge such a message without handling it.
 #![allow(deprecated)]
 
 use std::{
@@ -64,6 +66,8 @@ use tokio::sync::mpsc;
 pub const PROP_DLQ_ORIGIN_TOPIC: &str = "dlqOriginTopic";
 pub const PROP_DLQ_ERROR: &str = "dlqError";
 pub const PROP_DLQ_ATTEMPTS: &str = "dlqAttempts";
+/// On a replayed dead letter: the one group that should handle it.
+pub const PROP_REPLAY_GROUP: &str = "replayGroup";
 /// System properties in which a broker-made dead letter keeps its origin topic.
 const SYSTEM_ORIGIN_TOPIC: [&str; 2] = ["DLQ_ORIGIN_TOPIC", "RETRY_TOPIC"];
 
@@ -92,6 +96,7 @@ pub struct RocketMqBinder {
     /// Bindings waiting for `start`, by group.
     pending: Mutex<BTreeMap<String, Vec<Bound>>>,
     consumers: tokio::sync::Mutex<Vec<DefaultMQPushConsumer>>,
+    dlq_reader: tokio::sync::Mutex<Option<DefaultMQPullConsumer>>,
     shutting_down: AtomicBool,
 }
 
@@ -147,6 +152,7 @@ impl RocketMqBinder {
             sender: Arc::new(Sender { producer: tokio::sync::Mutex::new(producer) }),
             pending: Mutex::new(BTreeMap::new()),
             consumers: tokio::sync::Mutex::new(Vec::new()),
+            dlq_reader: tokio::sync::Mutex::new(None),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -154,15 +160,10 @@ impl RocketMqBinder {
 
 impl Sender {
     async fn send(&self, m: &Message) -> Result<(), BinderError> {
-        let mut builder = MqMessage::builder().topic(m.topic.as_str()).tags(m.tags.as_str()).body_slice(&m.body);
-        if !m.keys.is_empty() {
-            builder = builder.key(m.keys.as_str());
-        }
-        for (k, v) in &m.properties {
-            builder = builder.raw_property(k.as_str(), v.as_str()).map_err(|e| unavailable(&format!("message property {k:?}"), e))?;
-        }
-        let message = builder.build().map_err(|e| unavailable("message", e))?;
-        let key = m.keys.clone();
+        self.send_built(build(m)?, m.keys.clone()).await
+    }
+
+    async fn send_built(&self, message: MqMessage, key: String) -> Result<(), BinderError> {
         let producer = self.producer.lock().await;
         let result = producer
             .send_with_selector_timeout(message, select_by_key, key, SEND_TIMEOUT_MS)
@@ -174,6 +175,18 @@ impl Sender {
             None => Err(unavailable("send", "no result")),
         }
     }
+}
+
+/// A RocketMQ message from ours: TAGS, KEYS and the user properties.
+fn build(m: &Message) -> Result<MqMessage, BinderError> {
+    let mut builder = MqMessage::builder().topic(m.topic.as_str()).tags(m.tags.as_str()).body_slice(&m.body);
+    if !m.keys.is_empty() {
+        builder = builder.key(m.keys.as_str());
+    }
+    for (k, v) in &m.properties {
+        builder = builder.raw_property(k.as_str(), v.as_str()).map_err(|e| unavailable(&format!("message property {k:?}"), e))?;
+    }
+    builder.build().map_err(|e| unavailable("message", e))
 }
 
 impl RocketMqBinder {
@@ -233,9 +246,17 @@ async fn serve_binding(
     metrics: Metrics,
     sender: Arc<Sender>,
 ) {
-    while let Some((batch, reply)) = queue.recv().await {
+    while let Some((mut batch, reply)) = queue.recv().await {
         control.running().await;
-        let mut outcomes = handler.handle(&batch).await;
+        // A dead letter replayed for another group: acknowledge it unhandled.
+        let others: Vec<bool> = batch
+            .iter_mut()
+            .map(|d| d.message.properties.remove(PROP_REPLAY_GROUP).is_some_and(|g| g != b.group))
+            .collect();
+        let mine: Vec<Delivery> = batch.iter().zip(&others).filter(|(_, o)| !**o).map(|(d, _)| d.clone()).collect();
+        let mut handled = if mine.is_empty() { Vec::new() } else { handler.handle(&mine).await }.into_iter();
+        let mut outcomes: Vec<Outcome> =
+            others.iter().map(|o| if *o { Outcome::Done } else { handled.next().unwrap_or(Outcome::Retry("no outcome".into())) }).collect();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
         for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
             match o {
@@ -322,6 +343,8 @@ impl Bridge {
         let n = batch.len();
         // A batch comes from one queue, so from one topic.
         let Some(jobs) = batch.first().and_then(|d| self.jobs.get(&d.message.topic)) else {
+            let topic = batch.first().map(|d| d.message.topic.as_str()).unwrap_or_default();
+            tracing::warn!(topic, "a message on a topic no binding of the group consumes; it will be redelivered");
             return vec![Outcome::Retry("no binding for this topic".into()); n];
         };
         let (reply, outcomes) = std_mpsc::sync_channel(1);
@@ -399,22 +422,50 @@ impl Binder for RocketMqBinder {
         }
     }
 
+    /// Reads with one pull consumer, started on the first call and kept (starting one
+    /// takes seconds).
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
-        let reader = DefaultMQPullConsumer::builder(self.client.clone())
-            .consumer_group(format!("orderflow-dlq-reader-{group}"))
-            .name_server_addr(self.settings.name_server.clone())
-            .build()
-            .map_err(|e| unavailable("dlq reader", e))?;
-        reader.start().await.map_err(|e| unavailable("dlq reader", e))?;
-        let result = read_all(&reader, &dlq_topic(group), group, limit).await;
-        let _ = reader.shutdown().await;
-        result
+        let mut reader = self.dlq_reader.lock().await;
+        if reader.is_none() {
+            let r = DefaultMQPullConsumer::builder(self.client.clone())
+                .consumer_group(format!("orderflow-dlq-reader-{}", self.settings.producer_group))
+                .name_server_addr(self.settings.name_server.clone())
+                .build()
+                .map_err(|e| unavailable("dlq reader", e))?;
+            r.start().await.map_err(|e| unavailable("dlq reader", e))?;
+            *reader = Some(r);
+        }
+        match reader.as_ref() {
+            Some(r) => read_all(r, &dlq_topic(group), group, limit).await,
+            None => Err(unavailable("dlq reader", "not started")),
+        }
+    }
+
+    /// Publishes the dead letter again on its origin topic, marked with [`PROP_REPLAY_GROUP`]:
+    /// the consumers of this binder in other groups acknowledge it unhandled, so only
+    /// `dead.group` applies it. (The group's retry topic would be the broker's own way,
+    /// but the Apache RocketMQ Rust broker 1.0.0 moves every message a producer sends to a
+    /// `%RETRY%` topic straight on to the DLQ.)
+    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
+        let mut properties = dead.properties.clone();
+        properties.insert(PROP_REPLAY_GROUP.into(), dead.group.clone());
+        let message = Message {
+            topic: dead.origin_topic.clone(),
+            tags: dead.tags.clone(),
+            keys: dead.keys.clone(),
+            properties,
+            body: dead.body.clone().into_bytes(),
+        };
+        self.publish(std::slice::from_ref(&message)).await
     }
 
     async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for mut c in self.consumers.lock().await.drain(..) {
             c.shutdown().await;
+        }
+        if let Some(r) = self.dlq_reader.lock().await.take() {
+            let _ = r.shutdown().await;
         }
         self.sender.producer.lock().await.shutdown().await;
         let _ = self.client.shutdown().await;

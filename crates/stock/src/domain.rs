@@ -95,6 +95,8 @@ pub enum Fact {
     OrderCreated { order_id: i64, lines: Lines },
     PaymentSucceeded { order_id: i64 },
     OrderCancelled { order_id: i64 },
+    /// The reservation expiry job: frozen for `after_secs` and never paid.
+    Expired { after_secs: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +174,18 @@ pub fn decide(existing: Option<&Reservation>, stock: &BTreeMap<i64, Counters>, f
                     Decision::nothing(format!("order-cancelled ignored: reservation is {}", r.state.as_str()))
                 }
             },
+        },
+        Fact::Expired { after_secs } => match existing {
+            Some(r) if r.state == Frozen => {
+                let reason = format!("reservation expired: not paid within {after_secs} s");
+                Decision {
+                    reservation: Some(Reservation { state: Released, reason: Some(reason.clone()), ..r.clone() }),
+                    movements: moves(&r.lines, "EXPIRE", |q| (q, -q, 0)),
+                    announce: Some(Announce::FreezeFailed { reason: reason.clone() }),
+                    note: reason,
+                }
+            }
+            _ => Decision::nothing("expiry ignored: nothing frozen"),
         },
     }
 }
@@ -293,6 +307,20 @@ mod tests {
         assert_eq!(void.state, ReservationState::Void);
         let late = decide(Some(&void), &stock(&[(1, 5)]), created(&[(1, 2)]));
         assert!(late.reservation.is_none() && late.movements.is_empty(), "a cancelled order never freezes");
+    }
+
+    #[test]
+    fn an_expired_reservation_is_released_and_announced_so_the_order_cancels() {
+        let frozen = decide(None, &stock(&[(1, 5)]), created(&[(1, 2)])).reservation.unwrap();
+        let d = decide(Some(&frozen), &stock(&[(1, 3)]), Fact::Expired { after_secs: 1800 });
+        assert_eq!(state(&d), ReservationState::Released);
+        assert_eq!(d.movements[0], Movement { product_id: 1, kind: "EXPIRE", available: 2, frozen: -2, sold: 0 });
+        let reason = "reservation expired: not paid within 1800 s".to_owned();
+        assert_eq!(d.announce, Some(Announce::FreezeFailed { reason }));
+        let released = d.reservation.unwrap();
+        let late = decide(Some(&released), &stock(&[(1, 5)]), Fact::PaymentSucceeded { order_id: 1 });
+        assert!(late.reservation.is_none() && late.movements.is_empty(), "a late payment deducts nothing");
+        assert!(decide(Some(&released), &stock(&[]), Fact::Expired { after_secs: 1800 }).movements.is_empty());
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! - [`http`]: `GET /api/stock/{productId}`, `GET /api/stock/reservations/{orderNo}`, and
 //!   `PUT /api/admin/stock/{productId}` to set available units.
 //!
+//! - [`expiry`]: releases frozen stock of an order never paid in time.
+//!
 //! Race safety: a decision reads the counters inside the write transaction, and a service
 //! database has one writer, so two orders can never freeze the same last unit.
 
 pub mod domain;
+pub mod expiry;
 pub mod http;
 pub mod store;
 
@@ -25,7 +28,12 @@ use events::{
 use sqlx::AnyConnection;
 use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 
-use crate::domain::{Announce, Fact, decide};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    domain::{Announce, Fact, decide},
+    expiry::ExpirySettings,
+};
 
 pub const SERVICE: &str = "stock";
 const DEFAULT_GROUP: &str = "stock-consumer-group";
@@ -37,8 +45,11 @@ pub struct StockService {
 }
 
 impl StockService {
-    pub async fn start(host: Arc<ServiceHost>) -> Result<Arc<StockService>, StartError> {
+    /// Binds the consumers, starts the reservation expiry job (stopped by `token`, awaited
+    /// through `tracker`) and returns the service.
+    pub async fn start(host: Arc<ServiceHost>, tracker: &TaskTracker, token: CancellationToken) -> Result<Arc<StockService>, StartError> {
         let config = &host.config;
+        let expiry = ExpirySettings::from_config(config)?;
         let svc = Arc::new(StockService {
             freeze_failed_topic: config.destination_of("stockFreezeFailedProducer-out-0", EventType::StockFreezeFailed),
             deducted_topic: config.destination_of("stockDeductedProducer-out-0", EventType::StockDeducted),
@@ -53,6 +64,7 @@ impl StockService {
         for (binding, kind) in bindings {
             host.bind(binding, Arc::new(FactHandler { svc: svc.clone(), kind })).await?;
         }
+        tracker.spawn(expiry::run(svc.clone(), expiry, token));
         Ok(svc)
     }
 }
@@ -89,8 +101,19 @@ impl FactHandler {
 impl TxHandler for FactHandler {
     async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
         let (order_no, fact) = self.fact(message)?;
-        stream::db::lock_key(tx, &order_no).await?;
-        let existing = store::reservation(tx, &order_no).await?;
+        let (note, _) = self.svc.apply_fact(tx, &order_no, fact).await?;
+        tracing::info!(order_no, event = self.kind.tag(), %note, "stock decision");
+        Ok(())
+    }
+}
+
+impl StockService {
+    /// Decides `fact` for the order's reservation (under the order's lock, on counters read
+    /// in this transaction) and writes the decision: movements, reservation, announcement.
+    /// Returns the decision's note and whether stock moved.
+    async fn apply_fact(&self, tx: &mut AnyConnection, order_no: &str, fact: Fact) -> Result<(String, bool), HandleError> {
+        stream::db::lock_key(tx, order_no).await?;
+        let existing = store::reservation(tx, order_no).await?;
         let products: Vec<i64> = match &fact {
             Fact::OrderCreated { lines, .. } => lines.keys().copied().collect(),
             _ => existing.as_ref().map(|r| r.lines.keys().copied().collect()).unwrap_or_default(),
@@ -98,31 +121,31 @@ impl TxHandler for FactHandler {
         let counters = store::counters(tx, products.into_iter()).await?;
         let d = decide(existing.as_ref(), &counters, fact);
         for m in &d.movements {
-            store::apply(tx, Some(&order_no), m).await?;
+            store::apply(tx, Some(order_no), m).await?;
         }
         if let Some(r) = &d.reservation {
-            store::save_reservation(tx, &order_no, r).await?;
+            store::save_reservation(tx, order_no, r).await?;
         }
         let order_id = d.reservation.as_ref().or(existing.as_ref()).map(|r| r.order_id).unwrap_or_default();
         let now = Some(events::now_millis());
+        let order_no = order_no.to_owned();
         match d.announce {
             Some(Announce::FreezeFailed { reason }) => {
-                let e = StockFreezeFailedEvent { order_id, order_no: order_no.clone(), reason, timestamp: now, event_id: events::new_event_id() };
-                Outbox::enqueue(tx, &e.to_message_on(&self.svc.freeze_failed_topic)).await?;
+                let e = StockFreezeFailedEvent { order_id, order_no, reason, timestamp: now, event_id: events::new_event_id() };
+                Outbox::enqueue(tx, &e.to_message_on(&self.freeze_failed_topic)).await?;
             }
             Some(Announce::Deducted { lines }) => {
                 let e = StockDeductedEvent {
                     order_id,
-                    order_no: order_no.clone(),
+                    order_no,
                     product_quantity_map: lines,
                     timestamp: now,
                     event_id: events::new_event_id(),
                 };
-                Outbox::enqueue(tx, &e.to_message_on(&self.svc.deducted_topic)).await?;
+                Outbox::enqueue(tx, &e.to_message_on(&self.deducted_topic)).await?;
             }
             None => {}
         }
-        tracing::info!(order_no, event = self.kind.tag(), note = %d.note, "stock decision");
-        Ok(())
+        Ok((d.note, !d.movements.is_empty()))
     }
 }

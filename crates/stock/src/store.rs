@@ -145,6 +145,15 @@ pub async fn reservation(conn: &mut AnyConnection, order_no: &str) -> Result<Opt
     .transpose()
 }
 
+/// Orders whose reservation has been FROZEN since before `cutoff`, oldest first.
+pub async fn frozen_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT order_no FROM reservations WHERE state = 'FROZEN' AND updated_at < $1 ORDER BY updated_at LIMIT $2")
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
 pub async fn save_reservation(conn: &mut AnyConnection, order_no: &str, r: &Reservation) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO reservations (order_no, order_id, state, lines, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6)

@@ -136,6 +136,12 @@ pub trait Binder: Send + Sync + 'static {
     /// The messages in `%DLQ%<group>`, oldest first.
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError>;
 
+    /// Delivers a dead letter again to its group only (the other groups of its topic already
+    /// had it), as a message of its origin topic with the original body and properties. The
+    /// dead letter stays where it is: replaying is safe to repeat because the consumers'
+    /// inbox acknowledges an eventId it already applied.
+    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError>;
+
     /// Stops every consumer, letting in-flight batches finish and settle.
     async fn shutdown(&self);
 }

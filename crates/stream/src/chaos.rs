@@ -179,6 +179,10 @@ impl Binder for ChaosBinder {
         self.inner.dead_letters(group, limit).await
     }
 
+    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
+        self.inner.replay(dead).await
+    }
+
     async fn shutdown(&self) {
         self.inner.shutdown().await
     }

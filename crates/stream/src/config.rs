@@ -255,6 +255,20 @@ impl StreamConfig {
         let parts: Vec<&str> = path.split('.').collect();
         lookup(&self.orderflow, &parts)
     }
+
+    /// A duration of the `orderflow:` section given in seconds (a number, or text such as
+    /// `${ORDER_CANCEL_AFTER:600}` expands to), or `default` when absent.
+    pub fn seconds(&self, path: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(v) = self.setting(path) else { return Ok(default) };
+        let secs = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        secs.filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| ConfigError::new(format!("orderflow.{path}"), "must be a positive number of seconds"))
+    }
 }
 
 fn function_of(binding: &str) -> &str {

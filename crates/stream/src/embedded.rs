@@ -255,9 +255,11 @@ impl Inner {
             tx.commit().await?;
             return Ok(Vec::new());
         }
+        // A replayed dead letter is delivered on its origin topic (the delivery's), not on
+        // the DLQ topic it is stored under.
         let rows = sqlx::query(
-            "SELECT d.id AS delivery_id, d.attempts, d.message_id,
-                    m.topic, m.tags, m.keys, m.properties, m.body
+            "SELECT d.id AS delivery_id, d.attempts, d.message_id, m.topic AS stored_topic,
+                    d.topic, m.tags, m.keys, m.properties, m.body
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.lease_owner = $1 ORDER BY d.id",
         )
@@ -269,10 +271,17 @@ impl Inner {
             .map(|r| {
                 let attempts: i64 = r.try_get("attempts")?;
                 let message_id: i64 = r.try_get("message_id")?;
+                let stored_topic: String = r.try_get("stored_topic")?;
+                let mut message = row_message(r)?;
+                if stored_topic != message.topic {
+                    for k in [PROP_ORIGIN_TOPIC, PROP_DLQ_ERROR, PROP_DLQ_ATTEMPTS] {
+                        message.properties.remove(k);
+                    }
+                }
                 Ok(Claimed {
                     delivery_id: r.try_get("delivery_id")?,
                     delivery: Delivery {
-                        message: row_message(r)?,
+                        message,
                         attempt: attempts.clamp(1, u32::MAX as i64) as u32,
                         message_id: message_id.to_string(),
                     },
@@ -513,6 +522,23 @@ impl Binder for EmbeddedBinder {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(BinderError::from)
+    }
+
+    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
+        let id: i64 = dead.message_id.parse().map_err(|_| BinderError::Unavailable(format!("no dead letter {:?}", dead.message_id)))?;
+        sqlx::query(
+            "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at)
+             SELECT $1, $2, id, keys, $3 FROM messages WHERE id = $4 AND topic = $5",
+        )
+        .bind(&dead.group)
+        .bind(&dead.origin_topic)
+        .bind(now_millis())
+        .bind(id)
+        .bind(dlq_topic(&dead.group))
+        .execute(self.inner.db.writer())
+        .await?;
+        self.inner.wake(&dead.group, &dead.origin_topic);
+        Ok(())
     }
 
     async fn shutdown(&self) {

@@ -8,7 +8,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Binder, BinderError, BindingControl, ConsumerBinding, Db, DbError, InboxConsumer, Metrics,
-    OutboxRelay, StreamConfig, TxHandler, inbox, metrics, outbox::{self, Outbox},
+    OutboxRelay, StreamConfig, TxHandler, idempotency::RedisIdempotency, inbox, metrics, outbox::{self, Outbox},
 };
 
 /// Why a service could not start on its host.
@@ -18,6 +18,10 @@ pub enum StartError {
     Config(#[from] crate::ConfigError),
     #[error("binder: {0}")]
     Binder(#[from] BinderError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("orderflow.idempotency.redis: {0}")]
+    Idempotency(String),
 }
 
 pub struct ServiceHost {
@@ -27,12 +31,15 @@ pub struct ServiceHost {
     pub metrics: Metrics,
     pub relay: OutboxRelay,
     pub config: StreamConfig,
+    /// The Redis fast path of every binding's inbox, when configured.
+    fast: Option<RedisIdempotency>,
     bindings: Mutex<Vec<BindingControl>>,
 }
 
 impl ServiceHost {
     /// Applies the outbox and inbox migrations then the service's own to `db`, and starts
-    /// the outbox relay (stopped by `token`, awaited through `tracker`).
+    /// the outbox relay (stopped by `token`, awaited through `tracker`). With
+    /// `orderflow.idempotency.redis` in the configuration, connects the Redis fast path.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         name: &'static str,
@@ -43,17 +50,26 @@ impl ServiceHost {
         metrics: Metrics,
         tracker: &TaskTracker,
         token: CancellationToken,
-    ) -> Result<ServiceHost, DbError> {
+    ) -> Result<ServiceHost, StartError> {
+        let fast = match config.setting("idempotency.redis") {
+            None => None,
+            Some(url) => {
+                let url = url.as_str().ok_or_else(|| StartError::Idempotency("must be a redis:// URL".into()))?;
+                Some(RedisIdempotency::connect(url, metrics.clone()).await.map_err(StartError::Idempotency)?)
+            }
+        };
         db.migrate("outbox", outbox::MIGRATIONS).await?;
         db.migrate("inbox", inbox::MIGRATIONS).await?;
+        db.migrate("dead-letters", crate::dlq::MIGRATIONS).await?;
         db.migrate(name, migrations).await?;
         let relay = OutboxRelay::spawn(db.clone(), binder.clone(), metrics.clone(), name, tracker, token);
-        Ok(ServiceHost { name, db, binder, metrics, relay, config, bindings: Mutex::new(Vec::new()) })
+        Ok(ServiceHost { name, db, binder, metrics, relay, config, fast, bindings: Mutex::new(Vec::new()) })
     }
 
     /// Binds `handler` to `binding` through the inbox.
     pub async fn bind(&self, binding: ConsumerBinding, handler: Arc<dyn TxHandler>) -> Result<(), BinderError> {
-        let consumer = InboxConsumer::new(self.db.clone(), &binding, handler, self.relay.clone(), self.metrics.clone());
+        let consumer = InboxConsumer::new(self.db.clone(), &binding, handler, self.relay.clone(), self.metrics.clone())
+            .with_fast_path(self.fast.clone());
         let control = self.binder.bind_consumer(binding, Arc::new(consumer)).await?;
         self.bindings.lock().unwrap_or_else(|p| p.into_inner()).push(control);
         Ok(())

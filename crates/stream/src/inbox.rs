@@ -10,7 +10,9 @@
 //!   there the message is acknowledged without calling the handler;
 //! - a message without a usable eventId, or whose body does not decode, is permanent:
 //!   dead-lettered at once, never retried;
-//! - after the commit the outbox relay is woken, so the events the batch caused leave at once.
+//! - after the commit the outbox relay is woken, so the events the batch caused leave at once;
+//! - optionally, a Redis fast path acknowledges duplicates it has seen before any
+//!   transaction ([`crate::idempotency`]); the inbox table still decides everything else.
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use sqlx::AnyConnection;
 
 use crate::{
     Db, OutboxRelay,
+    idempotency::RedisIdempotency,
     binder::{Delivery, MessageHandler, Outcome},
     metrics::{self, Metrics},
 };
@@ -78,6 +81,7 @@ pub struct InboxConsumer {
     handler: Arc<dyn TxHandler>,
     relay: OutboxRelay,
     metrics: Metrics,
+    fast: Option<RedisIdempotency>,
 }
 
 impl InboxConsumer {
@@ -89,6 +93,7 @@ impl InboxConsumer {
         metrics: Metrics,
     ) -> InboxConsumer {
         InboxConsumer {
+            fast: None,
             db,
             consumer: format!("{}/{}", binding.group, binding.name),
             topic: binding.destination.clone(),
@@ -97,6 +102,11 @@ impl InboxConsumer {
             relay,
             metrics,
         }
+    }
+
+    /// Puts the Redis fast path in front of the inbox (see [`crate::idempotency`]).
+    pub fn with_fast_path(self, fast: Option<RedisIdempotency>) -> InboxConsumer {
+        InboxConsumer { fast, ..self }
     }
 
     async fn apply_one(&self, tx: &mut AnyConnection, message: &Message) -> Result<bool, HandleError> {
@@ -122,29 +132,67 @@ impl InboxConsumer {
 #[async_trait]
 impl MessageHandler for InboxConsumer {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        let retry_all = |e: &sqlx::Error| vec![Outcome::Retry(format!("storage: {e}")); batch.len()];
-        let mut tx = match self.db.writer().begin().await {
-            Ok(tx) => tx,
-            Err(e) => return retry_all(&e),
+        // Redis fast path: duplicates it has seen are acknowledged without a transaction.
+        let keys: Vec<Option<String>> = match &self.fast {
+            Some(_) => batch.iter().map(|d| d.message.event_id().ok().map(|id| RedisIdempotency::key(&self.consumer, &id))).collect(),
+            None => Vec::new(),
         };
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut duplicates = 0;
-        for d in batch {
-            if let Err(e) = sqlx::query("SAVEPOINT msg").execute(&mut *tx).await {
-                return retry_all(&e);
+        let seen = match &self.fast {
+            Some(fast) => {
+                let known: Vec<String> = keys.iter().flatten().cloned().collect();
+                let mut hits = fast.processed(&known).await.into_iter();
+                keys.iter().map(|k| k.is_some() && hits.next().unwrap_or(false)).collect()
             }
+            None => vec![false; batch.len()],
+        };
+        let mut outcomes: Vec<Option<Outcome>> = seen.iter().map(|s| s.then_some(Outcome::Done)).collect();
+        let fast_hits = seen.iter().filter(|s| **s).count() as u64;
+        let duplicates = match self.apply_batch(batch, &mut outcomes).await {
+            Ok(n) => n,
+            Err(e) => return vec![Outcome::Retry(format!("storage: {e}")); batch.len()],
+        };
+        if duplicates + fast_hits > 0 {
+            self.metrics.inc(metrics::DUPLICATES, &[("topic", &self.topic), ("group", &self.group)], duplicates + fast_hits);
+        }
+        self.relay.wake();
+        let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Done)).collect();
+        if let Some(fast) = &self.fast {
+            let done: Vec<String> = keys
+                .into_iter()
+                .zip(&outcomes)
+                .zip(&seen)
+                .filter(|((_, o), seen)| **o == Outcome::Done && !**seen)
+                .filter_map(|((k, _), _)| k)
+                .collect();
+            fast.mark(&done).await;
+        }
+        outcomes
+    }
+}
+
+impl InboxConsumer {
+    /// Applies the messages without an outcome yet in one transaction, a savepoint each;
+    /// fills in their outcomes and returns how many the inbox already had. An error means
+    /// the transaction failed as a whole: nothing was applied.
+    async fn apply_batch(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<u64, sqlx::Error> {
+        if outcomes.iter().all(Option::is_some) {
+            return Ok(0);
+        }
+        let mut tx = self.db.writer().begin().await?;
+        let mut duplicates = 0;
+        for (d, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+            if outcome.is_some() {
+                continue;
+            }
+            sqlx::query("SAVEPOINT msg").execute(&mut *tx).await?;
             let result = self.apply_one(&mut tx, &d.message).await;
             let end = if result.is_ok() { "RELEASE SAVEPOINT msg" } else { "ROLLBACK TO SAVEPOINT msg" };
-            if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
-                return retry_all(&e);
-            }
+            sqlx::query(end).execute(&mut *tx).await?;
             if result.is_err() {
                 // ROLLBACK TO leaves the savepoint open; release it.
-                if let Err(e) = sqlx::query("RELEASE SAVEPOINT msg").execute(&mut *tx).await {
-                    return retry_all(&e);
-                }
+                sqlx::query("RELEASE SAVEPOINT msg").execute(&mut *tx).await?;
             }
-            outcomes.push(match result {
+            *outcome = Some(match result {
                 Ok(fresh) => {
                     duplicates += u64::from(!fresh);
                     Outcome::Done
@@ -153,13 +201,7 @@ impl MessageHandler for InboxConsumer {
                 Err(HandleError::Transient(e)) => Outcome::Retry(e),
             });
         }
-        if let Err(e) = tx.commit().await {
-            return retry_all(&e);
-        }
-        if duplicates > 0 {
-            self.metrics.inc(metrics::DUPLICATES, &[("topic", &self.topic), ("group", &self.group)], duplicates);
-        }
-        self.relay.wake();
-        outcomes
+        tx.commit().await?;
+        Ok(duplicates)
     }
 }

@@ -6,6 +6,8 @@
 //! - [`embedded`]: the zero-setup binder: durable topics in a SQLite file, in process.
 //! - [`outbox`] and [`inbox`]: how a service's state change and its events commit together,
 //!   and how an incoming event's effect and its eventId commit together.
+//! - [`dlq`]: listing, replaying and purging a service's dead letters.
+//! - [`idempotency`]: the optional Redis fast path in front of the inbox.
 //! - [`db`]: opening a service database and applying its versioned migrations.
 //! - [`metrics`]: counters per topic and group, rendered in Prometheus text format.
 //! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
@@ -15,8 +17,10 @@ pub mod binder;
 pub mod chaos;
 pub mod config;
 pub mod db;
+pub mod dlq;
 pub mod embedded;
 pub mod host;
+pub mod idempotency;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;

@@ -40,6 +40,17 @@ pub const RETRIED: &str = "orderflow_messages_retried_total";
 pub const DEAD_LETTERED: &str = "orderflow_messages_dead_lettered_total";
 pub const DUPLICATES: &str = "orderflow_messages_duplicates_total";
 pub const OUTBOX_BACKLOG: &str = "orderflow_outbox_backlog";
+/// Dead letters of a group not purged (refreshed when they are listed).
+pub const DEAD_LETTERS: &str = "orderflow_dead_letters";
+pub const DEAD_LETTERS_REPLAYED: &str = "orderflow_dead_letters_replayed_total";
+/// Duplicates acknowledged by the Redis fast path without a database transaction.
+pub const FAST_HITS: &str = "orderflow_idempotency_fast_hits_total";
+/// Redis calls of the fast path that failed (the inbox decided alone).
+pub const REDIS_ERRORS: &str = "orderflow_idempotency_redis_errors_total";
+/// The order service's compensation job, by action (`resent`, `cancelled`).
+pub const COMPENSATION: &str = "orderflow_compensation_total";
+/// Frozen stock released because its order was never paid in time.
+pub const RESERVATIONS_EXPIRED: &str = "orderflow_reservations_expired_total";
 
 fn help(name: &str) -> &'static str {
     match name {
@@ -50,6 +61,12 @@ fn help(name: &str) -> &'static str {
         DEAD_LETTERED => "Messages moved to %DLQ%<group>, by topic and group.",
         DUPLICATES => "Redelivered or duplicate messages skipped by the inbox, by topic and group.",
         OUTBOX_BACKLOG => "Events committed but not yet accepted by the broker.",
+        DEAD_LETTERS => "Dead letters of a group not purged (as of the last listing), by group.",
+        DEAD_LETTERS_REPLAYED => "Dead letters replayed by an operator, by group.",
+        FAST_HITS => "Duplicates acknowledged by the Redis idempotency fast path without a database transaction.",
+        REDIS_ERRORS => "Redis idempotency calls that failed or timed out (the inbox decided alone).",
+        COMPENSATION => "Compensation job actions: events sent again (resent), orders cancelled past the deadline (cancelled).",
+        RESERVATIONS_EXPIRED => "Reservations whose frozen stock was released because the order was not paid in time.",
         _ => "",
     }
 }

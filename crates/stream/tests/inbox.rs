@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use stream::{
     ConsumerBinding, Db, Delivery, HandleError, InboxConsumer, Message, MessageHandler, Metrics, Outcome,
-    OutboxRelay, TxHandler, inbox, metrics,
+    OutboxRelay, TxHandler, idempotency::RedisIdempotency, inbox, metrics,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -47,19 +47,46 @@ async fn effects(db: &Db) -> Vec<String> {
     sqlx::query_scalar("SELECT body FROM effects ORDER BY id").fetch_all(db.reader()).await.unwrap()
 }
 
+/// A service database with the inbox, the outbox (relayed to an embedded broker) and an
+/// `effects` table, in `dir`.
+struct Service {
+    db: Db,
+    relay: OutboxRelay,
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl Service {
+    async fn open(dir: &std::path::Path) -> Service {
+        let db = Db::open_sqlite(&dir.join("svc.db")).await.unwrap();
+        db.migrate("inbox", inbox::MIGRATIONS).await.unwrap();
+        db.migrate("outbox", stream::outbox::MIGRATIONS).await.unwrap();
+        db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
+        let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
+        let binder = stream::embedded::EmbeddedBinder::open(&dir.join("broker.db"), Metrics::new()).await.unwrap();
+        let relay = OutboxRelay::spawn(db.clone(), Arc::new(binder), Metrics::new(), "test", &tracker, token.clone());
+        Service { db, relay, tracker, token }
+    }
+
+    fn consumer(&self, metrics: &Metrics) -> InboxConsumer {
+        let binding = ConsumerBinding::with_defaults("x-in-0", "t", "g", "T");
+        InboxConsumer::new(self.db.clone(), &binding, Arc::new(Writer), self.relay.clone(), metrics.clone())
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
 #[tokio::test]
 async fn a_batch_commits_its_good_messages_and_rolls_back_only_the_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite(&dir.path().join("svc.db")).await.unwrap();
-    db.migrate("inbox", inbox::MIGRATIONS).await.unwrap();
-    db.migrate("outbox", stream::outbox::MIGRATIONS).await.unwrap();
-    db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
-    let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
-    let binder = stream::embedded::EmbeddedBinder::open(&dir.path().join("broker.db"), Metrics::new()).await.unwrap();
-    let relay = OutboxRelay::spawn(db.clone(), Arc::new(binder), Metrics::new(), "test", &tracker, token.clone());
+    let svc = Service::open(dir.path()).await;
+    let db = svc.db.clone();
     let metrics = Metrics::new();
-    let binding = ConsumerBinding::with_defaults("x-in-0", "t", "g", "T");
-    let consumer = InboxConsumer::new(db.clone(), &binding, Arc::new(Writer), relay, metrics.clone());
+    let consumer = svc.consumer(&metrics);
 
     let batch = [
         delivery("e1", "one"),
@@ -81,9 +108,67 @@ async fn a_batch_commits_its_good_messages_and_rolls_back_only_the_bad_ones() {
     assert_eq!(outcomes, [Outcome::Done, Outcome::Done, Outcome::Done]);
     assert_eq!(effects(&db).await, ["one", "four", "three, now fine"], "no second effect");
     assert_eq!(metrics.get(metrics::DUPLICATES, &[("topic", "t"), ("group", "g")]), 2.0);
-    token.cancel();
-    tracker.close();
-    tracker.wait().await;
+    svc.stop().await;
+}
+
+fn redis_url() -> String {
+    std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn with_redis_a_duplicate_is_acknowledged_without_the_database_and_the_key_lives_24_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::open(dir.path()).await;
+    let metrics = Metrics::new();
+    let fast = RedisIdempotency::connect(&redis_url(), metrics.clone()).await.expect("Redis at ORDERFLOW_TEST_REDIS");
+    let consumer = svc.consumer(&metrics).with_fast_path(Some(fast));
+    let (e1, e2) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+
+    assert_eq!(consumer.handle(&[delivery(&e1, "one"), delivery(&e2, "bad two")]).await[0], Outcome::Done);
+    let mut redis = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(format!("event:processed:g/x-in-0:{e1}")).query_async(&mut redis).await.unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "the seed's 24 h TTL, got {ttl}");
+    let bad: bool = redis::cmd("EXISTS").arg(format!("event:processed:g/x-in-0:{e2}")).query_async(&mut redis).await.unwrap();
+    assert!(!bad, "no key for a message that was not applied");
+
+    // The database is gone; the duplicate is still acknowledged (from Redis), a new one is not.
+    svc.db.close().await;
+    let outcomes = consumer.handle(&[delivery(&e1, "one again")]).await;
+    assert_eq!(outcomes, [Outcome::Done]);
+    assert_eq!(metrics.get(metrics::FAST_HITS, &[]), 1.0);
+    let outcomes = consumer.handle(&[delivery(&e1, "one again"), delivery(&uuid::Uuid::new_v4().to_string(), "new")]).await;
+    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retry(_))), "{outcomes:?}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn when_redis_goes_away_the_inbox_alone_keeps_every_event_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH");
+    let url = format!("redis://127.0.0.1:{port}");
+    let metrics = Metrics::new();
+    let fast = loop {
+        match RedisIdempotency::connect(&url, metrics.clone()).await {
+            Ok(f) => break f,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    let svc = Service::open(dir.path()).await;
+    let consumer = svc.consumer(&metrics).with_fast_path(Some(fast));
+    assert_eq!(consumer.handle(&[delivery("r1", "one")]).await, [Outcome::Done]);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let outcomes = consumer.handle(&[delivery("r1", "one"), delivery("r2", "two")]).await;
+    assert_eq!(outcomes, [Outcome::Done, Outcome::Done]);
+    assert_eq!(effects(&svc.db).await, ["one", "two"], "the inbox caught the duplicate");
+    assert!(metrics.get(metrics::REDIS_ERRORS, &[]) >= 1.0, "the failure is counted");
+    svc.stop().await;
 }
 
 #[tokio::test]

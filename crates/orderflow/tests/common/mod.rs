@@ -21,7 +21,11 @@ use rocketmq_binder::LocalCluster;
 use payment::{PaymentSettings, store::Payment};
 use serde_json::{Value, json};
 use stock::store::StockView;
-use stream::{Binder, StreamConfig};
+use async_trait::async_trait;
+use stream::{
+    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, Message, MessageHandler, Outcome,
+    StreamConfig,
+};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
@@ -309,3 +313,62 @@ impl TestApp {
         self.http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap()
     }
 }
+
+/// Answers `DeadLetter` for the first `n` messages of one group's topic, then lets the real
+/// handler run (a failure an operator can fix, then replay).
+pub struct DeadLetterFirst {
+    pub inner: Arc<dyn Binder>,
+    pub group: &'static str,
+    pub topic: &'static str,
+    pub n: usize,
+}
+
+struct FailingHandler {
+    inner: Arc<dyn MessageHandler>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl MessageHandler for FailingHandler {
+    async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        if self.left.fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let mut outcomes = vec![Outcome::DeadLetter("stock database was read-only (test)".into())];
+            if batch.len() > 1 {
+                outcomes.extend(self.inner.handle(&batch[1..]).await);
+            }
+            return outcomes;
+        }
+        self.inner.handle(batch).await
+    }
+}
+
+#[async_trait]
+impl Binder for DeadLetterFirst {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
+        self.inner.publish(messages).await
+    }
+    async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
+        let h: Arc<dyn MessageHandler> = if b.group == self.group && b.destination == self.topic {
+            Arc::new(FailingHandler { inner: h, left: std::sync::atomic::AtomicUsize::new(self.n) })
+        } else {
+            h
+        };
+        self.inner.bind_consumer(b, h).await
+    }
+    async fn start(&self) -> Result<(), BinderError> {
+        self.inner.start().await
+    }
+    async fn check(&self) -> Result<(), BinderError> {
+        self.inner.check().await
+    }
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+        self.inner.dead_letters(group, limit).await
+    }
+    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
+        self.inner.replay(dead).await
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+

@@ -1,0 +1,137 @@
+//! The compensation job (the seed's `compensateFailedOrders`, done right), run by the order
+//! service every `interval`:
+//!
+//! - **Re-send**: an order still waiting on an event it announced gets that exact message
+//!   again — same eventId, body and headers — once it is older than `resend-after` (and
+//!   again every `resend-after` after that): `order-created` of a PENDING order,
+//!   `order-cancelled` of a CANCELLED order whose captured payment is not refunded yet.
+//!   Receivers that already applied it skip it (inbox); one that lost it (a dead letter, a
+//!   broker that lost the message) applies it now.
+//! - **Deadline**: a PENDING order older than `cancel-after` is cancelled like any other
+//!   cancellation (reason recorded, `order-cancelled` announced: stock releases, payment
+//!   refunds a capture or never takes one).
+//!
+//! Each order is handled in its own transaction, under the same row lock as the consumers,
+//! so a late event and the job never both decide. Counted in
+//! `orderflow_compensation_total{action="resent"|"cancelled"}`.
+//!
+//! Settings, in the order service's YAML (seconds): `orderflow.compensation.resend-after`
+//! (default 60), `orderflow.compensation.cancel-after` (default 600),
+//! `orderflow.compensation.interval` (default 5).
+
+use std::{sync::Arc, time::Duration};
+
+use stream::{ConfigError, HandleError, StreamConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    OrderService,
+    domain::{Fact, OrderStatus, decide},
+    store,
+};
+
+/// Orders handled per pass and kind (the rest wait for the next pass).
+const BATCH: i64 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompensationSettings {
+    pub resend_after: Duration,
+    pub cancel_after: Duration,
+    pub interval: Duration,
+}
+
+impl Default for CompensationSettings {
+    fn default() -> Self {
+        CompensationSettings {
+            resend_after: Duration::from_secs(60),
+            cancel_after: Duration::from_secs(600),
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CompensationSettings {
+    pub fn from_config(c: &StreamConfig) -> Result<CompensationSettings, ConfigError> {
+        let d = CompensationSettings::default();
+        let s = CompensationSettings {
+            resend_after: c.seconds("compensation.resend-after", d.resend_after)?,
+            cancel_after: c.seconds("compensation.cancel-after", d.cancel_after)?,
+            interval: c.seconds("compensation.interval", d.interval)?,
+        };
+        if s.cancel_after <= s.resend_after {
+            return Err(ConfigError::new("orderflow.compensation.cancel-after", "must be longer than resend-after"));
+        }
+        Ok(s)
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub resent: usize,
+    pub cancelled: usize,
+}
+
+/// Runs passes until `token` is cancelled.
+pub async fn run(svc: Arc<OrderService>, settings: CompensationSettings, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(settings.interval) => {}
+        }
+        match pass(&svc, &settings, events::now_millis()).await {
+            Ok(p) if p != Pass::default() => tracing::warn!(resent = p.resent, cancelled = p.cancelled, "compensation pass"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "compensation pass failed; will try again"),
+        }
+    }
+}
+
+/// One pass at time `now` (milliseconds).
+pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64) -> Result<Pass, HandleError> {
+    let host = &svc.host;
+    let mut done = Pass::default();
+    let cutoff = now - settings.cancel_after.as_millis() as i64;
+    for order_no in store::pending_before(host.db.reader(), cutoff, BATCH).await? {
+        let mut tx = host.db.writer().begin().await?;
+        if cancel_late(svc, &mut tx, &order_no, settings.cancel_after).await? {
+            tx.commit().await?;
+            done.cancelled += 1;
+        }
+    }
+    let cutoff = now - settings.resend_after.as_millis() as i64;
+    for (order_no, message) in store::stale_messages(host.db.reader(), cutoff, BATCH).await? {
+        let mut tx = host.db.writer().begin().await?;
+        stream::outbox::Outbox::enqueue(&mut tx, &message).await?;
+        store::message_resent(&mut tx, &order_no, &message.tags).await?;
+        store::record(&mut tx, &order_no, "COMPENSATION", &format!("{} sent again (same eventId)", message.tags)).await?;
+        tx.commit().await?;
+        tracing::info!(order_no, event = %message.tags, "compensation: event sent again");
+        done.resent += 1;
+    }
+    if done.cancelled > 0 {
+        host.metrics.inc(stream::metrics::COMPENSATION, &[("action", "cancelled")], done.cancelled as u64);
+    }
+    if done.resent > 0 {
+        host.metrics.inc(stream::metrics::COMPENSATION, &[("action", "resent")], done.resent as u64);
+    }
+    if done != Pass::default() {
+        host.relay.wake();
+    }
+    Ok(done)
+}
+
+/// Cancels `order_no` if it is still PENDING (read under the row lock).
+async fn cancel_late(svc: &OrderService, tx: &mut sqlx::AnyConnection, order_no: &str, after: Duration) -> Result<bool, HandleError> {
+    let Some((order_id, user_id, state)) = store::load_state(tx, order_no).await? else { return Ok(false) };
+    if state.status != OrderStatus::Pending {
+        return Ok(false);
+    }
+    let d = decide(&state, Fact::DeadlinePassed { after_secs: after.as_secs() });
+    let Some(reason) = d.cancel else { return Ok(false) };
+    store::save_state(tx, order_no, &d.state).await?;
+    store::record(tx, order_no, "COMPENSATION", &d.note).await?;
+    tracing::warn!(order_no, %reason, "compensation: order cancelled");
+    svc.announce_cancellation(tx, order_no, order_id, user_id, reason).await?;
+    Ok(true)
+}

@@ -1,0 +1,112 @@
+//! `orderflow dlq ...`: the dead letters of running services, through their admin API
+//! (`/admin/dlq`), so the same commands work on the embedded binder and on RocketMQ.
+//!
+//! Each service answers for its own consumer groups; the command asks every service URL it
+//! is given (by default the three of `orderflow up`) and, for one id, the first that has it.
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub enum DlqAction {
+    List { limit: usize },
+    Show(String),
+    Replay(String),
+    Purge(String),
+    PurgeAll,
+}
+
+/// The default service URLs of `orderflow up` and `orderflow serve`.
+pub const DEFAULT_URLS: [&str; 3] = ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
+
+/// Runs `action` against `urls`; returns what to print.
+pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, url: String| {
+        let request = client.request(method, url.clone()).bearer_auth(token);
+        async move {
+            let response = request.send().await.with_context(|| format!("{url}: no answer (is the service running?)"))?;
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                anyhow::bail!("{url}: refused: wrong or missing admin token (--admin-token or ORDERFLOW_ADMIN_TOKEN)");
+            }
+            Ok::<_, anyhow::Error>((status, body))
+        }
+    };
+    match action {
+        DlqAction::List { limit } => {
+            let mut all = Vec::new();
+            for base in urls {
+                let (status, body) = call(reqwest::Method::GET, format!("{base}/admin/dlq?limit={limit}")).await?;
+                if !status.is_success() {
+                    anyhow::bail!("{base}: {status}: {}", error_message(&body));
+                }
+                all.extend(body.as_array().cloned().unwrap_or_default());
+            }
+            if json {
+                return Ok(serde_json::to_string_pretty(&all)?);
+            }
+            let mut out = format!("{} dead letters\n", all.len());
+            if !all.is_empty() {
+                out.push_str(&format!("{:<34} {:<26} {:<22} {:<22} {:>8} {:>7}  error\n", "id", "group", "topic", "key", "attempts", "replays"));
+            }
+            for d in &all {
+                out.push_str(&format!(
+                    "{:<34} {:<26} {:<22} {:<22} {:>8} {:>7}  {}\n",
+                    text(d, "messageId"),
+                    text(d, "group"),
+                    text(d, "originTopic"),
+                    text(d, "keys"),
+                    text(d, "attempts"),
+                    text(d, "replays"),
+                    text(d, "error")
+                ));
+            }
+            Ok(out.trim_end().to_owned())
+        }
+        DlqAction::PurgeAll => {
+            let mut total = 0;
+            for base in urls {
+                let (status, body) = call(reqwest::Method::DELETE, format!("{base}/admin/dlq")).await?;
+                if !status.is_success() {
+                    anyhow::bail!("{base}: {status}: {}", error_message(&body));
+                }
+                total += body.get("purged").and_then(Value::as_u64).unwrap_or(0);
+            }
+            Ok(format!("purged {total} dead letters"))
+        }
+        DlqAction::Show(id) | DlqAction::Replay(id) | DlqAction::Purge(id) => {
+            let (method, suffix, verb) = match action {
+                DlqAction::Replay(_) => (reqwest::Method::POST, "/replay", "replayed"),
+                DlqAction::Purge(_) => (reqwest::Method::DELETE, "", "purged"),
+                _ => (reqwest::Method::GET, "", ""),
+            };
+            for base in urls {
+                let (status, body) = call(method.clone(), format!("{base}/admin/dlq/{id}{suffix}")).await?;
+                if status == reqwest::StatusCode::NOT_FOUND {
+                    continue;
+                }
+                if !status.is_success() {
+                    anyhow::bail!("{base}: {status}: {}", error_message(&body));
+                }
+                let shown = serde_json::to_string_pretty(&body)?;
+                return Ok(if verb.is_empty() || json { shown } else { format!("{verb} {id} ({})\n{shown}", text(&body, "group")) });
+            }
+            anyhow::bail!("no dead letter {id:?} at {}", urls.join(", "))
+        }
+    }
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn error_message(body: &Value) -> String {
+    body.pointer("/error/message").and_then(Value::as_str).unwrap_or("error").to_owned()
+}
