@@ -135,3 +135,24 @@ async fn cancel_late(svc: &OrderService, tx: &mut sqlx::AnyConnection, order_no:
     svc.announce_cancellation(tx, order_no, order_id, user_id, reason).await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(section: &str) -> StreamConfig {
+        let yaml = format!(
+            "spring:\n  cloud:\n    function:\n      definition: x\n    stream:\n      bindings: {{}}\norderflow:\n  compensation:\n{section}"
+        );
+        StreamConfig::from_yaml_with_env(&yaml, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn settings_default_and_the_deadline_must_come_after_the_resend() {
+        assert_eq!(CompensationSettings::from_config(&config("    {}\n")).unwrap(), CompensationSettings::default());
+        let s = CompensationSettings::from_config(&config("    resend-after: 10\n    cancel-after: 120\n")).unwrap();
+        assert_eq!((s.resend_after.as_secs(), s.cancel_after.as_secs()), (10, 120));
+        let err = CompensationSettings::from_config(&config("    resend-after: 120\n    cancel-after: 60\n")).unwrap_err();
+        assert_eq!(err.key, "orderflow.compensation.cancel-after");
+    }
+}

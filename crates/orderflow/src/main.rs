@@ -211,7 +211,9 @@ struct Up {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // A soak run injects failures on purpose: only errors are worth a log line there.
+    let default_filter = if matches!(cli.command, Command::Soak(_)) { "error" } else { "info,sqlx=warn" };
+    init_logging(&cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -228,10 +230,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERFLOW_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format.eq_ignore_ascii_case("json") {
         builder.json().init();
@@ -359,7 +361,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     println!("  order    {}   POST /api/orders, GET /api/orders/{{orderNo}}, GET /api/products", app.order_url);
     println!("  stock    {}   GET /api/stock/{{productId}}, PUT /api/admin/stock/{{productId}}", app.stock_url);
     println!("  payment  {}   GET /api/payments?orderNo=", app.payment_url);
-    println!("  each also serves /health, /ready, /metrics and /admin/bindings");
+    println!("  each also serves /health, /ready, /metrics, /admin/bindings and /admin/dlq");
     if generated {
         println!("  admin token (for /api/admin/..., /admin/...): {admin_token}   (set ORDERFLOW_ADMIN_TOKEN to choose it)");
     }

@@ -149,6 +149,7 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
 
     let settled_at = Instant::now();
     let order_db = &app.order.host.db;
+    let mut said = Instant::now();
     loop {
         let pending = count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'PENDING'").await?;
         if pending == 0 && app.is_quiet().await? {
@@ -158,8 +159,11 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
             progress(format!("gave up waiting after {:.0} s: {pending} orders still pending", load.settle_limit.as_secs_f64()));
             break;
         }
-        progress(format!("{pending} orders pending"));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if said.elapsed() >= Duration::from_secs(1) {
+            progress(format!("{pending} orders pending"));
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let quiesce_secs = settled_at.elapsed().as_secs_f64();
 

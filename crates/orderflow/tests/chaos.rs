@@ -35,6 +35,30 @@ async fn chaos_run(v: Variant) {
     t.shutdown().await;
 }
 
+/// The same faults with the Redis fast path on (`orderflow.idempotency.redis` in each
+/// service's YAML, the machine's Redis): duplicates are acknowledged from Redis, and still
+/// nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_run_with_the_redis_fast_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), PaymentSettings::default());
+    let redis = std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    for s in [&mut config.order_stream, &mut config.stock_stream, &mut config.payment_stream] {
+        soak::tune_for_chaos(s);
+        s.orderflow = serde_yaml::from_str(&format!("idempotency:\n  redis: {redis}\n")).unwrap();
+    }
+    let chaos: ChaosConfig = "duplicate=1,reorder=0.2,fail=0.1,crash=0.1,seed=5".parse().unwrap();
+    let t = spawn_config(Variant::EmbeddedSqlite, config, move |b| Arc::new(ChaosBinder::new(b, chaos))).await;
+    let load = soak::SoakLoad { orders: 300, units: 200, concurrency: 8, settle_limit: Duration::from_secs(300) };
+    let report = soak::run(&t.app, ADMIN_TOKEN, &load, &|_| {}).await.unwrap();
+    assert!(report.clean(), "{report}");
+    assert_eq!((report.paid, report.sold), (200, 200), "{report}");
+    let hits = t.app.metrics.total(stream::metrics::FAST_HITS);
+    assert!(hits > 100.0, "duplicates were acknowledged from Redis: {hits}");
+    assert_eq!(t.app.metrics.total(stream::metrics::REDIS_ERRORS), 0.0);
+    t.shutdown().await;
+}
+
 // On RocketMQ the broker's redelivery delays (10 s, 30 s, ...) make a chaos run too slow for
 // CI; the embedded binder's retries are what the run exercises.
 mod chaos_embedded_sqlite {

@@ -18,14 +18,13 @@ struct Service {
     url: String,
 }
 
-/// Starts `orderflow serve <service>`; returns once it printed its address.
-async fn serve(service: &str, name_server: &str, database: &str, extra: &[&str]) -> Service {
+/// Starts `orderflow serve <service>` on `http_addr`; returns once it printed its address.
+async fn serve(service: &str, name_server: &str, database: &str, http_addr: &str) -> Service {
     let config = fixtures().join("config").join(format!("{service}-service.yml"));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["serve", service, "--http-addr", "127.0.0.1:0", "--database", database])
+        .args(["serve", service, "--http-addr", http_addr, "--database", database])
         .arg("--config")
         .arg(config)
-        .args(extra)
         .env("ROCKETMQ_NAME_SERVER", name_server)
         .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ORDERFLOW_LOG", "warn,rocketmq_client_rust=error")
@@ -68,10 +67,10 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
         let name = format!("orderflow_t_{}_{svc}", &id[..12]);
         dbs.insert(svc, (name.clone(), stream::Db::create_postgres_database(&server, &name).await.unwrap()));
     }
-    let order = serve("order", &ns, &dbs["order"].1, &[]).await;
-    let mut stock_a = serve("stock", &ns, &dbs["stock"].1, &[]).await;
-    let stock_b = serve("stock", &ns, &dbs["stock"].1, &[]).await;
-    let payment = serve("payment", &ns, &dbs["payment"].1, &[]).await;
+    let order = serve("order", &ns, &dbs["order"].1, "127.0.0.1:0").await;
+    let mut stock_a = serve("stock", &ns, &dbs["stock"].1, "127.0.0.1:0").await;
+    let stock_b = serve("stock", &ns, &dbs["stock"].1, "127.0.0.1:0").await;
+    let payment = serve("payment", &ns, &dbs["payment"].1, "127.0.0.1:0").await;
     let http = admin_client();
 
     let create = |items: Value| {
@@ -187,7 +186,7 @@ async fn each_service_and_the_broker_sigkilled_during_load_then_restarted_nothin
         ["order", "stock", "payment"].into_iter().map(|s| (s, format!("127.0.0.1:{}", free_port()))).collect();
     let start = |svc: &'static str| {
         let (ns, database, addr) = (ns.clone(), db(svc), addr[svc].clone());
-        async move { serve(svc, &ns, &database, &["--http-addr", &addr]).await }
+        async move { serve(svc, &ns, &database, &addr).await }
     };
     let mut running: HashMap<&str, Service> = HashMap::new();
     for svc in ["order", "stock", "payment"] {

@@ -132,3 +132,19 @@ fn bad_values_are_refused_naming_the_key() {
     assert_eq!(load("spring: {}").unwrap_err().key, "spring.cloud.stream");
     assert_eq!(load(": : :").unwrap_err().key, "(document)");
 }
+
+#[test]
+fn durations_of_the_orderflow_section_are_seconds_and_bad_ones_name_the_key() {
+    let base = fixture("order-service.yml");
+    let with = |section: &str| load(&format!("{base}\norderflow:\n  compensation:\n{section}")).unwrap();
+    let c = with("    resend-after: 30\n    cancel-after: '${CANCEL_AFTER:900}'\n");
+    let default = std::time::Duration::from_secs(1);
+    assert_eq!(c.seconds("compensation.resend-after", default).unwrap().as_secs(), 30);
+    assert_eq!(c.seconds("compensation.cancel-after", default).unwrap().as_secs(), 900, "placeholder default");
+    assert_eq!(c.seconds("compensation.interval", default).unwrap(), default, "absent: the default");
+    for bad in ["0", "-5", "soon", "[1]"] {
+        let c = with(&format!("    resend-after: {bad}\n"));
+        let err = c.seconds("compensation.resend-after", default).unwrap_err();
+        assert_eq!(err.key, "orderflow.compensation.resend-after", "{bad}: {err}");
+    }
+}
