@@ -11,7 +11,9 @@
 //!   cancellation (reason recorded, `order-cancelled` announced: stock releases, payment
 //!   refunds a capture or never takes one).
 //!
-//! Each order is handled in its own transaction, under the same row lock as the consumers,
+//! The announced messages are kept in `order_messages` and pruned as orders settle
+//! (`store::prune_messages`), so a pass reads only what is still awaited. Each order is
+//! handled in its own transaction, under the same row lock as the consumers,
 //! so a late event and the job never both decide. Counted in
 //! `orderflow_compensation_total{action="resent"|"cancelled"}`.
 //!
@@ -130,6 +132,7 @@ async fn cancel_late(svc: &OrderService, tx: &mut sqlx::AnyConnection, order_no:
     let d = decide(&state, Fact::DeadlinePassed { after_secs: after.as_secs() });
     let Some(reason) = d.cancel else { return Ok(false) };
     store::save_state(tx, order_no, &d.state).await?;
+    store::prune_messages(tx, order_no, &d.state).await?;
     store::record(tx, order_no, "COMPENSATION", &d.note).await?;
     tracing::warn!(order_no, %reason, "compensation: order cancelled");
     svc.announce_cancellation(tx, order_no, order_id, user_id, reason).await?;

@@ -136,6 +136,7 @@ impl TxHandler for FactHandler {
         };
         let d = decide(&state, fact);
         store::save_state(tx, &order_no, &d.state).await?;
+        store::prune_messages(tx, &order_no, &d.state).await?;
         store::record(tx, &order_no, self.kind.tag(), &d.note).await?;
         if let Some(reason) = d.cancel {
             self.svc.announce_cancellation(tx, &order_no, order_id, user_id, reason).await?;

@@ -246,6 +246,20 @@ pub async fn stale_messages(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<V
         .collect()
 }
 
+/// Forgets the announced messages an order no longer waits on: all of them once PAID or
+/// refunded, `order-created` once CANCELLED. (What remains is what the compensation job may
+/// have to send again, so its scan stays as small as the orders in flight.)
+pub async fn prune_messages(conn: &mut AnyConnection, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
+    let sql = match s.status {
+        OrderStatus::Paid => "DELETE FROM order_messages WHERE order_no = $1",
+        OrderStatus::Cancelled if s.refunded => "DELETE FROM order_messages WHERE order_no = $1",
+        OrderStatus::Cancelled => "DELETE FROM order_messages WHERE order_no = $1 AND tags = 'ORDER_CREATED'",
+        OrderStatus::Pending => return Ok(()),
+    };
+    sqlx::query(sql).bind(order_no).execute(conn).await?;
+    Ok(())
+}
+
 /// Marks a message as sent again now.
 pub async fn message_resent(conn: &mut AnyConnection, order_no: &str, tags: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE order_messages SET sent_at = $1, resends = resends + 1 WHERE order_no = $2 AND tags = $3")

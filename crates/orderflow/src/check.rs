@@ -150,3 +150,53 @@ pub async fn check(
     }
     Ok(report)
 }
+
+/// The invariant gauges of `/metrics` (`orderflow_invariant_*`): the checker run over the
+/// order, stock and payment databases every [`GAUGE_INTERVAL`], with a minute's grace for
+/// orders whose last events may still be in flight.
+#[derive(Clone)]
+pub struct Gauges {
+    pub dbs: [Db; 3],
+    pub metrics: stream::Metrics,
+    /// An order PENDING longer than this is a violation.
+    pub deadline: Duration,
+}
+
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(30);
+const GAUGE_GRACE: Duration = Duration::from_secs(60);
+
+impl Gauges {
+    pub async fn refresh(&self, now_millis: i64) -> anyhow::Result<Report> {
+        let [o, s, p] = &self.dbs;
+        let report = check(o, s, p, self.deadline, GAUGE_GRACE, now_millis).await?;
+        for kind in KINDS {
+            let n = report.violations.iter().filter(|v| v.kind == kind).count();
+            self.metrics.gauge(
+                "orderflow_invariant_violations",
+                "Violations the invariant checker found at its last run, by kind (see `orderflow check`).",
+                &[("kind", kind)],
+                n as f64,
+            );
+        }
+        self.metrics.gauge("orderflow_invariant_orders_checked", "Orders the invariant checker read at its last run.", &[], report.orders as f64);
+        self.metrics.gauge(
+            "orderflow_invariant_checked_at_seconds",
+            "When the invariant checker last ran (Unix time).",
+            &[],
+            now_millis as f64 / 1000.0,
+        );
+        Ok(report)
+    }
+
+    pub async fn run(self, token: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.refresh(events::now_millis()).await {
+                tracing::warn!(error = %e, "invariant check failed; will try again");
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
+            }
+        }
+    }
+}

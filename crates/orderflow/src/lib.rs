@@ -109,57 +109,8 @@ pub struct App {
     pub order: Arc<OrderService>,
     pub stock: Arc<StockService>,
     pub payment: Arc<PaymentService>,
-    invariants: Invariants,
+    invariants: check::Gauges,
     tasks: Tasks,
-}
-
-/// The invariant gauges of `/metrics`: the checker run over the three databases every
-/// [`INVARIANT_INTERVAL`], with the order's cancel deadline (plus a minute) as its deadline
-/// and a minute's grace for orders whose last events may still be in flight.
-#[derive(Clone)]
-struct Invariants {
-    dbs: [Db; 3],
-    metrics: Metrics,
-    deadline: std::time::Duration,
-}
-
-pub const INVARIANT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-const INVARIANT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl Invariants {
-    async fn refresh(&self, now_millis: i64) -> anyhow::Result<check::Report> {
-        let [o, s, p] = &self.dbs;
-        let report = check::check(o, s, p, self.deadline, INVARIANT_GRACE, now_millis).await?;
-        for kind in check::KINDS {
-            let n = report.violations.iter().filter(|v| v.kind == kind).count();
-            self.metrics.gauge(
-                "orderflow_invariant_violations",
-                "Violations the invariant checker found at its last run, by kind (see `orderflow check`).",
-                &[("kind", kind)],
-                n as f64,
-            );
-        }
-        self.metrics.gauge("orderflow_invariant_orders_checked", "Orders the invariant checker read at its last run.", &[], report.orders as f64);
-        self.metrics.gauge(
-            "orderflow_invariant_checked_at_seconds",
-            "When the invariant checker last ran (Unix time).",
-            &[],
-            now_millis as f64 / 1000.0,
-        );
-        Ok(report)
-    }
-
-    async fn run(self, token: CancellationToken) {
-        loop {
-            if let Err(e) = self.refresh(events::now_millis()).await {
-                tracing::warn!(error = %e, "invariant check failed; will try again");
-            }
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(INVARIANT_INTERVAL) => {}
-            }
-        }
-    }
 }
 
 impl App {
@@ -230,7 +181,7 @@ impl App {
         }
 
         let cancel_after = order::compensation::CompensationSettings::from_config(&config.order_stream)?.cancel_after;
-        let invariants = Invariants {
+        let invariants = check::Gauges {
             dbs: [order.host.db.clone(), stock.host.db.clone(), payment.host.db.clone()],
             metrics: metrics.clone(),
             deadline: cancel_after + std::time::Duration::from_secs(60),
@@ -319,7 +270,7 @@ impl App {
     }
 
     /// Runs the invariant checker as of `now_millis` and refreshes the
-    /// `orderflow_invariant_*` gauges (done every [`INVARIANT_INTERVAL`] anyway).
+    /// `orderflow_invariant_*` gauges (done every [`check::GAUGE_INTERVAL`] anyway).
     pub async fn refresh_invariants(&self, now_millis: i64) -> anyhow::Result<check::Report> {
         self.invariants.refresh(now_millis).await
     }

@@ -160,13 +160,10 @@ impl RocketMqBinder {
 
 impl Sender {
     async fn send(&self, m: &Message) -> Result<(), BinderError> {
-        self.send_built(build(m)?, m.keys.clone()).await
-    }
-
-    async fn send_built(&self, message: MqMessage, key: String) -> Result<(), BinderError> {
+        let message = build(m)?;
         let producer = self.producer.lock().await;
         let result = producer
-            .send_with_selector_timeout(message, select_by_key, key, SEND_TIMEOUT_MS)
+            .send_with_selector_timeout(message, select_by_key, m.keys.clone(), SEND_TIMEOUT_MS)
             .await
             .map_err(|e| unavailable("send", e))?;
         match result {

@@ -133,17 +133,16 @@ impl InboxConsumer {
 impl MessageHandler for InboxConsumer {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
         // Redis fast path: duplicates it has seen are acknowledged without a transaction.
-        let keys: Vec<Option<String>> = match &self.fast {
-            Some(_) => batch.iter().map(|d| d.message.event_id().ok().map(|id| RedisIdempotency::key(&self.consumer, &id))).collect(),
-            None => Vec::new(),
-        };
-        let seen = match &self.fast {
+        let (keys, seen): (Vec<Option<String>>, Vec<bool>) = match &self.fast {
             Some(fast) => {
+                let keys: Vec<Option<String>> =
+                    batch.iter().map(|d| d.message.event_id().ok().map(|id| RedisIdempotency::key(&self.consumer, &id))).collect();
                 let known: Vec<String> = keys.iter().flatten().cloned().collect();
                 let mut hits = fast.processed(&known).await.into_iter();
-                keys.iter().map(|k| k.is_some() && hits.next().unwrap_or(false)).collect()
+                let seen = keys.iter().map(|k| k.is_some() && hits.next().unwrap_or(false)).collect();
+                (keys, seen)
             }
-            None => vec![false; batch.len()],
+            None => (Vec::new(), vec![false; batch.len()]),
         };
         let mut outcomes: Vec<Option<Outcome>> = seen.iter().map(|s| s.then_some(Outcome::Done)).collect();
         let fast_hits = seen.iter().filter(|s| **s).count() as u64;
