@@ -171,6 +171,11 @@ async fn admin_calls_without_the_token_are_refused_and_change_nothing(v: Variant
             client.put(t.order_url("/api/admin/products/1001")).json(&json!({"name": "free", "price": 0.01})),
             client.put(format!("{}/admin/bindings/orderCreatedConsumer-in-0", t.app.stock_url)).json(&json!({"state": "PAUSED"})),
             client.get(format!("{}/admin/bindings", t.app.stock_url)),
+            client.get(format!("{}/admin/dlq", t.app.stock_url)),
+            client.get(format!("{}/admin/dlq/1", t.app.stock_url)),
+            client.post(format!("{}/admin/dlq/1/replay", t.app.stock_url)),
+            client.delete(format!("{}/admin/dlq/1", t.app.stock_url)),
+            client.delete(format!("{}/admin/dlq", t.app.payment_url)),
         ];
         for call in calls {
             let r = call.send().await.unwrap();
