@@ -3,7 +3,8 @@
 //!
 //! - **Re-send**: an order still waiting on an event it announced gets that exact message
 //!   again — same eventId, body and headers — once it is older than `resend-after` (and
-//!   again every `resend-after` after that): `order-created` of a PENDING order,
+//!   again every `resend-after` after that, at most `max-resends` times): `order-created`
+//!   of a PENDING order,
 //!   `order-cancelled` of a CANCELLED order whose captured payment is not refunded yet.
 //!   Receivers that already applied it skip it (inbox); one that lost it (a dead letter, a
 //!   broker that lost the message) applies it now.
@@ -19,7 +20,9 @@
 //!
 //! Settings, in the order service's YAML (seconds): `orderflow.compensation.resend-after`
 //! (default 60), `orderflow.compensation.cancel-after` (default 600),
-//! `orderflow.compensation.interval` (default 5).
+//! `orderflow.compensation.interval` (default 5); `orderflow.compensation.max-resends`
+//! (default 10: a receiver that keeps ignoring a message — one whose answer was lost, say —
+//! is not sent it forever).
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,6 +43,7 @@ pub struct CompensationSettings {
     pub resend_after: Duration,
     pub cancel_after: Duration,
     pub interval: Duration,
+    pub max_resends: u32,
 }
 
 impl Default for CompensationSettings {
@@ -48,6 +52,7 @@ impl Default for CompensationSettings {
             resend_after: Duration::from_secs(60),
             cancel_after: Duration::from_secs(600),
             interval: Duration::from_secs(5),
+            max_resends: 10,
         }
     }
 }
@@ -59,6 +64,14 @@ impl CompensationSettings {
             resend_after: c.seconds("compensation.resend-after", d.resend_after)?,
             cancel_after: c.seconds("compensation.cancel-after", d.cancel_after)?,
             interval: c.seconds("compensation.interval", d.interval)?,
+            max_resends: match c.setting("compensation.max-resends") {
+                None => d.max_resends,
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| ConfigError::new("orderflow.compensation.max-resends", "must be a whole number"))?,
+            },
         };
         if s.cancel_after <= s.resend_after {
             return Err(ConfigError::new("orderflow.compensation.cancel-after", "must be longer than resend-after"));
@@ -102,7 +115,7 @@ pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64)
         }
     }
     let cutoff = now - settings.resend_after.as_millis() as i64;
-    for (order_no, message) in store::stale_messages(host.db.reader(), cutoff, BATCH).await? {
+    for (order_no, message) in store::stale_messages(host.db.reader(), cutoff, i64::from(settings.max_resends), BATCH).await? {
         let mut tx = host.db.writer().begin().await?;
         stream::outbox::Outbox::enqueue(&mut tx, &message).await?;
         store::message_resent(&mut tx, &order_no, &message.tags).await?;
@@ -153,8 +166,10 @@ mod tests {
     #[test]
     fn settings_default_and_the_deadline_must_come_after_the_resend() {
         assert_eq!(CompensationSettings::from_config(&config("    {}\n")).unwrap(), CompensationSettings::default());
-        let s = CompensationSettings::from_config(&config("    resend-after: 10\n    cancel-after: 120\n")).unwrap();
-        assert_eq!((s.resend_after.as_secs(), s.cancel_after.as_secs()), (10, 120));
+        let s = CompensationSettings::from_config(&config("    resend-after: 10\n    cancel-after: 120\n    max-resends: 3\n")).unwrap();
+        assert_eq!((s.resend_after.as_secs(), s.cancel_after.as_secs(), s.max_resends), (10, 120, 3));
+        let err = CompensationSettings::from_config(&config("    max-resends: many\n")).unwrap_err();
+        assert_eq!(err.key, "orderflow.compensation.max-resends");
         let err = CompensationSettings::from_config(&config("    resend-after: 120\n    cancel-after: 60\n")).unwrap_err();
         assert_eq!(err.key, "orderflow.compensation.cancel-after");
     }

@@ -212,20 +212,21 @@ pub async fn save_message(conn: &mut AnyConnection, order_no: &str, m: &events::
     Ok(())
 }
 
-/// Announced messages of orders that are still waiting on them, last sent before `cutoff`:
-/// `ORDER_CREATED` of a PENDING order, `ORDER_CANCELLED` of a CANCELLED order whose captured
-/// payment is not refunded yet.
-pub async fn stale_messages(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Vec<(String, events::Message)>, sqlx::Error> {
+/// Announced messages of orders that are still waiting on them, last sent before `cutoff`
+/// and sent again fewer than `max_resends` times: `ORDER_CREATED` of a PENDING order,
+/// `ORDER_CANCELLED` of a CANCELLED order whose captured payment is not refunded yet.
+pub async fn stale_messages(pool: &AnyPool, cutoff: i64, max_resends: i64, limit: i64) -> Result<Vec<(String, events::Message)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT m.order_no, m.tags, m.topic, m.keys, m.properties, m.body
          FROM order_messages m JOIN orders o ON o.order_no = m.order_no
-         WHERE m.sent_at < $1
+         WHERE m.sent_at < $1 AND m.resends < $3
            AND ((o.status = 'PENDING' AND m.tags = 'ORDER_CREATED')
              OR (o.status = 'CANCELLED' AND m.tags = 'ORDER_CANCELLED' AND o.payment_id IS NOT NULL AND o.refunded = 0))
          ORDER BY m.sent_at LIMIT $2",
     )
     .bind(cutoff)
     .bind(limit)
+    .bind(max_resends)
     .fetch_all(pool)
     .await?;
     rows.iter()

@@ -17,8 +17,12 @@ use order::{compensation::{self, CompensationSettings}, domain::OrderStatus};
 use payment::{PaymentSettings, domain::PaymentStatus};
 use stock::expiry::{self, ExpirySettings};
 
-const SETTINGS: CompensationSettings =
-    CompensationSettings { resend_after: Duration::from_secs(60), cancel_after: Duration::from_secs(600), interval: Duration::from_secs(5) };
+const SETTINGS: CompensationSettings = CompensationSettings {
+    resend_after: Duration::from_secs(60),
+    cancel_after: Duration::from_secs(600),
+    interval: Duration::from_secs(5),
+    max_resends: 10,
+};
 
 fn later(d: Duration) -> i64 {
     events::now_millis() + d.as_millis() as i64 + 1_000
@@ -63,6 +67,11 @@ async fn an_order_pending_past_the_deadline_is_cancelled_and_refunded(v: Variant
     let before = t.stock(1001).await;
     let o = t.create_order(32, &[(1001, 1)]).await;
     eventually("payment captured", || async { t.order(&o.order_no).await.payment_id.map(|_| ()) }).await;
+
+    // Re-sent while it waits, but not more than max-resends times.
+    let once = CompensationSettings { max_resends: 1, ..SETTINGS };
+    assert_eq!(compensation::pass(&t.app.order, &once, later(SETTINGS.resend_after)).await.unwrap().resent, 1);
+    assert_eq!(compensation::pass(&t.app.order, &once, later(SETTINGS.resend_after)).await.unwrap().resent, 0);
 
     let pass = compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.cancel_after)).await.unwrap();
     assert_eq!(pass.cancelled, 1);
