@@ -59,6 +59,22 @@ async fn chaos_run_with_the_redis_fast_path() {
     t.shutdown().await;
 }
 
+/// `orderflow soak`, the documented command: a small run prints the report and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soak_command_prints_a_clean_report() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["soak", "--orders", "60", "--concurrency", "4"])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["orders              60", "  paid              40", "lost                0", "double effects      0", "invariant violations 0", "time to quiesce"] {
+        assert!(report.contains(line), "{line:?} in\n{report}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("created 60 orders"), "progress is shown");
+}
+
 // On RocketMQ the broker's redelivery delays (10 s, 30 s, ...) make a chaos run too slow for
 // CI; the embedded binder's retries are what the run exercises.
 mod chaos_embedded_sqlite {

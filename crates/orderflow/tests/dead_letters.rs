@@ -80,6 +80,23 @@ async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     assert!(purged.starts_with(&format!("purged {id}")), "{purged}");
     let list = run(&DlqAction::List { limit: 100 }, &urls, ADMIN_TOKEN, false).await.unwrap();
     assert_eq!(list, "0 dead letters");
+    // The same through the binary.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dlq", "list", "--url", &t.app.stock_url, "--url", &t.app.order_url])
+        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 dead letters");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dlq", "show", &id, "--url", &t.app.stock_url, "--json"])
+        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown["replays"].as_i64(), shown["messageId"].as_str()), (Some(2), Some(id.as_str())), "a purged one can still be shown");
     let missing = run(&DlqAction::Replay("no-such-id".into()), &urls, ADMIN_TOKEN, false).await;
     assert!(missing.unwrap_err().to_string().contains("no dead letter \"no-such-id\""));
     t.shutdown().await;
