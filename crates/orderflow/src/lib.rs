@@ -8,6 +8,7 @@
 //! everything committed is durable, so a new `App` on the same directory carries on with
 //! whatever was in flight (outboxes are relayed, unacknowledged deliveries redelivered).
 
+pub mod bench;
 pub mod check;
 pub mod dlq;
 pub mod settings;

@@ -63,6 +63,9 @@ enum Command {
     /// Run the chaos scenario on a fresh system (embedded binder) and report orders, lost,
     /// double effects, invariant violations and time to quiesce; exits 1 unless clean.
     Soak(Soak),
+    /// Drive a running system with orders over HTTP and report throughput, latency,
+    /// messages/s, CPU and memory, against the raw binder and disk baselines.
+    Bench(Bench),
     /// Work with the dead letters of running services (through their admin API).
     Dlq(Dlq),
     /// Validate service YAML files (the seed's application-rocketmq.yml) and print their bindings.
@@ -71,6 +74,46 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct Bench {
+    /// The order service.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// The stock service (its admin API tops up the product's stock first).
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    stock_url: String,
+    /// One URL per process to read /metrics from and measure (repeat; default: --url, right
+    /// for `up`; give all three for the distributed topology).
+    #[arg(long = "service-url")]
+    service_urls: Vec<String>,
+    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Orders per second (open loop) [default: flat out].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// HTTP clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Orders to place [default: 2000 unless --duration-secs is given].
+    #[arg(long)]
+    count: Option<usize>,
+    /// Place orders for this long instead of a count.
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// The product every order buys.
+    #[arg(long, default_value_t = 1002)]
+    product: i64,
+    /// Where the baselines write: put it on the system's disk.
+    #[arg(long, default_value = "./data")]
+    scratch_dir: PathBuf,
+    /// Messages for the raw binder round trip (0 skips the baselines).
+    #[arg(long, default_value_t = 2000)]
+    baseline_messages: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -211,8 +254,13 @@ struct Up {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // A soak run injects failures on purpose: only errors are worth a log line there.
-    let default_filter = if matches!(cli.command, Command::Soak(_)) { "error" } else { "info,sqlx=warn" };
+    // A soak run injects failures on purpose: only errors are worth a log line there; a
+    // bench prints its own progress.
+    let default_filter = match cli.command {
+        Command::Soak(_) => "error",
+        Command::Bench(_) => "warn",
+        _ => "info,sqlx=warn",
+    };
     init_logging(&cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -287,6 +335,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Soak(soak) => run_soak(soak).await,
+        Command::Bench(b) => {
+            let duration = b.duration_secs.map(std::time::Duration::from_secs_f64);
+            std::fs::create_dir_all(&b.scratch_dir).with_context(|| format!("cannot create {}", b.scratch_dir.display()))?;
+            let config = orderflow::bench::BenchConfig {
+                service_urls: if b.service_urls.is_empty() { vec![b.url.clone()] } else { b.service_urls },
+                order_url: b.url,
+                stock_url: b.stock_url,
+                admin_token: b.admin_token.context("the admin token is needed (stock is topped up): --admin-token or ORDERFLOW_ADMIN_TOKEN")?,
+                rate: b.rate,
+                concurrency: b.concurrency,
+                count: b.count.or(if duration.is_none() { Some(2000) } else { None }),
+                duration,
+                product: b.product,
+                scratch_dir: b.scratch_dir,
+                baseline_messages: b.baseline_messages,
+                settle_limit: std::time::Duration::from_secs(600),
+            };
+            let report = orderflow::bench::run(&config, &|line| eprintln!("bench: {line}")).await?;
+            if b.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
         Command::Dlq(dlq) => {
             use orderflow::dlq::DlqAction;
             let action = match dlq.action {
