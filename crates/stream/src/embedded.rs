@@ -7,7 +7,9 @@
 //!   accumulates the messages published meanwhile; a new group starts from the next message,
 //!   as RocketMQ's CONSUME_FROM_LAST_OFFSET.
 //! - `deliveries`: one row per (group, message) still to be acknowledged, written in the same
-//!   transaction as the message. A worker claims due rows by setting a lease; `Done` deletes
+//!   transaction as the message. A worker claims due rows by setting a lease (up to 32
+//!   handler batches in one commit, handled one `batch-size` batch at a time, settled in one
+//!   commit); `Done` deletes
 //!   the row, `Retry` pushes `due_at` back by the binding's backoff, and the last failed
 //!   attempt (or `DeadLetter`) moves the message to `%DLQ%<group>` and deletes the row.
 //! - At-least-once: a claimed row whose worker dies is claimed again when its lease runs
@@ -85,6 +87,9 @@ const CLAIM_ORDERLY: &str = claim_sql!(
                      AND e.msg_key = d.msg_key AND e.id < d.id)"
 );
 
+/// Handler batches claimed (and settled) together: one `broker.db` commit each way for up to
+/// this many batches, where one per batch made every delivery cost three commits.
+const CLAIM_BATCHES: usize = 32;
 /// How long a claimed batch may take before its messages are handed out again.
 const LEASE: Duration = Duration::from_secs(60);
 /// Longest idle wait before a worker looks again even without a wake-up.
@@ -236,7 +241,7 @@ impl Inner {
         Ok(groups)
     }
 
-    async fn claim(&self, b: &ConsumerBinding) -> Result<Vec<Claimed>, sqlx::Error> {
+    async fn claim(&self, b: &ConsumerBinding, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
         let now = now_millis();
         let owner = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let sql = if b.orderly { CLAIM_ORDERLY } else { CLAIM };
@@ -247,7 +252,7 @@ impl Inner {
         .bind(&b.group)
         .bind(&b.destination)
         .bind(now)
-        .bind(b.batch_size as i64)
+        .bind(limit as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -389,7 +394,7 @@ impl Inner {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = match self.claim(&b).await {
+            let claimed = match self.claim(&b, b.batch_size.saturating_mul(CLAIM_BATCHES)).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(group = %b.group, topic = %b.destination, error = %e, "claim failed");
@@ -412,8 +417,15 @@ impl Inner {
                 }
                 continue;
             }
-            let batch: Vec<Delivery> = claimed.iter().map(|c| c.delivery.clone()).collect();
-            let outcomes = handler.handle(&batch).await;
+            // The handler sees `batch-size` messages at a time; the claim and the settle of
+            // up to CLAIM_BATCHES such batches share one commit each.
+            let mut outcomes = Vec::with_capacity(claimed.len());
+            for chunk in claimed.chunks(b.batch_size.max(1)) {
+                let batch: Vec<Delivery> = chunk.iter().map(|c| c.delivery.clone()).collect();
+                let mut answered = handler.handle(&batch).await;
+                answered.resize(batch.len(), Outcome::Retry("handler returned no outcome".into()));
+                outcomes.extend(answered);
+            }
             // A failed settle leaves the leases to expire: the batch is delivered again.
             if let Err(e) = self.settle(&b, &claimed, &outcomes).await {
                 tracing::error!(group = %b.group, topic = %b.destination, error = %e, "settle failed; batch will be redelivered");
