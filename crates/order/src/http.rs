@@ -9,7 +9,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use events::{Event, OrderCreatedEvent};
 use httpkit::{ApiError, JsonBody};
 use serde::Deserialize;
 
@@ -69,41 +68,11 @@ async fn create(
         None => None,
     };
     let hash = serde_json::to_string(&(request.user_id, &request.lines, &request.remark)).unwrap_or_default();
-
-    let mut tx = svc.host.db.writer().begin().await?;
-    if let Some(key) = &key
-        && let Some((earlier_hash, order_no)) = store::idempotent(&mut tx, key).await?
-    {
-        if earlier_hash != hash {
-            return Err(ApiError::Unprocessable(
-                "Idempotency-Key was already used with a different request".into(),
-            ));
-        }
-        let view = store::view(&mut tx, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
+    let (view, replayed) = svc.creator.create(crate::creator::NewOrder { request, items, key, hash }).await?;
+    if replayed {
         return Ok((StatusCode::CREATED, [("idempotent-replayed", "true")], Json(view)).into_response());
     }
-    let prices = store::prices(&mut tx, request.lines.keys().copied()).await?;
-    let total = request.total(&items, |p| prices.get(&p).copied()).map_err(invalid)?;
-    let created = store::insert_order(&mut tx, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
-    let event = OrderCreatedEvent {
-        order_id: created.order_id,
-        order_no: created.order_no.clone(),
-        user_id: request.user_id,
-        total_amount: total,
-        product_quantity_map: request.lines.clone(),
-        remark: request.remark.clone(),
-        timestamp: Some(created.created_at),
-        event_id: events::new_event_id(),
-    };
-    svc.announce(&mut tx, &created.order_no, &event.to_message_on(&svc.order_created_topic)).await?;
-    store::record(&mut tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
-    if let Some(key) = &key {
-        store::remember_key(&mut tx, key, &hash, &created.order_no).await?;
-    }
-    let view = store::view(&mut tx, &created.order_no).await?.ok_or_else(|| ApiError::internal("new order vanished"))?;
-    tx.commit().await?;
-    svc.host.relay.wake();
-    tracing::info!(order_no = %created.order_no, %total, "order created");
+    tracing::info!(order_no = %view.order_no, total = %view.total_amount, "order created");
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

@@ -8,9 +8,11 @@
 //! - Consumers (group `order-consumer-group` from the YAML): `payment-success` and
 //!   `stock-freeze-failed` (the seed's), `stock-deducted`, `payment-failed`,
 //!   `payment-refunded` (ours). Each runs through the inbox: one effect per eventId.
+//! - [`creator`]: group commit for `POST /api/orders`.
 //! - [`compensation`]: re-sends what a stuck order announced, cancels it past its deadline.
 
 pub mod compensation;
+pub mod creator;
 pub mod domain;
 pub mod http;
 pub mod store;
@@ -38,6 +40,7 @@ const DEFAULT_GROUP: &str = "order-consumer-group";
 /// The running service: its host (database, binder, relay) and where its events go.
 pub struct OrderService {
     pub host: Arc<ServiceHost>,
+    creator: creator::Creator,
     order_created_topic: String,
     order_cancelled_topic: String,
 }
@@ -77,7 +80,9 @@ impl OrderService {
     pub async fn start(host: Arc<ServiceHost>, tracker: &TaskTracker, token: CancellationToken) -> Result<Arc<OrderService>, StartError> {
         let config = &host.config;
         let compensation = CompensationSettings::from_config(config)?;
+        let (creator, creations) = creator::Creator::new();
         let svc = Arc::new(OrderService {
+            creator,
             order_created_topic: config.destination_of("orderCreatedProducer-out-0", EventType::OrderCreated),
             order_cancelled_topic: config.destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled),
             host: host.clone(),
@@ -93,6 +98,7 @@ impl OrderService {
         for (binding, kind) in bindings {
             host.bind(binding, Arc::new(FactHandler { svc: svc.clone(), kind })).await?;
         }
+        tracker.spawn(creator::run(svc.clone(), creations, token.clone()));
         tracker.spawn(compensation::run(svc.clone(), compensation, token));
         Ok(svc)
     }

@@ -197,7 +197,66 @@ async fn admin_calls_without_the_token_are_refused_and_change_nothing(v: Variant
     t.shutdown().await;
 }
 
+/// Concurrent creates share commits (group commit); a bad request among them fails alone
+/// and a key used by several of them still makes one order.
+async fn concurrent_creates_commit_together_and_a_bad_one_fails_alone(v: Variant) {
+    let t = spawn(v).await;
+    let user = 4242;
+    let post = |items: Value, key: Option<&'static str>| {
+        let mut req = t.http.post(t.order_url("/api/orders")).json(&json!({"userId": user, "items": items}));
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        calls.push(match i % 8 {
+            0 => post(json!([{"productId": 9999, "quantity": 1}]), None),
+            1 => post(json!([{"productId": 1001, "quantity": 1}]), Some("same-key-for-five")),
+            _ => post(json!([{"productId": 1002, "quantity": 1}]), None),
+        });
+    }
+    let answers = futures_join(calls).await;
+    let (mut created, mut keyed, mut refused) = (0, std::collections::BTreeSet::new(), 0);
+    for (i, (status, body)) in answers.iter().enumerate() {
+        match i % 8 {
+            0 => {
+                assert_eq!(*status, 400, "{body}");
+                assert_eq!(body["error"]["field"], "items[0].productId");
+                refused += 1;
+            }
+            1 => {
+                assert_eq!(*status, 201, "{body}");
+                keyed.insert(body["orderNo"].as_str().unwrap().to_owned());
+            }
+            _ => {
+                assert_eq!(*status, 201, "{body}");
+                created += 1;
+            }
+        }
+    }
+    assert_eq!((created, keyed.len(), refused), (30, 1, 5), "five posts with one key made one order");
+    let listed: Vec<Value> = t.http.get(t.order_url(&format!("/api/orders?userId={user}&limit=100"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.len(), 31, "nothing written for the refused ones");
+    t.shutdown().await;
+}
+
+/// Runs the futures at once (the creates must be in flight together to share a commit).
+async fn futures_join<F: std::future::Future<Output = (u16, Value)> + Send + 'static>(calls: Vec<F>) -> Vec<(u16, Value)> {
+    let handles: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 variants!(
+    concurrent_creates_commit_together_and_a_bad_one_fails_alone,
     bad_orders_are_refused_naming_the_field_and_nothing_is_written,
     an_idempotency_key_makes_a_retried_post_return_the_first_result,
     orders_are_listed_by_user_and_status,

@@ -1,0 +1,145 @@
+//! Group commit for order creation. Every `POST /api/orders` hands its validated request to
+//! one creator task, which takes whatever requests are waiting (up to [`MAX_GROUP`]) and
+//! writes them in one transaction, each inside its own savepoint: one durable commit for the
+//! group instead of one per order, and a request that fails (unknown product, reused
+//! Idempotency-Key) rolls back alone. Each request is answered only after the commit, so a
+//! 201 still means the order and its `order-created` event are on disk.
+//!
+//! Under light load a group is one request and nothing waits; under load the group grows
+//! while the previous commit runs.
+
+use std::sync::Arc;
+
+use events::{Event, OrderCreatedEvent};
+use httpkit::ApiError;
+use sqlx::AnyConnection;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    OrderService,
+    domain::OrderRequest,
+    store::{self, OrderView},
+};
+
+/// Most requests written in one transaction.
+pub const MAX_GROUP: usize = 256;
+
+/// A validated order request.
+pub struct NewOrder {
+    pub request: OrderRequest,
+    /// The request's items as given (to name a bad line).
+    pub items: Vec<(i64, i64)>,
+    pub key: Option<String>,
+    /// What an Idempotency-Key must be reused with.
+    pub hash: String,
+}
+
+type Reply = oneshot::Sender<Result<(OrderView, bool), ApiError>>;
+
+/// The handle requests go through.
+#[derive(Clone)]
+pub struct Creator {
+    queue: mpsc::Sender<(NewOrder, Reply)>,
+}
+
+impl Creator {
+    pub fn new() -> (Creator, mpsc::Receiver<(NewOrder, Reply)>) {
+        let (queue, rx) = mpsc::channel(4 * MAX_GROUP);
+        (Creator { queue }, rx)
+    }
+
+    /// Creates the order (or finds the one its Idempotency-Key made: `true`).
+    pub async fn create(&self, order: NewOrder) -> Result<(OrderView, bool), ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let stopping = || ApiError::Unavailable("the order service is stopping".into());
+        self.queue.send((order, reply)).await.map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
+    }
+}
+
+/// The creator task: groups waiting requests into one transaction until `token` is
+/// cancelled, then writes what is already queued and refuses the rest.
+pub async fn run(svc: Arc<OrderService>, mut rx: mpsc::Receiver<(NewOrder, Reply)>, token: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => match job { Some(j) => j, None => return },
+            _ = token.cancelled() => {
+                rx.close();
+                match rx.recv().await { Some(j) => j, None => return }
+            }
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        match write_group(&svc, &group).await {
+            Ok(results) => {
+                svc.host.relay.wake();
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, orders = group.len(), "order group commit failed");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(ApiError::internal(format!("storage: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction, a savepoint per request; `Err` only when the transaction as a whole failed.
+async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Vec<Result<(OrderView, bool), ApiError>>, sqlx::Error> {
+    let mut tx = svc.host.db.writer().begin().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for (order, _) in group {
+        sqlx::query("SAVEPOINT new_order").execute(&mut *tx).await?;
+        let result = create_one(svc, &mut tx, order).await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT new_order").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT new_order").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn create_one(svc: &OrderService, tx: &mut AnyConnection, order: &NewOrder) -> Result<(OrderView, bool), ApiError> {
+    let NewOrder { request, items, key, hash } = order;
+    if let Some(key) = key
+        && let Some((earlier_hash, order_no)) = store::idempotent(tx, key).await?
+    {
+        if earlier_hash != *hash {
+            return Err(ApiError::Unprocessable("Idempotency-Key was already used with a different request".into()));
+        }
+        let view = store::view(tx, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
+        return Ok((view, true));
+    }
+    let prices = store::prices(tx, request.lines.keys().copied()).await?;
+    let total = request.total(items, |p| prices.get(&p).copied()).map_err(|i| ApiError::invalid(i.field, i.message))?;
+    let created = store::insert_order(tx, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
+    let event = OrderCreatedEvent {
+        order_id: created.order_id,
+        order_no: created.order_no.clone(),
+        user_id: request.user_id,
+        total_amount: total,
+        product_quantity_map: request.lines.clone(),
+        remark: request.remark.clone(),
+        timestamp: Some(created.created_at),
+        event_id: events::new_event_id(),
+    };
+    svc.announce(tx, &created.order_no, &event.to_message_on(&svc.order_created_topic)).await?;
+    store::record(tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
+    if let Some(key) = key {
+        store::remember_key(tx, key, hash, &created.order_no).await?;
+    }
+    let view = store::view(tx, &created.order_no).await?.ok_or_else(|| ApiError::internal("new order vanished"))?;
+    Ok((view, false))
+}
