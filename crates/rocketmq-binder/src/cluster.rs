@@ -95,8 +95,23 @@ impl LocalCluster {
         Self::start_on(dir, None).await
     }
 
-    /// As [`start`](Self::start), with the name server on `namesrv_port` when given.
+    /// As [`start`](Self::start), with the name server on `namesrv_port` when given. A
+    /// broker that exits while starting (a port picked as free was taken meanwhile by
+    /// another process) is started again on fresh ports, up to three times.
     pub async fn start_on(dir: &Path, namesrv_port: Option<u16>) -> Result<LocalCluster, ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir, namesrv_port).await {
+                Err(ClusterError::Io { what, .. }) if attempt < 3 && what.starts_with("broker exited") => {
+                    tracing::warn!(attempt, %what, "the local broker did not start; trying again on fresh ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(dir: &Path, namesrv_port: Option<u16>) -> Result<LocalCluster, ClusterError> {
         let namesrv = match namesrv_port {
             Some(p) => p,
             None => free_port()?,
