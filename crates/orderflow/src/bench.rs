@@ -14,8 +14,8 @@
 //! - CPU and memory of the processes listening on the services' ports (`/proc`), sampled
 //!   every 250 ms: average CPU (100% = one core) and peak RSS.
 //! - Baselines, in the same run: the raw embedded binder round trip (publish → consume, no
-//!   business logic, one message per publish as the relay sends them) and the disk's durable
-//!   commit rate (one-row SQLite commits, `synchronous=FULL`), on the same disk.
+//!   business logic, one message per publish as the relay sends them; on RocketMQ with
+//!   `--raw-name-server`) and the disk's durable commit rate (one-row SQLite commits, `synchronous=FULL`), on the same disk.
 //!
 //! The report is a table, or JSON with `--json`.
 
@@ -54,6 +54,8 @@ pub struct BenchConfig {
     pub scratch_dir: PathBuf,
     /// Messages for the raw binder round trip (0: skip the baselines).
     pub baseline_messages: usize,
+    /// Measure the raw round trip on this RocketMQ name server instead of the embedded binder.
+    pub raw_name_server: Option<String>,
     pub settle_limit: Duration,
 }
 
@@ -94,7 +96,7 @@ pub struct BenchReport {
     pub messages_per_order: f64,
     pub cpu_percent: Option<f64>,
     pub peak_rss_mb: Option<f64>,
-    /// Raw embedded binder publish → consume, messages per second.
+    /// Raw binder publish → consume (embedded, or RocketMQ), messages per second.
     pub raw_binder_rate: Option<f64>,
     /// End-to-end rate over (raw rate / messages per order).
     pub ratio_to_raw: Option<f64>,
@@ -232,7 +234,7 @@ pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyho
 
     let (raw_binder_rate, disk_commit_rate) = if cfg.baseline_messages > 0 {
         progress(format!("baseline: raw binder round trip of {} messages", cfg.baseline_messages));
-        let raw = raw_binder_rate(&cfg.scratch_dir, cfg.baseline_messages).await?;
+        let raw = raw_binder_rate(&cfg.scratch_dir, cfg.raw_name_server.as_deref(), cfg.baseline_messages).await?;
         progress("baseline: durable commits".into());
         (Some(raw), Some(disk_commit_rate(&cfg.scratch_dir, 500).await?))
     } else {
@@ -406,13 +408,28 @@ impl MessageHandler for Counter {
     }
 }
 
-/// The embedded binder alone: `n` messages published one per call by 4 publishers, consumed
-/// by one group with the seed's settings; messages per second from first publish to last ack.
-pub async fn raw_binder_rate(dir: &Path, n: usize) -> anyhow::Result<f64> {
+/// The binder alone: `n` messages published one per call by 4 publishers, consumed by one
+/// group with the seed's settings; messages per second from first publish to last ack. On
+/// the embedded binder in a scratch file under `dir`, or on the RocketMQ cluster of
+/// `name_server`.
+pub async fn raw_binder_rate(dir: &Path, name_server: Option<&str>, n: usize) -> anyhow::Result<f64> {
+    const TOPIC: &str = "orderflow-raw-bench";
     let scratch = tempfile::tempdir_in(dir).context("scratch directory for the baseline")?;
-    let binder = EmbeddedBinder::open(&scratch.path().join("raw.db"), Metrics::new()).await?;
+    let binder: Arc<dyn Binder> = match name_server {
+        None => Arc::new(EmbeddedBinder::open(&scratch.path().join("raw.db"), Metrics::new()).await?),
+        Some(ns) => {
+            let settings = rocketmq_binder::RocketMqSettings {
+                name_server: ns.to_owned(),
+                producer_group: "orderflow-raw-bench-producer".into(),
+                topics: vec![TOPIC.into()],
+                max_consume_threads: 4,
+            };
+            Arc::new(rocketmq_binder::RocketMqBinder::connect(settings, Metrics::new()).await?)
+        }
+    };
     let counter = Arc::new(Counter { seen: AtomicUsize::new(0), target: n, done: tokio::sync::Notify::new() });
-    binder.bind_consumer(ConsumerBinding::with_defaults("raw-in-0", "raw", "raw-group", "RAW"), counter.clone()).await?;
+    let group = format!("orderflow-raw-bench-{}", rand_u16());
+    binder.bind_consumer(ConsumerBinding::with_defaults("raw-in-0", TOPIC, &group, "RAW"), counter.clone()).await?;
     binder.start().await?;
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -420,11 +437,14 @@ pub async fn raw_binder_rate(dir: &Path, n: usize) -> anyhow::Result<f64> {
     for _ in 0..4 {
         let (binder, next) = (binder.clone(), next.clone());
         publishers.spawn(async move {
-            while next.fetch_add(1, Ordering::SeqCst) < n {
-                let m = Message { topic: "raw".into(), tags: "RAW".into(), keys: "k".into(), properties: Default::default(), body: b"{}".to_vec() };
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let m = Message { topic: TOPIC.into(), tags: "RAW".into(), keys: format!("k{i}"), properties: Default::default(), body: b"{}".to_vec() };
                 binder.publish(&[m]).await?;
             }
-            Ok::<_, anyhow::Error>(())
         });
     }
     while let Some(r) = publishers.join_next().await {

@@ -111,6 +111,9 @@ struct Bench {
     /// Messages for the raw binder round trip (0 skips the baselines).
     #[arg(long, default_value_t = 2000)]
     baseline_messages: usize,
+    /// Measure the raw round trip on RocketMQ (this name server) instead of the embedded binder.
+    #[arg(long)]
+    raw_name_server: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -350,6 +353,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 product: b.product,
                 scratch_dir: b.scratch_dir,
                 baseline_messages: b.baseline_messages,
+                raw_name_server: b.raw_name_server,
                 settle_limit: std::time::Duration::from_secs(600),
             };
             let report = orderflow::bench::run(&config, &|line| eprintln!("bench: {line}")).await?;

@@ -23,6 +23,7 @@ async fn a_bench_run_reports_what_it_measured() {
         product: 1002,
         scratch_dir: t.dir.path().to_owned(),
         baseline_messages: 100,
+        raw_name_server: None,
         settle_limit: Duration::from_secs(60),
     };
     let r = bench::run(&config, &|_| {}).await.unwrap();
@@ -39,4 +40,13 @@ async fn a_bench_run_reports_what_it_measured() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["createToPaidMs"]["samples"], 60);
     t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_round_trip_is_measured_on_rocketmq_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = rocketmq_binder::LocalCluster::start(&dir.path().join("rocketmq")).await.unwrap();
+    let rate = bench::raw_binder_rate(dir.path(), Some(&cluster.name_server()), 50).await.unwrap();
+    assert!(rate > 0.0 && rate.is_finite(), "{rate}");
+    cluster.stop().await;
 }
