@@ -11,7 +11,8 @@
 //! Each violation has a kind (`conservation`, `paid`, `cancelled`, `deadline`); `orderflow up`
 //! exports their counts as `orderflow_invariant_violations{kind}` on `/metrics`.
 //!
-//! It only reads; it can run against live databases (a violation seen mid-flight, such as a
+//! It only reads, a page of orders at a time (memory stays flat however large the tables
+//! grow); it can run against live databases (a violation seen mid-flight, such as a
 //! reservation a moment before its release, shows up again only if it persists).
 //! Sums are cast to BIGINT: PostgreSQL's SUM of BIGINT is NUMERIC.
 
@@ -43,6 +44,9 @@ fn violation(kind: &'static str, subject: String, problem: impl Into<String>) ->
 
 /// The kinds of violation, for gauges that should read 0 rather than be absent.
 pub const KINDS: [&str; 4] = ["conservation", "paid", "cancelled", "deadline"];
+
+/// Orders read (with their reservations and payments) per round.
+const PAGE: i64 = 1000;
 
 fn decimal(text: Option<String>) -> Option<Decimal> {
     text.and_then(|t| Decimal::from_str(&t).ok())
@@ -86,64 +90,83 @@ pub async fn check(
         }
     }
 
-    let reservations: HashMap<String, String> = sqlx::query("SELECT order_no, state FROM reservations")
-        .fetch_all(stock.reader())
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-    let mut payments: HashMap<String, Vec<(String, Option<Decimal>)>> = HashMap::new();
-    for r in sqlx::query("SELECT order_no, status, amount FROM payments").fetch_all(payment.reader()).await? {
-        payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
-    }
-
-    let orders =
-        sqlx::query("SELECT order_no, status, total, created_at, updated_at FROM orders ORDER BY id").fetch_all(order.reader()).await?;
-    report.orders = orders.len();
+    // Orders in pages by orderNo, each with the reservations and payments of the same range,
+    // so memory stays bounded however many orders there are.
     let deadline_ms = i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
     let settled_before = now_millis.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-    for r in &orders {
-        let order_no: String = r.try_get::<Option<String>, _>("order_no")?.unwrap_or_default();
-        let status: String = r.try_get("status")?;
-        let total = decimal(r.try_get("total")?);
-        let created_at: i64 = r.try_get("created_at")?;
-        let updated_at: i64 = r.try_get("updated_at")?;
-        let subject = format!("order {order_no}");
-        let reservation = reservations.get(&order_no).map(String::as_str);
-        let pays = payments.get(&order_no).map(Vec::as_slice).unwrap_or_default();
-        let captured: Vec<&(String, Option<Decimal>)> = pays.iter().filter(|(s, _)| s == "SUCCESS").collect();
-        match status.as_str() {
-            "PAID" | "CANCELLED" if updated_at > settled_before => {}
-            "PAID" => {
-                match captured.as_slice() {
-                    [(_, amount)] if *amount == total => {}
-                    [(_, amount)] => report.violations.push(violation(
-                        "paid",
-                        subject.clone(),
-                        format!("PAID {total:?} but the payment captured {amount:?}"),
-                    )),
-                    other => report.violations.push(violation(
-                        "paid",
-                        subject.clone(),
-                        format!("PAID with {} successful unrefunded payments (want exactly 1)", other.len()),
-                    )),
+    let mut after = String::new();
+    loop {
+        let orders = sqlx::query(
+            "SELECT order_no, status, total, created_at, updated_at FROM orders WHERE order_no > $1 ORDER BY order_no LIMIT $2",
+        )
+        .bind(&after)
+        .bind(PAGE)
+        .fetch_all(order.reader())
+        .await?;
+        let Some(last) = orders.last().map(|r| r.try_get::<String, _>("order_no")).transpose()? else { break };
+        report.orders += orders.len();
+        let reservations: HashMap<String, String> =
+            sqlx::query("SELECT order_no, state FROM reservations WHERE order_no > $1 AND order_no <= $2")
+                .bind(&after)
+                .bind(&last)
+                .fetch_all(stock.reader())
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+        let mut payments: HashMap<String, Vec<(String, Option<Decimal>)>> = HashMap::new();
+        for r in sqlx::query("SELECT order_no, status, amount FROM payments WHERE order_no > $1 AND order_no <= $2")
+            .bind(&after)
+            .bind(&last)
+            .fetch_all(payment.reader())
+            .await?
+        {
+            payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
+        }
+        after = last;
+        for r in &orders {
+            let order_no: String = r.try_get::<Option<String>, _>("order_no")?.unwrap_or_default();
+            let status: String = r.try_get("status")?;
+            let total = decimal(r.try_get("total")?);
+            let created_at: i64 = r.try_get("created_at")?;
+            let updated_at: i64 = r.try_get("updated_at")?;
+            let subject = format!("order {order_no}");
+            let reservation = reservations.get(&order_no).map(String::as_str);
+            let pays = payments.get(&order_no).map(Vec::as_slice).unwrap_or_default();
+            let captured: Vec<&(String, Option<Decimal>)> = pays.iter().filter(|(s, _)| s == "SUCCESS").collect();
+            match status.as_str() {
+                "PAID" | "CANCELLED" if updated_at > settled_before => {}
+                "PAID" => {
+                    match captured.as_slice() {
+                        [(_, amount)] if *amount == total => {}
+                        [(_, amount)] => report.violations.push(violation(
+                            "paid",
+                            subject.clone(),
+                            format!("PAID {total:?} but the payment captured {amount:?}"),
+                        )),
+                        other => report.violations.push(violation(
+                            "paid",
+                            subject.clone(),
+                            format!("PAID with {} successful unrefunded payments (want exactly 1)", other.len()),
+                        )),
+                    }
+                    if reservation != Some("DEDUCTED") {
+                        report.violations.push(violation("paid", subject, format!("PAID but its reservation is {reservation:?}, not DEDUCTED")));
+                    }
                 }
-                if reservation != Some("DEDUCTED") {
-                    report.violations.push(violation("paid", subject, format!("PAID but its reservation is {reservation:?}, not DEDUCTED")));
+                "CANCELLED" => {
+                    if matches!(reservation, Some("FROZEN" | "DEDUCTED" | "AWAITING_FREEZE")) {
+                        report.violations.push(violation("cancelled", subject.clone(), format!("CANCELLED but its reservation is {reservation:?}")));
+                    }
+                    if !captured.is_empty() {
+                        report.violations.push(violation("cancelled", subject, "CANCELLED but a captured payment was not refunded"));
+                    }
                 }
-            }
-            "CANCELLED" => {
-                if matches!(reservation, Some("FROZEN" | "DEDUCTED" | "AWAITING_FREEZE")) {
-                    report.violations.push(violation("cancelled", subject.clone(), format!("CANCELLED but its reservation is {reservation:?}")));
-                }
-                if !captured.is_empty() {
-                    report.violations.push(violation("cancelled", subject, "CANCELLED but a captured payment was not refunded"));
-                }
-            }
-            _ => {
-                if now_millis.saturating_sub(created_at) > deadline_ms {
-                    let age = Duration::from_millis(u64::try_from(now_millis - created_at).unwrap_or(0));
-                    report.violations.push(violation("deadline", subject, format!("{status} for {}s, past the deadline", age.as_secs())));
+                _ => {
+                    if now_millis.saturating_sub(created_at) > deadline_ms {
+                        let age = Duration::from_millis(u64::try_from(now_millis - created_at).unwrap_or(0));
+                        report.violations.push(violation("deadline", subject, format!("{status} for {}s, past the deadline", age.as_secs())));
+                    }
                 }
             }
         }

@@ -48,6 +48,8 @@ pub struct SoakReport {
     /// Orders with more than one payment, or more than one stock deduction.
     pub double_effects: usize,
     pub sold: i64,
+    /// Orders the invariant checker read.
+    pub checked: usize,
     pub violations: Vec<check::Violation>,
     pub dead_letters: usize,
     /// Duplicate deliveries the inboxes absorbed.
@@ -73,7 +75,7 @@ impl std::fmt::Display for SoakReport {
         writeln!(f, "  cancelled         {}", self.cancelled)?;
         writeln!(f, "lost                {}", self.lost)?;
         writeln!(f, "double effects      {}", self.double_effects)?;
-        writeln!(f, "invariant violations {}", self.violations.len())?;
+        writeln!(f, "invariant violations {} ({} orders checked)", self.violations.len(), self.checked)?;
         for v in &self.violations {
             writeln!(f, "  {}: {}", v.subject, v.problem)?;
         }
@@ -191,6 +193,7 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
             .bind(PRODUCT)
             .fetch_one(stock_db.reader())
             .await?,
+        checked: report.orders,
         violations: report.violations,
         dead_letters,
         duplicates_absorbed: m.total(metrics::DUPLICATES),

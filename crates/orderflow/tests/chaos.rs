@@ -28,6 +28,7 @@ async fn chaos_run(v: Variant) {
     assert!(report.clean(), "{report}");
     assert_eq!((report.paid, report.cancelled, report.sold), (1300, 700, 1300), "exactly the units on offer were sold: {report}");
     assert_eq!(report.dead_letters, 0, "{report}");
+    assert_eq!(report.checked, 2000, "the checker read every order, page after page: {report}");
     assert!(report.duplicates_absorbed >= 2000.0 * 3.0, "every event was delivered twice and absorbed: {report}");
     assert!(report.retries > 500.0, "failures and lost acknowledgements were injected and retried: {report}");
     let s = t.stock(soak::PRODUCT).await;
@@ -69,7 +70,7 @@ async fn the_soak_command_prints_a_clean_report() {
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
-    for line in ["orders              60", "  paid              40", "lost                0", "double effects      0", "invariant violations 0", "time to quiesce"] {
+    for line in ["orders              60", "  paid              40", "lost                0", "double effects      0", "invariant violations 0 (60 orders checked)", "time to quiesce"] {
         assert!(report.contains(line), "{line:?} in\n{report}");
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("created 60 orders"), "progress is shown");
