@@ -284,10 +284,14 @@ pub fn dlq_routes(host: Arc<stream::ServiceHost>) -> Router {
     }
     #[derive(serde::Deserialize)]
     struct ListQuery {
-        limit: Option<usize>,
+        limit: Option<String>,
     }
     async fn list(State(host): Host, Query(q): Query<ListQuery>) -> Result<Json<Vec<DeadLetterEntry>>, ApiError> {
-        Ok(Json(host.dead_letters(q.limit.unwrap_or(100)).await.map_err(api)?))
+        let limit = match q.limit.as_deref() {
+            None => 100,
+            Some(text) => text.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 10000"))?,
+        };
+        Ok(Json(host.dead_letters(limit).await.map_err(api)?))
     }
     async fn show(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
         Ok(Json(host.dead_letter(&id).await.map_err(api)?))

@@ -36,6 +36,9 @@ async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     assert_eq!(d["tags"], "ORDER_CREATED");
     assert_eq!(d["error"], "stock database was read-only (test)");
     assert_eq!(d["replays"], 0);
+    let bad = t.http.get(format!("{}/admin/dlq?limit=lots", t.app.stock_url)).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"]["field"], "limit");
     assert!(d["properties"]["eventId"].as_str().is_some_and(|e| !e.is_empty()), "headers shown: {d}");
     assert!(d["body"].as_str().unwrap().contains(&o.order_no), "payload shown: {d}");
     let id = d["messageId"].as_str().unwrap().to_owned();
