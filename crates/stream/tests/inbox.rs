@@ -152,10 +152,16 @@ async fn when_redis_goes_away_the_inbox_alone_keeps_every_event_applied_once() {
         .expect("redis-server on PATH");
     let url = format!("redis://127.0.0.1:{port}");
     let metrics = Metrics::new();
+    // Wait (up to 10 s) for the private server to accept connections.
+    let mut tries = 0;
     let fast = loop {
         match RedisIdempotency::connect(&url, metrics.clone()).await {
             Ok(f) => break f,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(_) if tries < 500 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the private redis-server never answered: {e}"),
         }
     };
     let svc = Service::open(dir.path()).await;
