@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use order::{compensation::{self, CompensationSettings}, domain::OrderStatus};
@@ -30,7 +30,7 @@ fn later(d: Duration) -> i64 {
 
 async fn a_lost_order_created_is_sent_again_and_the_order_completes(v: Variant) {
     let t = spawn_with(v, PaymentSettings::default(), |inner| {
-        Arc::new(DeadLetterFirst { inner, group: "stock-consumer-group", topic: "order-created", n: 1 })
+        Faulty::dead_lettering_first(inner, "stock-consumer-group", "order-created", 1)
     })
     .await;
     let before = t.stock(1002).await;

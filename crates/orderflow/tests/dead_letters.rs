@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 
 use common::*;
 use order::domain::OrderStatus;
@@ -16,7 +15,7 @@ use serde_json::Value;
 
 async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     let t = spawn_with(v, PaymentSettings::default(), |inner| {
-        Arc::new(DeadLetterFirst { inner, group: "stock-consumer-group", topic: "order-created", n: 1 })
+        Faulty::dead_lettering_first(inner, "stock-consumer-group", "order-created", 1)
     })
     .await;
     let before = t.stock(1003).await;

@@ -6,12 +6,11 @@ mod common;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use async_trait::async_trait;
 use common::*;
 use order::domain::OrderStatus;
 use payment::{PaymentSettings, domain::{Completion, PaymentStatus}};
 use rust_decimal::Decimal;
-use stream::{Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Message, MessageHandler};
+use stream::Message;
 
 async fn flow_1_and_2_an_order_is_paid_and_its_stock_deducted(v: Variant) {
     let t = spawn(v).await;
@@ -277,46 +276,8 @@ async fn the_java_services_order_created_message_is_consumed(v: Variant) {
     t.shutdown().await;
 }
 
-/// A binder whose first `failures` publishes are refused (the broker is down for a while).
-struct Unavailable {
-    inner: Arc<dyn Binder>,
-    failures: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait]
-impl Binder for Unavailable {
-    async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
-        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
-        if left > 0 {
-            self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
-            return Err(BinderError::Unavailable("broker down (test)".into()));
-        }
-        self.inner.publish(messages).await
-    }
-    async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
-        self.inner.bind_consumer(b, h).await
-    }
-    async fn start(&self) -> Result<(), BinderError> {
-        self.inner.start().await
-    }
-    async fn check(&self) -> Result<(), BinderError> {
-        self.inner.check().await
-    }
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
-        self.inner.dead_letters(group, limit).await
-    }
-
-    async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
-        self.inner.replay(dead).await
-    }
-    async fn shutdown(&self) {
-        self.inner.shutdown().await
-    }
-}
-
 async fn events_wait_in_the_outbox_while_the_broker_refuses_them(v: Variant) {
-    let failures = std::sync::atomic::AtomicUsize::new(4);
-    let t = spawn_with(v, PaymentSettings::default(), |inner| Arc::new(Unavailable { inner, failures })).await;
+    let t = spawn_with(v, PaymentSettings::default(), |inner| Faulty::refusing_publishes(inner, 4)).await;
     let o = t.create_order(13, &[(1002, 1)]).await;
     assert_eq!(o.status, OrderStatus::Pending, "the order is accepted while the broker is down");
     let o = t.settled(&o.order_no).await;

@@ -11,7 +11,10 @@
 use std::{
     future::Future,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -314,24 +317,40 @@ impl TestApp {
     }
 }
 
-/// Answers `DeadLetter` for the first `n` messages of one group's topic, then lets the real
-/// handler run (a failure an operator can fix, then replay).
-pub struct DeadLetterFirst {
+/// A binder with faults a test can fix later: the first `refused_publishes` publishes are
+/// refused (the broker is down for a while), and the first `n` messages of
+/// `dead_letter.0`'s topic `dead_letter.1` are answered `DeadLetter` without running the
+/// real handler (a failure an operator can fix, then replay).
+pub struct Faulty {
     pub inner: Arc<dyn Binder>,
-    pub group: &'static str,
-    pub topic: &'static str,
-    pub n: usize,
+    pub refused_publishes: AtomicUsize,
+    pub dead_letter: Option<(&'static str, &'static str, usize)>,
+}
+
+impl Faulty {
+    pub fn refusing_publishes(inner: Arc<dyn Binder>, n: usize) -> Arc<dyn Binder> {
+        Arc::new(Faulty { inner, refused_publishes: AtomicUsize::new(n), dead_letter: None })
+    }
+
+    pub fn dead_lettering_first(inner: Arc<dyn Binder>, group: &'static str, topic: &'static str, n: usize) -> Arc<dyn Binder> {
+        Arc::new(Faulty { inner, refused_publishes: AtomicUsize::new(0), dead_letter: Some((group, topic, n)) })
+    }
 }
 
 struct FailingHandler {
     inner: Arc<dyn MessageHandler>,
-    left: std::sync::atomic::AtomicUsize,
+    left: AtomicUsize,
+}
+
+/// Takes one from `left` if any is left.
+fn take_one(left: &AtomicUsize) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
 #[async_trait]
 impl MessageHandler for FailingHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
-        if self.left.fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if take_one(&self.left) {
             let mut outcomes = vec![Outcome::DeadLetter("stock database was read-only (test)".into())];
             if batch.len() > 1 {
                 outcomes.extend(self.inner.handle(&batch[1..]).await);
@@ -343,15 +362,19 @@ impl MessageHandler for FailingHandler {
 }
 
 #[async_trait]
-impl Binder for DeadLetterFirst {
+impl Binder for Faulty {
     async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
+        if take_one(&self.refused_publishes) {
+            return Err(BinderError::Unavailable("broker down (test)".into()));
+        }
         self.inner.publish(messages).await
     }
     async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
-        let h: Arc<dyn MessageHandler> = if b.group == self.group && b.destination == self.topic {
-            Arc::new(FailingHandler { inner: h, left: std::sync::atomic::AtomicUsize::new(self.n) })
-        } else {
-            h
+        let h: Arc<dyn MessageHandler> = match self.dead_letter {
+            Some((group, topic, n)) if b.group == group && b.destination == topic => {
+                Arc::new(FailingHandler { inner: h, left: AtomicUsize::new(n) })
+            }
+            _ => h,
         };
         self.inner.bind_consumer(b, h).await
     }
@@ -371,4 +394,3 @@ impl Binder for DeadLetterFirst {
         self.inner.shutdown().await
     }
 }
-
