@@ -2,7 +2,7 @@
 //! one creator task, which takes whatever requests are waiting (up to [`MAX_GROUP`]) and
 //! writes them in one transaction, each inside its own savepoint: one durable commit for the
 //! group instead of one per order, and a request that fails (unknown product, reused
-//! Idempotency-Key) rolls back alone. Each request is answered only after the commit, so a
+//! Idempotency-Key) rolls back alone (the group is then written again, a savepoint each). Each request is answered only after the commit, so a
 //! 201 still means the order and its `order-created` event are on disk.
 //!
 //! Under light load a group is one request and nothing waits; under load the group grows
@@ -94,8 +94,30 @@ pub async fn run(svc: Arc<OrderService>, mut rx: mpsc::Receiver<(NewOrder, Reply
     }
 }
 
-/// One transaction, a savepoint per request; `Err` only when the transaction as a whole failed.
-async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Vec<Result<(OrderView, bool), ApiError>>, sqlx::Error> {
+type Outcomes = Vec<Result<(OrderView, bool), ApiError>>;
+
+/// One transaction for the group; `Err` only when the transaction as a whole failed. First
+/// all together; if any request fails (a bad product, a reused key), that is rolled back
+/// and the group written again with a savepoint per request, so the failure stands alone.
+async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
+    let mut tx = svc.host.db.writer().begin().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for (order, _) in group {
+        match create_one(svc, &mut tx, order).await {
+            Ok(created) => results.push(Ok(created)),
+            Err(_) => {
+                // Rolled back when dropped; it holds the one writer connection.
+                drop(tx);
+                return write_each(svc, group).await;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The careful path: a savepoint per request.
+async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
     let mut tx = svc.host.db.writer().begin().await?;
     let mut results = Vec::with_capacity(group.len());
     for (order, _) in group {
@@ -136,10 +158,10 @@ async fn create_one(svc: &OrderService, tx: &mut AnyConnection, order: &NewOrder
         event_id: events::new_event_id(),
     };
     svc.announce(tx, &created.order_no, &event.to_message_on(&svc.order_created_topic)).await?;
-    store::record(tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
+    let history = store::record(tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
     if let Some(key) = key {
         store::remember_key(tx, key, hash, &created.order_no).await?;
     }
-    let view = store::view(tx, &created.order_no).await?.ok_or_else(|| ApiError::internal("new order vanished"))?;
+    let view = created.view(request.user_id, total, &request.lines, request.remark.as_deref(), history);
     Ok((view, false))
 }

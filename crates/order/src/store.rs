@@ -182,15 +182,17 @@ pub async fn save_state(conn: &mut AnyConnection, order_no: &str, s: &OrderState
     Ok(())
 }
 
-pub async fn record(conn: &mut AnyConnection, order_no: &str, event: &str, detail: &str) -> Result<(), sqlx::Error> {
+/// Adds a line to the order's history; returns it.
+pub async fn record(conn: &mut AnyConnection, order_no: &str, event: &str, detail: &str) -> Result<HistoryEntry, sqlx::Error> {
+    let at = events::now_millis();
     sqlx::query("INSERT INTO order_history (order_no, at, event, detail) VALUES ($1, $2, $3, $4)")
         .bind(order_no)
-        .bind(events::now_millis())
+        .bind(at)
         .bind(event)
         .bind(detail)
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(HistoryEntry { at, event: event.to_owned(), detail: detail.to_owned() })
 }
 
 /// Keeps the exact message the order announced (same eventId), for the compensation job to
@@ -363,6 +365,29 @@ fn view_of(r: &AnyRow) -> Result<OrderView, sqlx::Error> {
         updated_at: r.try_get("updated_at")?,
         events: Vec::new(),
     })
+}
+
+impl Created {
+    /// The new order as [`view`] would read it back, without reading it back.
+    pub fn view(&self, user_id: i64, total: Decimal, lines: &BTreeMap<i64, i32>, remark: Option<&str>, created: HistoryEntry) -> OrderView {
+        OrderView {
+            order_id: self.order_id,
+            order_no: self.order_no.clone(),
+            user_id,
+            status: OrderStatus::Pending,
+            total_amount: total,
+            items: lines.iter().map(|(&product_id, &quantity)| Line { product_id, quantity }).collect(),
+            remark: remark.map(str::to_owned),
+            cancel_reason: None,
+            payment_id: None,
+            transaction_no: None,
+            stock_deducted: false,
+            refunded: false,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            events: vec![created],
+        }
+    }
 }
 
 /// One order with its history.

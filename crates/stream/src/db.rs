@@ -148,8 +148,9 @@ impl Db {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let open_err = |source| DbError::Open { path: path.display().to_string(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(open_err)?;
+        // A file connection does not go stale: no ping (a round trip) before each acquire.
         let pragmas = |pool: AnyPoolOptions| {
-            pool.after_connect(|conn, _meta| {
+            pool.test_before_acquire(false).after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(
                         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \

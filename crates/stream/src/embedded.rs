@@ -42,6 +42,7 @@ use crate::{
     config::ConsumerBinding,
     db::{Db, DbError},
     metrics::{self, Metrics},
+    rows,
     tags::TagExpression,
 };
 
@@ -112,6 +113,9 @@ struct Inner {
     subscriptions: RwLock<Vec<Subscription>>,
     wakers: Mutex<HashMap<(String, String), Arc<Notify>>>,
     next_lease: AtomicI64,
+    /// The last message id handed out. Only the one writer connection inserts messages, so
+    /// ids are handed out in commit order (a rolled-back publish leaves a harmless gap).
+    last_message_id: AtomicI64,
     token: CancellationToken,
     tracker: TaskTracker,
 }
@@ -132,6 +136,12 @@ impl EmbeddedBinder {
         let rows = sqlx::query("SELECT grp, topic, expression FROM subscriptions")
             .fetch_all(db.reader())
             .await?;
+        let last_message_id: i64 = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0),
+                        COALESCE((SELECT MAX(seq) FROM sqlite_sequence WHERE name = 'messages'), 0))",
+        )
+        .fetch_one(db.reader())
+        .await?;
         let mut subscriptions = Vec::new();
         for row in rows {
             let expression: String = row.try_get("expression")?;
@@ -150,6 +160,7 @@ impl EmbeddedBinder {
                 subscriptions: RwLock::new(subscriptions),
                 wakers: Mutex::new(HashMap::new()),
                 next_lease: AtomicI64::new(now_millis().saturating_mul(1000)),
+                last_message_id: AtomicI64::new(last_message_id),
                 token: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -204,41 +215,44 @@ impl Inner {
         }
     }
 
-    /// Inserts one message and its deliveries; returns the groups it was delivered to.
-    async fn insert(&self, conn: &mut AnyConnection, m: &Message, now: i64) -> Result<Vec<String>, sqlx::Error> {
-        let properties = serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (topic, tags, keys, properties, body, born_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&m.topic)
-        .bind(&m.tags)
-        .bind(&m.keys)
-        .bind(properties)
-        .bind(&m.body)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?;
-        let groups: Vec<String> = {
+    /// Inserts `messages` and their deliveries, many rows per statement ([`rows`]), inside
+    /// the writer's open transaction. Message ids are given explicitly from
+    /// `last_message_id`, so they keep publish order (the order of a multi-row insert's
+    /// `RETURNING` is unspecified). Returns the (group, topic) pairs that got a delivery.
+    async fn insert(&self, conn: &mut AnyConnection, messages: &[Message], now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let last = self.last_message_id.fetch_add(messages.len() as i64, Ordering::SeqCst);
+        let mut deliveries: Vec<(String, &Message, i64)> = Vec::new();
+        {
             let subs = self.subscriptions.read().unwrap_or_else(|p| p.into_inner());
-            subs.iter()
-                .filter(|s| s.topic == m.topic && s.expression.matches(&m.tags))
-                .map(|s| s.group.clone())
-                .collect()
-        };
-        for group in &groups {
-            sqlx::query(
-                "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(group)
-            .bind(&m.topic)
-            .bind(id)
-            .bind(&m.keys)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+            for (i, m) in messages.iter().enumerate() {
+                for s in subs.iter().filter(|s| s.topic == m.topic && s.expression.matches(&m.tags)) {
+                    deliveries.push((s.group.clone(), m, last + 1 + i as i64));
+                }
+            }
         }
-        Ok(groups)
+        let mut id = last;
+        for chunk in rows::chunks(messages) {
+            let sql = rows::values("INSERT INTO messages (id, topic, tags, keys, properties, body, born_at) VALUES", 7, chunk.len());
+            let mut q = sqlx::query(sql);
+            for m in chunk {
+                id += 1;
+                let properties = serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
+                q = q.bind(id).bind(&m.topic).bind(&m.tags).bind(&m.keys).bind(properties).bind(&m.body).bind(now);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        for chunk in rows::chunks(&deliveries) {
+            let sql = rows::values("INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at) VALUES", 5, chunk.len());
+            let mut q = sqlx::query(sql);
+            for (group, m, id) in chunk {
+                q = q.bind(group).bind(&m.topic).bind(*id).bind(&m.keys).bind(now);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let mut woken: Vec<(String, String)> = deliveries.into_iter().map(|(g, m, _)| (g, m.topic.clone())).collect();
+        woken.sort();
+        woken.dedup();
+        Ok(woken)
     }
 
     async fn claim(&self, b: &ConsumerBinding, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
@@ -299,7 +313,8 @@ impl Inner {
         let now = now_millis();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
         let mut tx = self.db.writer().begin().await?;
-        let mut woken: Vec<String> = Vec::new();
+        let mut settled: Vec<i64> = Vec::with_capacity(claimed.len());
+        let mut dead_letters: Vec<Message> = Vec::new();
         let mut counts = [0u64; 4]; // consumed, failed, retried, dead-lettered
         for (i, c) in claimed.iter().enumerate() {
             let outcome = outcomes
@@ -342,12 +357,17 @@ impl Inner {
                 m.topic = dlq_topic(&b.group);
                 tracing::error!(topic = %b.destination, group = %b.group, attempt = c.delivery.attempt,
                     key = %m.keys, error = %error, "message moved to the dead-letter queue");
-                woken.extend(self.insert(&mut tx, &m, now).await?);
+                dead_letters.push(m);
             }
-            sqlx::query("DELETE FROM deliveries WHERE id = $1")
-                .bind(c.delivery_id)
-                .execute(&mut *tx)
-                .await?;
+            settled.push(c.delivery_id);
+        }
+        let woken = if dead_letters.is_empty() { Vec::new() } else { self.insert(&mut tx, &dead_letters, now).await? };
+        for chunk in rows::chunks(&settled) {
+            let mut q = sqlx::query(rows::in_list("DELETE FROM deliveries WHERE id IN", 1, chunk.len()));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         let m = &self.metrics;
@@ -363,8 +383,8 @@ impl Inner {
         }
         // Settling may unblock this binding's next message of a key (orderly) and feeds DLQ readers.
         self.wake(&b.group, &b.destination);
-        for g in woken {
-            self.wake(&g, &dlq_topic(&b.group));
+        for (g, topic) in woken {
+            self.wake(&g, &topic);
         }
         Ok(())
     }
@@ -445,12 +465,7 @@ impl Binder for EmbeddedBinder {
         }
         let now = now_millis();
         let mut tx = self.inner.db.writer().begin().await?;
-        let mut woken = Vec::new();
-        for m in messages {
-            for g in self.inner.insert(&mut tx, m, now).await? {
-                woken.push((g, m.topic.clone()));
-            }
-        }
+        let woken = self.inner.insert(&mut tx, messages, now).await?;
         tx.commit().await?;
         let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
         for m in messages {
@@ -459,8 +474,6 @@ impl Binder for EmbeddedBinder {
         for (topic, n) in per_topic {
             self.inner.metrics.inc(metrics::PUBLISHED, &[("topic", topic)], n);
         }
-        woken.sort();
-        woken.dedup();
         for (g, t) in woken {
             self.inner.wake(&g, &t);
         }

@@ -2,10 +2,11 @@
 //! transaction, so a redelivered, duplicated or replayed event has no second effect.
 //!
 //! [`InboxConsumer`] turns a service's [`TxHandler`] into a binder [`MessageHandler`]:
-//! - the whole batch runs in one database transaction (one commit, one fsync);
-//! - each message runs inside its own savepoint: a failing message is rolled back alone and
-//!   answered `Retry` (transient) or `DeadLetter` (permanent), while its neighbours commit and
-//!   are acknowledged;
+//! - the whole batch runs in one database transaction (one commit, one fsync), its eventIds
+//!   claimed in one statement;
+//! - when a message fails, the batch is applied again with each message inside its own
+//!   savepoint: the failing message is rolled back alone and answered `Retry` (transient) or
+//!   `DeadLetter` (permanent), while its neighbours commit and are acknowledged;
 //! - the eventId is claimed first (`INSERT ... ON CONFLICT DO NOTHING`): when it was already
 //!   there the message is acknowledged without calling the handler;
 //! - a message without a usable eventId, or whose body does not decode, is permanent:
@@ -21,7 +22,7 @@ use events::{DecodeError, Message};
 use sqlx::AnyConnection;
 
 use crate::{
-    Db, OutboxRelay,
+    Db, OutboxRelay, rows,
     idempotency::RedisIdempotency,
     binder::{Delivery, MessageHandler, Outcome},
     metrics::{self, Metrics},
@@ -170,13 +171,76 @@ impl MessageHandler for InboxConsumer {
 }
 
 impl InboxConsumer {
-    /// Applies the messages without an outcome yet in one transaction, a savepoint each;
-    /// fills in their outcomes and returns how many the inbox already had. An error means
-    /// the transaction failed as a whole: nothing was applied.
+    /// Applies the messages without an outcome yet in one transaction; fills in their
+    /// outcomes and returns how many the inbox already had. An error means the transaction
+    /// failed as a whole: nothing was applied.
+    ///
+    /// First all together: one statement claims every eventId, the handler applies the fresh
+    /// ones, one commit. Only when a message fails is that rolled back and the batch applied
+    /// again a savepoint per message, so the failure is rolled back alone. The fast path saves
+    /// three statements per message, each a round trip to SQLite's worker thread.
     async fn apply_batch(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<u64, sqlx::Error> {
         if outcomes.iter().all(Option::is_some) {
             return Ok(0);
         }
+        match self.apply_together(batch, outcomes).await? {
+            Some(duplicates) => Ok(duplicates),
+            None => self.apply_each(batch, outcomes).await,
+        }
+    }
+
+    /// The fast path: `None` (nothing committed) as soon as any message fails.
+    async fn apply_together(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<Option<u64>, sqlx::Error> {
+        let mut todo: Vec<(usize, String)> = Vec::new();
+        for (i, (d, outcome)) in batch.iter().zip(outcomes.iter()).enumerate() {
+            if outcome.is_none() {
+                match d.message.event_id() {
+                    Ok(id) => todo.push((i, id)),
+                    Err(_) => return Ok(None),
+                }
+            }
+        }
+        let mut tx = self.db.writer().begin().await?;
+        let now = events::now_millis();
+        let mut fresh: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(todo.len());
+        for chunk in rows::chunks(&todo) {
+            // ($1 consumer, $3 id, $2 now), ($1, $4, $2), ...
+            let sql = rows::values_with(
+                "INSERT INTO inbox (consumer, event_id, processed_at) VALUES",
+                chunk.len(),
+                |r, sql| {
+                    sql.push_str("$1, ");
+                    rows::placeholder(sql, r + 3);
+                    sql.push_str(", $2");
+                },
+                " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sql).bind(&self.consumer).bind(now);
+            for (_, id) in chunk {
+                q = q.bind(id);
+            }
+            fresh.extend(q.fetch_all(&mut *tx).await?);
+        }
+        let mut duplicates = 0;
+        for (i, id) in &todo {
+            // The first of two copies of an event in one batch is the fresh one.
+            if fresh.remove(id) {
+                if self.handler.apply(&mut tx, &batch[*i].message).await.is_err() {
+                    return Ok(None);
+                }
+            } else {
+                duplicates += 1;
+            }
+        }
+        tx.commit().await?;
+        for (i, _) in &todo {
+            outcomes[*i] = Some(Outcome::Done);
+        }
+        Ok(Some(duplicates))
+    }
+
+    /// The careful path: a savepoint per message.
+    async fn apply_each(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<u64, sqlx::Error> {
         let mut tx = self.db.writer().begin().await?;
         let mut duplicates = 0;
         for (d, outcome) in batch.iter().zip(outcomes.iter_mut()) {

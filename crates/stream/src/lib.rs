@@ -8,6 +8,7 @@
 //!   and how an incoming event's effect and its eventId commit together.
 //! - [`dlq`]: listing, replaying and purging a service's dead letters.
 //! - [`idempotency`]: the optional Redis fast path in front of the inbox.
+//! - [`rows`]: many rows per SQL statement on the hot paths.
 //! - [`db`]: opening a service database and applying its versioned migrations.
 //! - [`metrics`]: counters per topic and group, rendered in Prometheus text format.
 //! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
@@ -24,6 +25,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;
+pub mod rows;
 pub mod tags;
 
 pub use binder::{

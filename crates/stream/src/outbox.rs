@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Binder, Db, db::Backend, metrics::{self, Metrics}};
+use crate::{Binder, Db, db::Backend, metrics::{self, Metrics}, rows};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE outbox (
@@ -205,9 +205,12 @@ async fn fetch(conn: &mut AnyConnection) -> Result<(Vec<Message>, Vec<i64>), Rel
 /// insert and committed in any order, so a lower id can become visible after the fetch —
 /// a range delete would drop it unpublished.
 async fn delete(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-    // Only integers are interpolated.
-    let sql = sqlx::AssertSqlSafe(format!("DELETE FROM outbox WHERE id IN ({})", list.join(",")));
-    sqlx::query(sql).execute(conn).await?;
+    for chunk in rows::chunks(ids) {
+        let mut q = sqlx::query(rows::in_list("DELETE FROM outbox WHERE id IN", 1, chunk.len()));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }

@@ -265,3 +265,36 @@ async fn a_poison_message_on_an_orderly_binding_never_blocks_its_key_for_good() 
     assert_eq!((dlq.len(), dlq[0].body.as_str(), dlq[0].attempts), (1, "B#0 poison", 1));
     b.shutdown().await;
 }
+
+/// A publish of many messages is written many rows per statement; they still arrive in
+/// publish order, to every group, and publishing goes on after a restart.
+#[tokio::test]
+async fn a_large_publish_keeps_its_order_for_every_group_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    b.bind_consumer(binding("x-in-0", "t", "g1"), Recorder::ok()).await.unwrap();
+    b.bind_consumer(binding("x-in-1", "t", "g2"), Recorder::ok()).await.unwrap();
+    b.shutdown().await;
+
+    let bodies = |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
+    let b = open(&dir).await;
+    b.publish(&bodies(0..300).iter().map(|s| msg("t", "T", "k", s)).collect::<Vec<_>>()).await.unwrap();
+    b.shutdown().await;
+    let b = open(&dir).await;
+    b.publish(&bodies(300..303).iter().map(|s| msg("t", "T", "k", s)).collect::<Vec<_>>()).await.unwrap();
+    let stored: Vec<String> =
+        b.topic_messages("t").await.unwrap().iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
+    assert_eq!(stored, bodies(0..303));
+
+    let (r1, r2) = (Recorder::ok(), Recorder::ok());
+    let mut orderly = binding("x-in-0", "t", "g1");
+    orderly.orderly = true;
+    b.bind_consumer(orderly, r1.clone()).await.unwrap();
+    b.bind_consumer(binding("x-in-1", "t", "g2"), r2.clone()).await.unwrap();
+    until("both groups got all 303", || r1.bodies().len() == 303 && r2.bodies().len() == 303).await;
+    assert_eq!(r1.bodies(), bodies(0..303), "one key, orderly: publish order");
+    let mut unordered = r2.bodies();
+    unordered.sort_by_key(|s| s[1..].parse::<usize>().unwrap());
+    assert_eq!(unordered, bodies(0..303));
+    b.shutdown().await;
+}

@@ -111,6 +111,33 @@ async fn a_batch_commits_its_good_messages_and_rolls_back_only_the_bad_ones() {
     svc.stop().await;
 }
 
+/// The batch is first applied all together; a failure late in it undoes the whole attempt
+/// and the batch is applied again message by message: no effect twice, none lost.
+#[tokio::test]
+async fn a_failure_late_in_a_batch_leaves_each_effect_once_and_two_copies_in_a_batch_apply_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::open(dir.path()).await;
+    let db = svc.db.clone();
+    let metrics = Metrics::new();
+    let consumer = svc.consumer(&metrics);
+    let labels = [("topic", "t"), ("group", "g")];
+
+    let batch = [delivery("e1", "one"), delivery("e1", "one"), delivery("e2", "two"), delivery("e3", "busy three")];
+    let outcomes = consumer.handle(&batch).await;
+    assert_eq!(outcomes, [Outcome::Done, Outcome::Done, Outcome::Done, Outcome::Retry("try later".into())]);
+    assert_eq!(effects(&db).await, ["one", "two"]);
+    assert_eq!(metrics.get(metrics::DUPLICATES, &labels), 1.0);
+
+    // All fine: the fast path alone, with a copy and an already-applied event.
+    let outcomes = consumer.handle(&[delivery("e4", "four"), delivery("e4", "four"), delivery("e2", "two")]).await;
+    assert_eq!(outcomes, [Outcome::Done, Outcome::Done, Outcome::Done]);
+    assert_eq!(effects(&db).await, ["one", "two", "four"]);
+    assert_eq!(metrics.get(metrics::DUPLICATES, &labels), 3.0);
+    let inbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(db.reader()).await.unwrap();
+    assert_eq!(inbox, 3, "e1, e2 and e4 recorded; e3 failed and is not");
+    svc.stop().await;
+}
+
 fn redis_url() -> String {
     std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
