@@ -7,7 +7,7 @@ Writes the reports to docs/bench-sweep.json and plots end-to-end throughput and 
 PAID p99 against offered load to docs/bench-sweep.png (matplotlib: pip install matplotlib).
 
 Usage: scripts/bench-sweep.py [--binary target/release/orderflow] [--config-dir DIR]
-                              [--rates 100,200,400,600] [--seconds 10]
+                              [--rates 100,200,400,600,800,1000] [--seconds 10]
 """
 
 import argparse
@@ -63,7 +63,7 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     p.add_argument("--binary", default=os.path.join(target, "release/orderflow"))
     p.add_argument("--config-dir", default=os.path.join(ROOT, "docs/bench-config"))
-    p.add_argument("--rates", default="100,200,400,600")
+    p.add_argument("--rates", default="100,200,400,600,800,1000")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=64)
     args = p.parse_args()

@@ -209,9 +209,15 @@ impl TxHandler for FactHandler {
     }
 }
 
-/// Completes delayed payments when they fall due.
+/// Completes delayed payments when they fall due. Without a delay payments complete in the
+/// handler's own transaction; the completer then only looks once a second for any left
+/// PENDING by an earlier run with a delay.
 async fn completer(svc: Arc<PaymentService>, token: CancellationToken) {
-    let poll = (svc.settings.delay / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let poll = if svc.settings.delay.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        (svc.settings.delay / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    };
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
