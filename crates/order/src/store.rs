@@ -36,6 +36,8 @@ CREATE TABLE order_messages (
     sent_at BIGINT NOT NULL, resends BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (order_no, tags));
 CREATE INDEX orders_by_status_age ON orders (status, created_at);
+", "
+CREATE INDEX orders_by_update ON orders (updated_at);
 "];
 
 fn decimal(row: &AnyRow, col: &str) -> Result<Decimal, sqlx::Error> {

@@ -182,11 +182,11 @@ impl App {
         }
 
         let cancel_after = order::compensation::CompensationSettings::from_config(&config.order_stream)?.cancel_after;
-        let invariants = check::Gauges {
-            dbs: [order.host.db.clone(), stock.host.db.clone(), payment.host.db.clone()],
-            metrics: metrics.clone(),
-            deadline: cancel_after + std::time::Duration::from_secs(60),
-        };
+        let invariants = check::Gauges::new(
+            [order.host.db.clone(), stock.host.db.clone(), payment.host.db.clone()],
+            metrics.clone(),
+            cancel_after + std::time::Duration::from_secs(60),
+        );
         tracker.spawn(invariants.clone().run(token.clone()));
 
         let servers = &tasks.servers;

@@ -138,3 +138,50 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
 }
 
 variants!(the_checker_reports_violations_by_order_and_product);
+
+/// The gauges' passes read only the orders that changed since the last one (plus those
+/// violating then); a full pass, every `FULL_EVERY`th, finds what changed behind an order's
+/// back. Times are explicit: each pass is "as of" a given instant.
+async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant) {
+    let t = spawn(v).await;
+    let a = t.create_order(1, &[(1001, 1)]).await.order_no;
+    let b = t.create_order(2, &[(1002, 1)]).await.order_no;
+    t.settled(&a).await;
+    t.settled(&b).await;
+    t.quiesce().await;
+    let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
+    let gauges = orderflow::check::Gauges::new([o.clone(), st.clone(), p.clone()], stream::Metrics::new(), Duration::from_secs(600));
+    let t0 = events::now_millis() + 61_000; // both orders are past the minute's grace
+    let seen = |r: &orderflow::check::Report| (r.orders, r.violations.iter().map(|v| v.subject.clone()).collect::<Vec<_>>());
+
+    assert_eq!(seen(&gauges.refresh(t0).await.unwrap()), (2, vec![]), "the first pass is full");
+    assert_eq!(seen(&gauges.refresh(t0 + 30_000).await.unwrap()), (0, vec![]), "nothing changed: nothing read");
+
+    // Broken behind the order's back: the order row is untouched.
+    sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&a).execute(st.writer()).await.unwrap();
+    assert_eq!(seen(&gauges.pass(t0 + 60_000, false).await.unwrap()), (0, vec![]), "an incremental pass does not see it");
+    assert_eq!(seen(&gauges.pass(t0 + 90_000, true).await.unwrap()), (2, vec![format!("order {a}")]), "a full pass does");
+    assert_eq!(seen(&gauges.pass(t0 + 120_000, false).await.unwrap()), (1, vec![format!("order {a}")]), "looked at again");
+    sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1").bind(&a).execute(st.writer()).await.unwrap();
+    assert_eq!(seen(&gauges.pass(t0 + 150_000, false).await.unwrap()), (1, vec![]), "and seen to resolve");
+
+    // An order updated since the last pass is judged by the next one (once past the grace).
+    sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2").bind(t0 + 100_000).bind(&b).execute(o.writer()).await.unwrap();
+    sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(&b).execute(p.writer()).await.unwrap();
+    assert_eq!(seen(&gauges.pass(t0 + 180_000, false).await.unwrap()), (1, vec![format!("order {b}")]));
+    t.shutdown().await;
+}
+
+mod gauges_embedded_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest() {
+        super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(super::common::Variant::EmbeddedSqlite).await
+    }
+}
+
+mod gauges_embedded_postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest() {
+        super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(super::common::Variant::EmbeddedPostgres).await
+    }
+}
