@@ -25,7 +25,7 @@ use std::{
 };
 
 use rust_decimal::Decimal;
-use sqlx::Row;
+use sqlx::{Row, any::AnyRow};
 use stream::Db;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -85,24 +85,20 @@ pub async fn check(
         .await?;
         let Some(last) = orders.last().map(|r| r.try_get::<String, _>("order_no")).transpose()? else { break };
         report.orders += orders.len();
-        let reservations: HashMap<String, String> =
+        let reservations = reservations_of(
             sqlx::query("SELECT order_no, state FROM reservations WHERE order_no > $1 AND order_no <= $2")
                 .bind(&after)
                 .bind(&last)
                 .fetch_all(stock.reader())
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?)))
-                .collect::<Result<_, sqlx::Error>>()?;
-        let mut payments: Payments = HashMap::new();
-        for r in sqlx::query("SELECT order_no, status, amount FROM payments WHERE order_no > $1 AND order_no <= $2")
-            .bind(&after)
-            .bind(&last)
-            .fetch_all(payment.reader())
-            .await?
-        {
-            payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
-        }
+                .await?,
+        )?;
+        let payments = payments_of(
+            sqlx::query("SELECT order_no, status, amount FROM payments WHERE order_no > $1 AND order_no <= $2")
+                .bind(&after)
+                .bind(&last)
+                .fetch_all(payment.reader())
+                .await?,
+        )?;
         after = last;
         for r in &orders {
             judge.order(r, &reservations, &payments, &mut report.violations)?;
@@ -139,7 +135,21 @@ async fn conservation(stock: &Db, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// orderNo → reservation state, from rows of (order_no, state).
+fn reservations_of(rows: Vec<AnyRow>) -> Result<HashMap<String, String>, sqlx::Error> {
+    rows.iter().map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?))).collect()
+}
+
+/// orderNo → its payments' (status, amount), from rows of (order_no, status, amount).
 type Payments = HashMap<String, Vec<(String, Option<Decimal>)>>;
+
+fn payments_of(rows: Vec<AnyRow>) -> Result<Payments, sqlx::Error> {
+    let mut payments: Payments = HashMap::new();
+    for r in rows {
+        payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
+    }
+    Ok(payments)
+}
 
 /// The per-order rules, as of one instant.
 struct Judge {
@@ -161,7 +171,7 @@ impl Judge {
     /// Judges one row of `orders` (order_no, status, total, created_at, updated_at).
     fn order(
         &self,
-        r: &sqlx::any::AnyRow,
+        r: &AnyRow,
         reservations: &HashMap<String, String>,
         payments: &Payments,
         out: &mut Vec<Violation>,
@@ -224,30 +234,17 @@ async fn check_orders(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     for chunk in stream::rows::chunks(order_nos) {
-        let list = |head: &str| stream::rows::in_list(head, 1, chunk.len());
-        let mut q = sqlx::query(list("SELECT order_no, status, total, created_at, updated_at FROM orders WHERE order_no IN"));
-        for no in chunk {
-            q = q.bind(no);
-        }
-        let orders = q.fetch_all(order.reader()).await?;
-        let mut q = sqlx::query(list("SELECT order_no, state FROM reservations WHERE order_no IN"));
-        for no in chunk {
-            q = q.bind(no);
-        }
-        let reservations: HashMap<String, String> = q
-            .fetch_all(stock.reader())
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        let mut q = sqlx::query(list("SELECT order_no, status, amount FROM payments WHERE order_no IN"));
-        for no in chunk {
-            q = q.bind(no);
-        }
-        let mut payments: Payments = HashMap::new();
-        for r in q.fetch_all(payment.reader()).await? {
-            payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
-        }
+        let fetch = |head: &str, db: &Db| {
+            let mut q = sqlx::query(stream::rows::in_list(head, 1, chunk.len()));
+            for no in chunk {
+                q = q.bind(no);
+            }
+            let pool = db.reader().clone();
+            async move { q.fetch_all(&pool).await }
+        };
+        let orders = fetch("SELECT order_no, status, total, created_at, updated_at FROM orders WHERE order_no IN", order).await?;
+        let reservations = reservations_of(fetch("SELECT order_no, state FROM reservations WHERE order_no IN", stock).await?)?;
+        let payments = payments_of(fetch("SELECT order_no, status, amount FROM payments WHERE order_no IN", payment).await?)?;
         report.orders += orders.len();
         for r in &orders {
             judge.order(r, &reservations, &payments, &mut report.violations)?;
