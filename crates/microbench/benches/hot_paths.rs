@@ -5,7 +5,9 @@
 //! - `inbox/duplicate`: a redelivered event acknowledged by the inbox (one transaction,
 //!   eventId already there) on a real SQLite file;
 //! - `outbox/relay-100`: 100 events committed in one transaction and relayed to the
-//!   embedded binder until the outbox is empty (durable commits included).
+//!   embedded binder until the outbox is empty (durable commits included);
+//! - `statement-100`: 100 `SELECT 1` on one SQLite connection, the cost of a statement's
+//!   round trip to sqlx's connection thread with no work in SQLite.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -80,6 +82,14 @@ fn storage(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(5));
     g.bench_function("inbox/duplicate", |b| b.to_async(&rt).iter(|| consumer.handle(std::slice::from_ref(&delivery))));
     g.throughput(Throughput::Elements(100));
+    g.bench_function("statement-100", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut conn = db.writer().acquire().await.expect("writer");
+            for _ in 0..100 {
+                sqlx::query("SELECT 1").execute(&mut *conn).await.expect("select");
+            }
+        })
+    });
     g.bench_function("outbox/relay-100", |b| {
         b.to_async(&rt).iter(|| async {
             let mut tx = db.writer().begin().await.expect("begin");
