@@ -309,9 +309,9 @@ impl Gauges {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             (st.judged_until, st.open.clone())
         };
+        let judge = Judge::new(self.deadline, GAUGE_GRACE, now_millis);
         let report = match judged_until {
             Some(since) if !full => {
-                let judge = Judge::new(self.deadline, GAUGE_GRACE, now_millis);
                 let mut report = Report::default();
                 conservation(s, &mut report).await?;
                 let mut order_nos: BTreeSet<String> = open;
@@ -341,7 +341,7 @@ impl Gauges {
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.passes += 1;
-            st.judged_until = Some(Judge::new(self.deadline, GAUGE_GRACE, now_millis).settled_before);
+            st.judged_until = Some(judge.settled_before);
             st.open = report
                 .violations
                 .iter()

@@ -221,21 +221,20 @@ impl Inner {
     /// `RETURNING` is unspecified). Returns the (group, topic) pairs that got a delivery.
     async fn insert(&self, conn: &mut AnyConnection, messages: &[Message], now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
         let last = self.last_message_id.fetch_add(messages.len() as i64, Ordering::SeqCst);
+        let numbered: Vec<(i64, &Message)> = messages.iter().enumerate().map(|(i, m)| (last + 1 + i as i64, m)).collect();
         let mut deliveries: Vec<(String, &Message, i64)> = Vec::new();
         {
             let subs = self.subscriptions.read().unwrap_or_else(|p| p.into_inner());
-            for (i, m) in messages.iter().enumerate() {
+            for &(id, m) in &numbered {
                 for s in subs.iter().filter(|s| s.topic == m.topic && s.expression.matches(&m.tags)) {
-                    deliveries.push((s.group.clone(), m, last + 1 + i as i64));
+                    deliveries.push((s.group.clone(), m, id));
                 }
             }
         }
-        let mut id = last;
-        for chunk in rows::chunks(messages) {
+        for chunk in rows::chunks(&numbered) {
             let sql = rows::values("INSERT INTO messages (id, topic, tags, keys, properties, body, born_at) VALUES", 7, chunk.len());
             let mut q = sqlx::query(sql);
-            for m in chunk {
-                id += 1;
+            for &(id, m) in chunk {
                 let properties = serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
                 q = q.bind(id).bind(&m.topic).bind(&m.tags).bind(&m.keys).bind(properties).bind(&m.body).bind(now);
             }
