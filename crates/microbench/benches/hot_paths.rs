@@ -52,7 +52,7 @@ struct Nothing;
 
 #[async_trait]
 impl TxHandler for Nothing {
-    async fn apply(&self, _: &mut sqlx::AnyConnection, _: &Message) -> Result<(), HandleError> {
+    async fn apply(&self, _: &mut stream::Tx, _: &Message) -> Result<(), HandleError> {
         Ok(())
     }
 }
@@ -92,7 +92,7 @@ fn storage(c: &mut Criterion) {
     });
     g.bench_function("outbox/relay-100", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut tx = db.writer().begin().await.expect("begin");
+            let mut tx = stream::Tx::begin(&db).await.expect("begin");
             for i in 0..100 {
                 let mut e = event.clone();
                 e.event_id = format!("bench-{i}");

@@ -108,7 +108,7 @@ pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64)
     let mut done = Pass::default();
     let cutoff = now - settings.cancel_after.as_millis() as i64;
     for order_no in store::pending_before(host.db.reader(), cutoff, BATCH).await? {
-        let mut tx = host.db.writer().begin().await?;
+        let mut tx = stream::Tx::begin(&host.db).await?;
         if cancel_late(svc, &mut tx, &order_no, settings.cancel_after).await? {
             tx.commit().await?;
             done.cancelled += 1;
@@ -116,7 +116,7 @@ pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64)
     }
     let cutoff = now - settings.resend_after.as_millis() as i64;
     for (order_no, message) in store::stale_messages(host.db.reader(), cutoff, i64::from(settings.max_resends), BATCH).await? {
-        let mut tx = host.db.writer().begin().await?;
+        let mut tx = stream::Tx::begin(&host.db).await?;
         stream::outbox::Outbox::enqueue(&mut tx, &message).await?;
         store::message_resent(&mut tx, &order_no, &message.tags).await?;
         store::record(&mut tx, &order_no, "COMPENSATION", &format!("{} sent again (same eventId)", message.tags)).await?;
@@ -137,7 +137,7 @@ pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64)
 }
 
 /// Cancels `order_no` if it is still PENDING (read under the row lock).
-async fn cancel_late(svc: &OrderService, tx: &mut sqlx::AnyConnection, order_no: &str, after: Duration) -> Result<bool, HandleError> {
+async fn cancel_late(svc: &OrderService, tx: &mut stream::Tx, order_no: &str, after: Duration) -> Result<bool, HandleError> {
     let Some((order_id, user_id, state)) = store::load_state(tx, order_no).await? else { return Ok(false) };
     if state.status != OrderStatus::Pending {
         return Ok(false);

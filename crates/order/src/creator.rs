@@ -1,18 +1,26 @@
 //! Group commit for order creation. Every `POST /api/orders` hands its validated request to
 //! one creator task, which takes whatever requests are waiting (up to [`MAX_GROUP`]) and
-//! writes them in one transaction, each inside its own savepoint: one durable commit for the
-//! group instead of one per order, and a request that fails (unknown product, reused
-//! Idempotency-Key) rolls back alone (the group is then written again, a savepoint each). Each request is answered only after the commit, so a
-//! 201 still means the order and its `order-created` event are on disk.
+//! writes them in one transaction: one durable commit for the group instead of one per order.
+//! The group's prices are read once; each order then costs SQLite one round trip, its insert,
+//! which carries the previous order's queued writes ([`stream::tx`]).
+//!
+//! A request that fails (unknown product, reused Idempotency-Key) rolls that attempt back,
+//! and the group is written again with a savepoint per request, so the failure stands alone.
+//! Each request is answered only after the commit, so a 201 still means the order and its
+//! `order-created` event are on disk.
 //!
 //! Under light load a group is one request and nothing waits; under load the group grows
 //! while the previous commit runs.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use events::{Event, OrderCreatedEvent};
 use httpkit::ApiError;
-use sqlx::AnyConnection;
+use rust_decimal::Decimal;
+use stream::Tx;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -100,10 +108,11 @@ type Outcomes = Vec<Result<(OrderView, bool), ApiError>>;
 /// all together; if any request fails (a bad product, a reused key), that is rolled back
 /// and the group written again with a savepoint per request, so the failure stands alone.
 async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
-    let mut tx = svc.host.db.writer().begin().await?;
+    let mut tx = Tx::begin(&svc.host.db).await?;
+    let prices = group_prices(&mut tx, group).await?;
     let mut results = Vec::with_capacity(group.len());
     for (order, _) in group {
-        match create_one(svc, &mut tx, order).await {
+        match create_one(svc, &mut tx, &prices, order).await {
             Ok(created) => results.push(Ok(created)),
             Err(_) => {
                 // Rolled back when dropped; it holds the one writer connection.
@@ -112,28 +121,46 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<
             }
         }
     }
+    // A queued write that fails belongs to some request: the careful path finds which.
+    if tx.flush().await.is_err() {
+        drop(tx);
+        return write_each(svc, group).await;
+    }
     tx.commit().await?;
     Ok(results)
 }
 
 /// The careful path: a savepoint per request.
 async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
-    let mut tx = svc.host.db.writer().begin().await?;
+    let mut tx = Tx::begin(&svc.host.db).await?;
+    let prices = group_prices(&mut tx, group).await?;
     let mut results = Vec::with_capacity(group.len());
     for (order, _) in group {
-        sqlx::query("SAVEPOINT new_order").execute(&mut *tx).await?;
-        let result = create_one(svc, &mut tx, order).await;
-        if result.is_err() {
-            sqlx::query("ROLLBACK TO SAVEPOINT new_order").execute(&mut *tx).await?;
+        tx.execute(sqlx::query("SAVEPOINT new_order")).await?;
+        let mut result = create_one(svc, &mut tx, &prices, order).await;
+        if result.is_ok()
+            && let Err(e) = tx.flush().await
+        {
+            result = Err(e.into());
         }
-        sqlx::query("RELEASE SAVEPOINT new_order").execute(&mut *tx).await?;
+        if result.is_err() {
+            tx.discard();
+            tx.execute(sqlx::query("ROLLBACK TO SAVEPOINT new_order")).await?;
+        }
+        tx.execute(sqlx::query("RELEASE SAVEPOINT new_order")).await?;
         results.push(result);
     }
     tx.commit().await?;
     Ok(results)
 }
 
-async fn create_one(svc: &OrderService, tx: &mut AnyConnection, order: &NewOrder) -> Result<(OrderView, bool), ApiError> {
+/// The prices of every product the group orders, read once.
+async fn group_prices(tx: &mut Tx, group: &[(NewOrder, Reply)]) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
+    let ids: BTreeSet<i64> = group.iter().flat_map(|(order, _)| order.request.lines.keys().copied()).collect();
+    store::prices(tx, &ids.into_iter().collect::<Vec<_>>()).await
+}
+
+async fn create_one(svc: &OrderService, tx: &mut Tx, prices: &BTreeMap<i64, Decimal>, order: &NewOrder) -> Result<(OrderView, bool), ApiError> {
     let NewOrder { request, items, key, hash } = order;
     if let Some(key) = key
         && let Some((earlier_hash, order_no)) = store::idempotent(tx, key).await?
@@ -141,10 +168,9 @@ async fn create_one(svc: &OrderService, tx: &mut AnyConnection, order: &NewOrder
         if earlier_hash != *hash {
             return Err(ApiError::Unprocessable("Idempotency-Key was already used with a different request".into()));
         }
-        let view = store::view(tx, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
+        let view = store::view(tx.conn().await?, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
         return Ok((view, true));
     }
-    let prices = store::prices(tx, request.lines.keys().copied()).await?;
     let total = request.total(items, |p| prices.get(&p).copied()).map_err(|i| ApiError::invalid(i.field, i.message))?;
     let created = store::insert_order(tx, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
     let event = OrderCreatedEvent {

@@ -134,7 +134,7 @@ async fn put_product(
         return Err(ApiError::invalid("price", "must be positive, with at most 4 decimals"));
     }
     let product = Product { id, name: body.name, price: body.price };
-    let mut tx = svc.host.db.writer().begin().await?;
+    let mut tx = stream::Tx::begin(&svc.host.db).await?;
     store::upsert_product(&mut tx, &product).await?;
     tx.commit().await?;
     Ok(Json(product).into_response())

@@ -24,8 +24,7 @@ use events::{
     Event, EventType, Message, OrderCancelledEvent, PaymentFailedEvent, PaymentRefundedEvent,
     PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
 };
-use sqlx::AnyConnection;
-use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
+use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -47,7 +46,7 @@ pub struct OrderService {
 
 impl OrderService {
     /// Puts an event of the order in the outbox and keeps it for the compensation job.
-    pub(crate) async fn announce(&self, tx: &mut AnyConnection, order_no: &str, m: &Message) -> Result<(), stream::outbox::OutboxError> {
+    pub(crate) async fn announce(&self, tx: &mut Tx, order_no: &str, m: &Message) -> Result<(), stream::outbox::OutboxError> {
         Outbox::enqueue(tx, m).await?;
         store::save_message(tx, order_no, m).await?;
         Ok(())
@@ -56,7 +55,7 @@ impl OrderService {
     /// Announces `order-cancelled` (stock releases, payment refunds) and records it.
     pub(crate) async fn announce_cancellation(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Tx,
         order_no: &str,
         order_id: i64,
         user_id: i64,
@@ -135,7 +134,7 @@ impl FactHandler {
 
 #[async_trait]
 impl TxHandler for FactHandler {
-    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
+    async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError> {
         let (order_no, fact) = self.fact(message)?;
         let Some((order_id, user_id, state)) = store::load_state(tx, &order_no).await? else {
             return Err(HandleError::Permanent(format!("unknown order {order_no}")));

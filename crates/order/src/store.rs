@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, str::FromStr};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+use stream::{Tx, rows};
 
 use crate::domain::{OrderState, OrderStatus, PaymentRef};
 
@@ -61,18 +62,18 @@ pub struct Product {
     pub price: Decimal,
 }
 
-pub async fn upsert_product(conn: &mut AnyConnection, p: &Product) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO products (id, name, price, updated_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, price = excluded.price, updated_at = excluded.updated_at",
+pub async fn upsert_product(tx: &mut Tx, p: &Product) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query(
+            "INSERT INTO products (id, name, price, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, price = excluded.price, updated_at = excluded.updated_at",
+        )
+        .bind(p.id)
+        .bind(&p.name)
+        .bind(p.price.to_string())
+        .bind(events::now_millis()),
     )
-    .bind(p.id)
-    .bind(&p.name)
-    .bind(p.price.to_string())
-    .bind(events::now_millis())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn products(pool: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
@@ -82,11 +83,16 @@ pub async fn products(pool: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
         .collect()
 }
 
-pub async fn prices(conn: &mut AnyConnection, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
+/// The prices of those of `ids` the catalogue has.
+pub async fn prices(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
     let mut out = BTreeMap::new();
-    for id in ids {
-        if let Some(r) = sqlx::query("SELECT price FROM products WHERE id = $1").bind(id).fetch_optional(&mut *conn).await? {
-            out.insert(id, decimal(&r, "price")?);
+    for chunk in rows::chunks(ids) {
+        let mut q = sqlx::query(rows::in_list("SELECT id, price FROM products WHERE id IN", 1, chunk.len()));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in tx.fetch_all(q).await? {
+            out.insert(r.try_get("id")?, decimal(&r, "price")?);
         }
     }
     Ok(out)
@@ -102,42 +108,41 @@ pub struct Created {
 /// Inserts a PENDING order and gives it its number: `ORD` + epoch millis + id (unique, as
 /// the millis are always 13 digits).
 pub async fn insert_order(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     user_id: i64,
     total: Decimal,
     lines: &BTreeMap<i64, i32>,
     remark: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
     let now = events::now_millis();
-    let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (user_id, total, lines, remark, status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
-    )
-    .bind(user_id)
-    .bind(total.to_string())
-    .bind(serde_json::to_string(lines).unwrap_or_default())
-    .bind(remark)
-    .bind(OrderStatus::Pending.as_str())
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    let order_id: i64 = tx
+        .fetch_one(
+            sqlx::query(
+                "INSERT INTO orders (user_id, total, lines, remark, status, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+            )
+            .bind(user_id)
+            .bind(total.to_string())
+            .bind(serde_json::to_string(lines).unwrap_or_default())
+            .bind(remark)
+            .bind(OrderStatus::Pending.as_str())
+            .bind(now),
+        )
+        .await?
+        .try_get(0)?;
     let order_no = format!("ORD{now}{order_id}");
-    sqlx::query("UPDATE orders SET order_no = $1 WHERE id = $2").bind(&order_no).bind(order_id).execute(&mut *conn).await?;
+    tx.write(sqlx::query("UPDATE orders SET order_no = $1 WHERE id = $2").bind(&order_no).bind(order_id)).await?;
     Ok(Created { order_id, order_no, created_at: now })
 }
 
 /// The order's id, user and decision state, read inside the write transaction.
-pub async fn load_state(conn: &mut AnyConnection, order_no: &str) -> Result<Option<(i64, i64, OrderState)>, sqlx::Error> {
+pub async fn load_state(tx: &mut Tx, order_no: &str) -> Result<Option<(i64, i64, OrderState)>, sqlx::Error> {
     let select = stream::db::lock_rows(
-        conn,
+        tx,
         "SELECT id, user_id, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
          FROM orders WHERE order_no = $1",
     );
-    let Some(r) = sqlx::query(select)
-    .bind(order_no)
-    .fetch_optional(conn)
-    .await?
-    else {
+    let Some(r) = tx.fetch_optional(sqlx::query(select).bind(order_no)).await? else {
         return Ok(None);
     };
     Ok(Some((r.try_get("id")?, r.try_get("user_id")?, state_of(&r)?)))
@@ -164,56 +169,57 @@ fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {
     })
 }
 
-pub async fn save_state(conn: &mut AnyConnection, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE orders SET status = $1, payment_id = $2, transaction_no = $3, paid_amount = $4,
-                stock_deducted = $5, refunded = $6, cancel_reason = $7, updated_at = $8
-         WHERE order_no = $9",
+pub async fn save_state(tx: &mut Tx, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query(
+            "UPDATE orders SET status = $1, payment_id = $2, transaction_no = $3, paid_amount = $4,
+                    stock_deducted = $5, refunded = $6, cancel_reason = $7, updated_at = $8
+             WHERE order_no = $9",
+        )
+        .bind(s.status.as_str())
+        .bind(s.payment.as_ref().map(|p| p.payment_id))
+        .bind(s.payment.as_ref().map(|p| p.transaction_no.clone()))
+        .bind(s.payment.as_ref().map(|p| p.amount.to_string()))
+        .bind(i64::from(s.stock_deducted))
+        .bind(i64::from(s.refunded))
+        .bind(s.cancel_reason.as_deref())
+        .bind(events::now_millis())
+        .bind(order_no),
     )
-    .bind(s.status.as_str())
-    .bind(s.payment.as_ref().map(|p| p.payment_id))
-    .bind(s.payment.as_ref().map(|p| p.transaction_no.clone()))
-    .bind(s.payment.as_ref().map(|p| p.amount.to_string()))
-    .bind(i64::from(s.stock_deducted))
-    .bind(i64::from(s.refunded))
-    .bind(s.cancel_reason.as_deref())
-    .bind(events::now_millis())
-    .bind(order_no)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Adds a line to the order's history; returns it.
-pub async fn record(conn: &mut AnyConnection, order_no: &str, event: &str, detail: &str) -> Result<HistoryEntry, sqlx::Error> {
+pub async fn record(tx: &mut Tx, order_no: &str, event: &str, detail: &str) -> Result<HistoryEntry, sqlx::Error> {
     let at = events::now_millis();
-    sqlx::query("INSERT INTO order_history (order_no, at, event, detail) VALUES ($1, $2, $3, $4)")
-        .bind(order_no)
-        .bind(at)
-        .bind(event)
-        .bind(detail)
-        .execute(conn)
-        .await?;
+    tx.write(
+        sqlx::query("INSERT INTO order_history (order_no, at, event, detail) VALUES ($1, $2, $3, $4)")
+            .bind(order_no)
+            .bind(at)
+            .bind(event)
+            .bind(detail),
+    )
+    .await?;
     Ok(HistoryEntry { at, event: event.to_owned(), detail: detail.to_owned() })
 }
 
 /// Keeps the exact message the order announced (same eventId), for the compensation job to
 /// send again.
-pub async fn save_message(conn: &mut AnyConnection, order_no: &str, m: &events::Message) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO order_messages (order_no, tags, topic, keys, properties, body, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (order_no, tags) DO NOTHING",
+pub async fn save_message(tx: &mut Tx, order_no: &str, m: &events::Message) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query(
+            "INSERT INTO order_messages (order_no, tags, topic, keys, properties, body, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (order_no, tags) DO NOTHING",
+        )
+        .bind(order_no)
+        .bind(&m.tags)
+        .bind(&m.topic)
+        .bind(&m.keys)
+        .bind(serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into()))
+        .bind(String::from_utf8_lossy(&m.body).into_owned())
+        .bind(events::now_millis()),
     )
-    .bind(order_no)
-    .bind(&m.tags)
-    .bind(&m.topic)
-    .bind(&m.keys)
-    .bind(serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into()))
-    .bind(String::from_utf8_lossy(&m.body).into_owned())
-    .bind(events::now_millis())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Announced messages of orders that are still waiting on them, last sent before `cutoff`
@@ -254,26 +260,25 @@ pub async fn stale_messages(pool: &AnyPool, cutoff: i64, max_resends: i64, limit
 /// Forgets the announced messages an order no longer waits on: all of them once PAID or
 /// refunded, `order-created` once CANCELLED. (What remains is what the compensation job may
 /// have to send again, so its scan stays as small as the orders in flight.)
-pub async fn prune_messages(conn: &mut AnyConnection, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
+pub async fn prune_messages(tx: &mut Tx, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
     let sql = match s.status {
         OrderStatus::Paid => "DELETE FROM order_messages WHERE order_no = $1",
         OrderStatus::Cancelled if s.refunded => "DELETE FROM order_messages WHERE order_no = $1",
         OrderStatus::Cancelled => "DELETE FROM order_messages WHERE order_no = $1 AND tags = 'ORDER_CREATED'",
         OrderStatus::Pending => return Ok(()),
     };
-    sqlx::query(sql).bind(order_no).execute(conn).await?;
-    Ok(())
+    tx.write(sqlx::query(sql).bind(order_no)).await
 }
 
 /// Marks a message as sent again now.
-pub async fn message_resent(conn: &mut AnyConnection, order_no: &str, tags: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE order_messages SET sent_at = $1, resends = resends + 1 WHERE order_no = $2 AND tags = $3")
-        .bind(events::now_millis())
-        .bind(order_no)
-        .bind(tags)
-        .execute(conn)
-        .await?;
-    Ok(())
+pub async fn message_resent(tx: &mut Tx, order_no: &str, tags: &str) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query("UPDATE order_messages SET sent_at = $1, resends = resends + 1 WHERE order_no = $2 AND tags = $3")
+            .bind(events::now_millis())
+            .bind(order_no)
+            .bind(tags),
+    )
+    .await
 }
 
 /// PENDING orders created before `cutoff`, oldest first.
@@ -286,23 +291,20 @@ pub async fn pending_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<V
 }
 
 /// An earlier request under the same Idempotency-Key: its request hash and order.
-pub async fn idempotent(conn: &mut AnyConnection, key: &str) -> Result<Option<(String, String)>, sqlx::Error> {
-    let row = sqlx::query("SELECT request_hash, order_no FROM idempotency_keys WHERE idem_key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
+pub async fn idempotent(tx: &mut Tx, key: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = tx.fetch_optional(sqlx::query("SELECT request_hash, order_no FROM idempotency_keys WHERE idem_key = $1").bind(key)).await?;
     row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("order_no")?))).transpose()
 }
 
-pub async fn remember_key(conn: &mut AnyConnection, key: &str, hash: &str, order_no: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO idempotency_keys (idem_key, request_hash, order_no, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(key)
-        .bind(hash)
-        .bind(order_no)
-        .bind(events::now_millis())
-        .execute(conn)
-        .await?;
-    Ok(())
+pub async fn remember_key(tx: &mut Tx, key: &str, hash: &str, order_no: &str) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query("INSERT INTO idempotency_keys (idem_key, request_hash, order_no, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(key)
+            .bind(hash)
+            .bind(order_no)
+            .bind(events::now_millis()),
+    )
+    .await
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]

@@ -290,7 +290,7 @@ async fn seed_catalogue(host: &ServiceHost) -> anyhow::Result<()> {
     if !order::store::products(host.db.reader()).await?.is_empty() {
         return Ok(());
     }
-    let mut tx = host.db.writer().begin().await?;
+    let mut tx = stream::Tx::begin(&host.db).await?;
     for &(id, name, price, _) in DEMO_PRODUCTS {
         let price: Decimal = price.parse().context("demo price")?;
         order::store::upsert_product(&mut tx, &order::store::Product { id, name: name.into(), price }).await?;
@@ -301,7 +301,7 @@ async fn seed_catalogue(host: &ServiceHost) -> anyhow::Result<()> {
 
 /// The demo units of the products stock does not know yet.
 async fn seed_stock(host: &ServiceHost) -> anyhow::Result<()> {
-    let mut tx = host.db.writer().begin().await?;
+    let mut tx = stream::Tx::begin(&host.db).await?;
     for &(id, _, _, units) in DEMO_PRODUCTS {
         if stock::store::product(host.db.reader(), id).await?.is_none() {
             stock::store::set_available(&mut tx, id, units).await?;

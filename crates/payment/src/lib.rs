@@ -18,8 +18,8 @@ use events::{
     Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent, PaymentRefundedEvent,
     PaymentSuccessEvent, ProductQuantities,
 };
-use sqlx::AnyConnection;
-use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
+
+use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::domain::{Announce, Completion, Fact, PaymentStatus, decide};
@@ -75,9 +75,17 @@ impl PaymentService {
     }
 
     /// Completes the order's PENDING payment with the configured outcome.
-    async fn complete(&self, tx: &mut AnyConnection, order_no: &str) -> Result<(), HandleError> {
+    async fn complete(&self, tx: &mut Tx, order_no: &str) -> Result<(), HandleError> {
         stream::db::lock_key(tx, order_no).await?;
-        let Some(p) = store::by_order(tx, order_no).await? else { return Ok(()) };
+        match store::by_order(tx, order_no).await? {
+            Some(p) => self.complete_payment(tx, p).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Completes `p`, read (and locked) in this transaction.
+    async fn complete_payment(&self, tx: &mut Tx, p: store::Payment) -> Result<(), HandleError> {
+        let order_no = p.order_no.as_str();
         let d = decide(Some(p.status), Fact::Completed(self.settings.outcome.clone()));
         let Some(status) = d.status else { return Ok(()) };
         let now = events::now_millis();
@@ -127,7 +135,7 @@ struct FactHandler {
 }
 
 impl FactHandler {
-    async fn order_created(&self, tx: &mut AnyConnection, e: OrderCreatedEvent) -> Result<(), HandleError> {
+    async fn order_created(&self, tx: &mut Tx, e: OrderCreatedEvent) -> Result<(), HandleError> {
         stream::db::lock_key(tx, &e.order_no).await?;
         let existing = store::by_order(tx, &e.order_no).await?;
         if decide(existing.map(|p| p.status), Fact::OrderCreated).status != Some(PaymentStatus::Pending) {
@@ -138,7 +146,7 @@ impl FactHandler {
         }
         let settings = &self.svc.settings;
         let delay = i64::try_from(settings.delay.as_millis()).unwrap_or(i64::MAX);
-        store::insert(
+        let payment = store::insert(
             tx,
             store::NewPayment {
                 order_no: &e.order_no,
@@ -153,12 +161,12 @@ impl FactHandler {
         )
         .await?;
         if settings.delay.is_zero() {
-            self.svc.complete(tx, &e.order_no).await?;
+            self.svc.complete_payment(tx, payment).await?;
         }
         Ok(())
     }
 
-    async fn order_cancelled(&self, tx: &mut AnyConnection, e: OrderCancelledEvent) -> Result<(), HandleError> {
+    async fn order_cancelled(&self, tx: &mut Tx, e: OrderCancelledEvent) -> Result<(), HandleError> {
         stream::db::lock_key(tx, &e.order_no).await?;
         let existing = store::by_order(tx, &e.order_no).await?;
         let d = decide(existing.as_ref().map(|p| p.status), Fact::OrderCancelled);
@@ -200,7 +208,7 @@ impl FactHandler {
 
 #[async_trait]
 impl TxHandler for FactHandler {
-    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
+    async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError> {
         match self.kind {
             EventType::OrderCreated => self.order_created(tx, message.decode()?).await,
             EventType::OrderCancelled => self.order_cancelled(tx, message.decode()?).await,
@@ -232,7 +240,7 @@ async fn completer(svc: Arc<PaymentService>, token: CancellationToken) {
         };
         for order_no in due {
             let result = async {
-                let mut tx = svc.host.db.writer().begin().await?;
+                let mut tx = stream::Tx::begin(&svc.host.db).await?;
                 svc.complete(&mut tx, &order_no).await?;
                 tx.commit().await?;
                 Ok::<_, HandleError>(())

@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
-use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+use sqlx::{AnyPool, Row, any::AnyRow};
+use stream::Tx;
 
 use crate::domain::PaymentStatus;
 
@@ -70,12 +71,9 @@ fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
 }
 
 /// The order's payment, locked (PostgreSQL) for the rest of the transaction.
-pub async fn by_order(conn: &mut AnyConnection, order_no: &str) -> Result<Option<Payment>, sqlx::Error> {
-    let select = stream::db::lock_rows(conn, select_payments!("WHERE order_no = $1"));
-    let row = sqlx::query(select)
-        .bind(order_no)
-        .fetch_optional(conn)
-        .await?;
+pub async fn by_order(tx: &mut Tx, order_no: &str) -> Result<Option<Payment>, sqlx::Error> {
+    let select = stream::db::lock_rows(tx, select_payments!("WHERE order_no = $1"));
+    let row = tx.fetch_optional(sqlx::query(select).bind(order_no)).await?;
     row.as_ref().map(payment_of).transpose()
 }
 
@@ -90,44 +88,62 @@ pub struct NewPayment<'a> {
     pub complete_at: Option<i64>,
 }
 
-pub async fn insert(conn: &mut AnyConnection, p: NewPayment<'_>) -> Result<i64, sqlx::Error> {
+/// Inserts the payment; returns it as [`by_order`] would read it back.
+pub async fn insert(tx: &mut Tx, p: NewPayment<'_>) -> Result<Payment, sqlx::Error> {
     let now = events::now_millis();
-    sqlx::query_scalar(
-        "INSERT INTO payments (order_no, order_id, user_id, amount, method, status, lines, complete_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+    let lines = p.lines.clone();
+    let payment_id = tx.fetch_one(
+        sqlx::query(
+            "INSERT INTO payments (order_no, order_id, user_id, amount, method, status, lines, complete_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+        )
+        .bind(p.order_no)
+        .bind(p.order_id)
+        .bind(p.user_id)
+        .bind(p.amount.map(|a| a.to_string()))
+        .bind(p.method)
+        .bind(p.status.as_str())
+        .bind(p.lines)
+        .bind(p.complete_at)
+        .bind(now),
     )
-    .bind(p.order_no)
-    .bind(p.order_id)
-    .bind(p.user_id)
-    .bind(p.amount.map(|a| a.to_string()))
-    .bind(p.method)
-    .bind(p.status.as_str())
-    .bind(p.lines)
-    .bind(p.complete_at)
-    .bind(now)
-    .fetch_one(conn)
-    .await
+    .await?
+    .try_get(0)?;
+    Ok(Payment {
+        payment_id,
+        order_id: p.order_id,
+        order_no: p.order_no.to_owned(),
+        user_id: p.user_id,
+        amount: p.amount,
+        payment_method: p.method.to_owned(),
+        status: p.status,
+        transaction_no: None,
+        reason: None,
+        lines,
+        created_at: now,
+        updated_at: now,
+    })
 }
 
 pub async fn set_status(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: i64,
     status: PaymentStatus,
     transaction_no: Option<&str>,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE payments SET status = $1, transaction_no = COALESCE($2, transaction_no), reason = COALESCE($3, reason),
-                updated_at = $4 WHERE id = $5",
+    tx.write(
+        sqlx::query(
+            "UPDATE payments SET status = $1, transaction_no = COALESCE($2, transaction_no), reason = COALESCE($3, reason),
+                    updated_at = $4 WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(transaction_no)
+        .bind(reason)
+        .bind(events::now_millis())
+        .bind(id),
     )
-    .bind(status.as_str())
-    .bind(transaction_no)
-    .bind(reason)
-    .bind(events::now_millis())
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Orders whose PENDING payment is due for completion.

@@ -52,7 +52,7 @@ pub async fn pass(svc: &StockService, settings: &ExpirySettings, now: i64) -> Re
     let cutoff = now - settings.after.as_millis() as i64;
     let mut expired = 0;
     for order_no in store::frozen_before(host.db.reader(), cutoff, 200).await? {
-        let mut tx = host.db.writer().begin().await?;
+        let mut tx = stream::Tx::begin(&host.db).await?;
         let (note, released) = svc.apply_fact(&mut tx, &order_no, Fact::Expired { after_secs: settings.after.as_secs() }).await?;
         tx.commit().await?;
         if released {

@@ -52,8 +52,7 @@ struct ReservationView {
 }
 
 async fn reservation(State(svc): State<Arc<StockService>>, Path(order_no): Path<String>) -> Result<Response, ApiError> {
-    let mut conn = svc.host.db.reader().acquire().await?;
-    match store::reservation(&mut conn, &order_no).await? {
+    match store::read_reservation(svc.host.db.reader(), &order_no).await? {
         Some(r) => Ok(Json(ReservationView { order_no, order_id: r.order_id, state: r.state.as_str(), items: r.lines, reason: r.reason })
             .into_response()),
         None => Err(ApiError::NotFound(format!("no reservation for order {order_no}"))),
@@ -70,7 +69,7 @@ async fn set(State(svc): State<Arc<StockService>>, Path(raw): Path<String>, Json
     if !(0..=MAX_UNITS).contains(&body.available) {
         return Err(ApiError::invalid("available", format!("must be 0 to {MAX_UNITS}")));
     }
-    let mut tx = svc.host.db.writer().begin().await?;
+    let mut tx = stream::Tx::begin(&svc.host.db).await?;
     let view = store::set_available(&mut tx, id, body.available).await?;
     tx.commit().await?;
     tracing::info!(product_id = id, available = body.available, "stock set");

@@ -25,8 +25,8 @@ use events::{
     Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentSuccessEvent, StockDeductedEvent,
     StockFreezeFailedEvent,
 };
-use sqlx::AnyConnection;
-use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
+
+use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -99,7 +99,7 @@ impl FactHandler {
 
 #[async_trait]
 impl TxHandler for FactHandler {
-    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError> {
+    async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError> {
         let (order_no, fact) = self.fact(message)?;
         let (note, _) = self.svc.apply_fact(tx, &order_no, fact).await?;
         tracing::info!(order_no, event = self.kind.tag(), %note, "stock decision");
@@ -111,7 +111,7 @@ impl StockService {
     /// Decides `fact` for the order's reservation (under the order's lock, on counters read
     /// in this transaction) and writes the decision: movements, reservation, announcement.
     /// Returns the decision's note and whether stock moved.
-    async fn apply_fact(&self, tx: &mut AnyConnection, order_no: &str, fact: Fact) -> Result<(String, bool), HandleError> {
+    async fn apply_fact(&self, tx: &mut Tx, order_no: &str, fact: Fact) -> Result<(String, bool), HandleError> {
         stream::db::lock_key(tx, order_no).await?;
         let existing = store::reservation(tx, order_no).await?;
         let products: Vec<i64> = match &fact {

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+use sqlx::{AnyPool, Row, any::AnyRow};
+use stream::Tx;
 
 use crate::domain::{Counters, Lines, Movement, Reservation, ReservationState};
 
@@ -59,17 +60,14 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<StockView>, sqlx::Error> {
 
 /// Counters of the given products, read (and on PostgreSQL locked, in ascending id order)
 /// inside the write transaction.
-pub async fn counters(conn: &mut AnyConnection, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
+pub async fn counters(tx: &mut Tx, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
     let mut out = BTreeMap::new();
     let mut ids: Vec<i64> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
     for id in ids {
-        let select = stream::db::lock_rows(conn, "SELECT available, frozen, sold FROM products WHERE id = $1");
-        let row = sqlx::query(select)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let select = stream::db::lock_rows(tx, "SELECT available, frozen, sold FROM products WHERE id = $1");
+        let row = tx.fetch_optional(sqlx::query(select).bind(id)).await?;
         if let Some(r) = row {
             out.insert(id, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? });
         }
@@ -77,72 +75,72 @@ pub async fn counters(conn: &mut AnyConnection, ids: impl Iterator<Item = i64>) 
     Ok(out)
 }
 
-pub async fn apply(conn: &mut AnyConnection, order_no: Option<&str>, m: &Movement) -> Result<(), sqlx::Error> {
+pub async fn apply(tx: &mut Tx, order_no: Option<&str>, m: &Movement) -> Result<(), sqlx::Error> {
     let now = events::now_millis();
-    sqlx::query(
-        "UPDATE products SET available = available + $1, frozen = frozen + $2, sold = sold + $3, updated_at = $4
-         WHERE id = $5",
+    tx.write(
+        sqlx::query(
+            "UPDATE products SET available = available + $1, frozen = frozen + $2, sold = sold + $3, updated_at = $4
+             WHERE id = $5",
+        )
+        .bind(m.available)
+        .bind(m.frozen)
+        .bind(m.sold)
+        .bind(now)
+        .bind(m.product_id),
     )
-    .bind(m.available)
-    .bind(m.frozen)
-    .bind(m.sold)
-    .bind(now)
-    .bind(m.product_id)
-    .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO stock_movements (product_id, order_no, kind, d_available, d_frozen, d_sold, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    tx.write(
+        sqlx::query(
+            "INSERT INTO stock_movements (product_id, order_no, kind, d_available, d_frozen, d_sold, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(m.product_id)
+        .bind(order_no)
+        .bind(m.kind)
+        .bind(m.available)
+        .bind(m.frozen)
+        .bind(m.sold)
+        .bind(now),
     )
-    .bind(m.product_id)
-    .bind(order_no)
-    .bind(m.kind)
-    .bind(m.available)
-    .bind(m.frozen)
-    .bind(m.sold)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Sets a product's available units (creating it), recording the difference as `ADJUST`.
-pub async fn set_available(conn: &mut AnyConnection, id: i64, available: i64) -> Result<StockView, sqlx::Error> {
-    let select = stream::db::lock_rows(conn, "SELECT available FROM products WHERE id = $1");
-    let current: Option<i64> = sqlx::query_scalar(select)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn set_available(tx: &mut Tx, id: i64, available: i64) -> Result<StockView, sqlx::Error> {
+    let select = stream::db::lock_rows(tx, "SELECT available FROM products WHERE id = $1");
+    let current: Option<i64> = tx.fetch_optional(sqlx::query(select).bind(id)).await?.map(|r| r.try_get(0)).transpose()?;
     if current.is_none() {
-        sqlx::query("INSERT INTO products (id, available, updated_at) VALUES ($1, 0, $2)")
-            .bind(id)
-            .bind(events::now_millis())
-            .execute(&mut *conn)
+        tx.write(sqlx::query("INSERT INTO products (id, available, updated_at) VALUES ($1, 0, $2)").bind(id).bind(events::now_millis()))
             .await?;
     }
     let delta = available - current.unwrap_or(0);
-    apply(conn, None, &Movement { product_id: id, kind: "ADJUST", available: delta, frozen: 0, sold: 0 }).await?;
-    let row = sqlx::query("SELECT id, available, frozen, sold FROM products WHERE id = $1").bind(id).fetch_one(conn).await?;
+    apply(tx, None, &Movement { product_id: id, kind: "ADJUST", available: delta, frozen: 0, sold: 0 }).await?;
+    let row = tx.fetch_one(sqlx::query("SELECT id, available, frozen, sold FROM products WHERE id = $1").bind(id)).await?;
     view_of(&row)
 }
 
-pub async fn reservation(conn: &mut AnyConnection, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
-    let select = stream::db::lock_rows(conn, "SELECT order_id, state, lines, reason FROM reservations WHERE order_no = $1");
-    let row = sqlx::query(select)
-        .bind(order_no)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| {
-        let state: String = r.try_get("state")?;
-        let lines: String = r.try_get("lines")?;
-        Ok(Reservation {
-            order_id: r.try_get("order_id")?,
-            state: ReservationState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("state {state}").into()))?,
-            lines: serde_json::from_str::<Lines>(&lines).unwrap_or_default(),
-            reason: r.try_get("reason")?,
-        })
+const RESERVATION: &str = "SELECT order_id, state, lines, reason FROM reservations WHERE order_no = $1";
+
+/// The order's reservation, read (and on PostgreSQL locked) inside the write transaction.
+pub async fn reservation(tx: &mut Tx, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
+    let select = stream::db::lock_rows(tx, RESERVATION);
+    tx.fetch_optional(sqlx::query(select).bind(order_no)).await?.as_ref().map(reservation_of).transpose()
+}
+
+/// The order's reservation as committed.
+pub async fn read_reservation(pool: &AnyPool, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
+    sqlx::query(RESERVATION).bind(order_no).fetch_optional(pool).await?.as_ref().map(reservation_of).transpose()
+}
+
+fn reservation_of(r: &AnyRow) -> Result<Reservation, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    let lines: String = r.try_get("lines")?;
+    Ok(Reservation {
+        order_id: r.try_get("order_id")?,
+        state: ReservationState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("state {state}").into()))?,
+        lines: serde_json::from_str::<Lines>(&lines).unwrap_or_default(),
+        reason: r.try_get("reason")?,
     })
-    .transpose()
 }
 
 /// Orders whose reservation has been FROZEN since before `cutoff`, oldest first.
@@ -154,19 +152,19 @@ pub async fn frozen_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Ve
         .await
 }
 
-pub async fn save_reservation(conn: &mut AnyConnection, order_no: &str, r: &Reservation) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO reservations (order_no, order_id, state, lines, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (order_no) DO UPDATE SET state = excluded.state, lines = excluded.lines,
-                                              reason = excluded.reason, updated_at = excluded.updated_at",
+pub async fn save_reservation(tx: &mut Tx, order_no: &str, r: &Reservation) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query(
+            "INSERT INTO reservations (order_no, order_id, state, lines, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (order_no) DO UPDATE SET state = excluded.state, lines = excluded.lines,
+                                                  reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(order_no)
+        .bind(r.order_id)
+        .bind(r.state.as_str())
+        .bind(serde_json::to_string(&r.lines).unwrap_or_default())
+        .bind(r.reason.as_deref())
+        .bind(events::now_millis()),
     )
-    .bind(order_no)
-    .bind(r.order_id)
-    .bind(r.state.as_str())
-    .bind(serde_json::to_string(&r.lines).unwrap_or_default())
-    .bind(r.reason.as_deref())
-    .bind(events::now_millis())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }

@@ -24,8 +24,9 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
+use crate::Tx;
 use sqlx::{
-    AnyConnection, AnyPool, AssertSqlSafe, Executor,
+    AnyPool, AssertSqlSafe, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
@@ -35,27 +36,22 @@ pub enum Backend {
     Postgres,
 }
 
-fn is_postgres(conn: &AnyConnection) -> bool {
-    conn.backend_name().eq_ignore_ascii_case("PostgreSQL")
-}
-
 /// Serializes the transactions that touch `key` (e.g. an orderNo) until commit: a
 /// transaction-scoped advisory lock on PostgreSQL; nothing on SQLite, whose single writer
 /// already serializes.
-pub async fn lock_key(conn: &mut AnyConnection, key: &str) -> Result<(), sqlx::Error> {
-    if is_postgres(conn) {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(conn).await?;
+pub async fn lock_key(tx: &mut Tx, key: &str) -> Result<(), sqlx::Error> {
+    if tx.backend() == Backend::Postgres {
+        tx.write(sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key)).await?;
     }
     Ok(())
 }
 
 /// `select` with `FOR UPDATE` appended on PostgreSQL (on SQLite the single writer already
 /// serializes read-decide-write transactions).
-pub fn lock_rows(conn: &AnyConnection, select: &'static str) -> AssertSqlSafe<String> {
-    if is_postgres(conn) {
-        AssertSqlSafe(format!("{select} FOR UPDATE"))
-    } else {
-        AssertSqlSafe(select.to_owned())
+pub fn lock_rows(tx: &Tx, select: &'static str) -> AssertSqlSafe<String> {
+    match tx.backend() {
+        Backend::Postgres => AssertSqlSafe(format!("{select} FOR UPDATE")),
+        Backend::Sqlite => AssertSqlSafe(select.to_owned()),
     }
 }
 

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{DecodeError, Message};
-use sqlx::AnyConnection;
+use sqlx::Row;
 
 use crate::{
-    Db, OutboxRelay, rows,
+    Db, OutboxRelay, Tx, rows,
     idempotency::RedisIdempotency,
     binder::{Delivery, MessageHandler, Outcome},
     metrics::{self, Metrics},
@@ -70,7 +70,7 @@ impl From<DecodeError> for HandleError {
 /// A service's message handler: applies one message inside the open transaction.
 #[async_trait]
 pub trait TxHandler: Send + Sync + 'static {
-    async fn apply(&self, tx: &mut AnyConnection, message: &Message) -> Result<(), HandleError>;
+    async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError>;
 }
 
 pub struct InboxConsumer {
@@ -110,21 +110,26 @@ impl InboxConsumer {
         InboxConsumer { fast, ..self }
     }
 
-    async fn apply_one(&self, tx: &mut AnyConnection, message: &Message) -> Result<bool, HandleError> {
+    /// One message in the careful path; its queued writes are sent before it returns, so
+    /// their errors are its own.
+    async fn apply_one(&self, tx: &mut Tx, message: &Message) -> Result<bool, HandleError> {
         let event_id = message.event_id()?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(&self.consumer)
-        .bind(&event_id)
-        .bind(events::now_millis())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        let fresh = tx
+            .execute(
+                sqlx::query(
+                    "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (consumer, event_id) DO NOTHING",
+                )
+                .bind(&self.consumer)
+                .bind(&event_id)
+                .bind(events::now_millis()),
+            )
+            .await?
+            .rows_affected()
             == 1;
         if fresh {
             self.handler.apply(tx, message).await?;
+            tx.flush().await?;
         }
         Ok(fresh)
     }
@@ -200,7 +205,7 @@ impl InboxConsumer {
                 }
             }
         }
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = Tx::begin(&self.db).await?;
         let now = events::now_millis();
         let mut fresh: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(todo.len());
         for chunk in rows::chunks(&todo) {
@@ -215,11 +220,13 @@ impl InboxConsumer {
                 },
                 " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
             );
-            let mut q = sqlx::query_scalar::<_, String>(sql).bind(&self.consumer).bind(now);
+            let mut q = sqlx::query(sql).bind(&self.consumer).bind(now);
             for (_, id) in chunk {
                 q = q.bind(id);
             }
-            fresh.extend(q.fetch_all(&mut *tx).await?);
+            for row in tx.fetch_all(q).await? {
+                fresh.insert(row.try_get(0)?);
+            }
         }
         let mut duplicates = 0;
         for (i, id) in &todo {
@@ -232,6 +239,10 @@ impl InboxConsumer {
                 duplicates += 1;
             }
         }
+        // A queued write that fails is some message's failure: the careful path finds whose.
+        if tx.flush().await.is_err() {
+            return Ok(None);
+        }
         tx.commit().await?;
         for (i, _) in &todo {
             outcomes[*i] = Some(Outcome::Done);
@@ -241,20 +252,21 @@ impl InboxConsumer {
 
     /// The careful path: a savepoint per message.
     async fn apply_each(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<u64, sqlx::Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = Tx::begin(&self.db).await?;
         let mut duplicates = 0;
         for (d, outcome) in batch.iter().zip(outcomes.iter_mut()) {
             if outcome.is_some() {
                 continue;
             }
-            sqlx::query("SAVEPOINT msg").execute(&mut *tx).await?;
+            tx.execute(sqlx::query("SAVEPOINT msg")).await?;
             let result = self.apply_one(&mut tx, &d.message).await;
-            let end = if result.is_ok() { "RELEASE SAVEPOINT msg" } else { "ROLLBACK TO SAVEPOINT msg" };
-            sqlx::query(end).execute(&mut *tx).await?;
             if result.is_err() {
-                // ROLLBACK TO leaves the savepoint open; release it.
-                sqlx::query("RELEASE SAVEPOINT msg").execute(&mut *tx).await?;
+                // Whatever of it is still queued goes with the savepoint; ROLLBACK TO leaves
+                // the savepoint open, so release it too.
+                tx.discard();
+                tx.execute(sqlx::query("ROLLBACK TO SAVEPOINT msg")).await?;
             }
+            tx.execute(sqlx::query("RELEASE SAVEPOINT msg")).await?;
             *outcome = Some(match result {
                 Ok(fresh) => {
                     duplicates += u64::from(!fresh);

@@ -9,6 +9,8 @@
 //! - [`dlq`]: listing, replaying and purging a service's dead letters.
 //! - [`idempotency`]: the optional Redis fast path in front of the inbox.
 //! - [`rows`]: many rows per SQL statement on the hot paths.
+//! - [`tx`]: a write transaction that queues writes nobody reads and sends them to SQLite
+//!   with the next read, one round trip.
 //! - [`db`]: opening a service database and applying its versioned migrations.
 //! - [`metrics`]: counters per topic and group, rendered in Prometheus text format.
 //! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rows;
 pub mod tags;
+pub mod tx;
 
 pub use binder::{
     Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, MessageHandler,
@@ -39,3 +42,4 @@ pub use inbox::{HandleError, InboxConsumer, TxHandler};
 pub use host::{ServiceHost, StartError};
 pub use metrics::Metrics;
 pub use outbox::{Outbox, OutboxRelay};
+pub use tx::Tx;

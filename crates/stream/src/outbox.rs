@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Binder, Db, db::Backend, metrics::{self, Metrics}, rows};
+use crate::{Binder, Db, Tx, db::Backend, metrics::{self, Metrics}, rows};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE outbox (
@@ -55,7 +55,7 @@ pub struct Outbox;
 
 impl Outbox {
     /// Adds `message` to the outbox inside the caller's transaction.
-    pub async fn enqueue(conn: &mut AnyConnection, message: &Message) -> Result<(), OutboxError> {
+    pub async fn enqueue(tx: &mut Tx, message: &Message) -> Result<(), OutboxError> {
         if message.body.len() > MAX_EVENT_BYTES {
             return Err(OutboxError::TooLarge {
                 event: message.tags.clone(),
@@ -64,16 +64,15 @@ impl Outbox {
             });
         }
         let properties = serde_json::to_string(&message.properties).unwrap_or_else(|_| "{}".into());
-        sqlx::query(
-            "INSERT INTO outbox (topic, tags, keys, properties, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        tx.write(
+            sqlx::query("INSERT INTO outbox (topic, tags, keys, properties, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&message.topic)
+                .bind(&message.tags)
+                .bind(&message.keys)
+                .bind(properties)
+                .bind(&message.body)
+                .bind(events::now_millis()),
         )
-        .bind(&message.topic)
-        .bind(&message.tags)
-        .bind(&message.keys)
-        .bind(properties)
-        .bind(&message.body)
-        .bind(events::now_millis())
-        .execute(conn)
         .await?;
         Ok(())
     }

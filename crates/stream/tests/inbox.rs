@@ -6,19 +6,24 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use stream::{
     ConsumerBinding, Db, Delivery, HandleError, InboxConsumer, Message, MessageHandler, Metrics, Outcome,
-    OutboxRelay, TxHandler, idempotency::RedisIdempotency, inbox, metrics,
+    OutboxRelay, Tx, TxHandler, idempotency::RedisIdempotency, inbox, metrics,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Writes the body into `effects`; bodies starting with "bad" / "busy" fail permanently /
-/// transiently *after* writing, so a rollback is observable.
+/// transiently *after* writing, so a rollback is observable; a "clash" body also writes a
+/// row that collides with the first effect, an error only the queued write's send reveals.
 struct Writer;
 
 #[async_trait]
 impl TxHandler for Writer {
-    async fn apply(&self, tx: &mut sqlx::AnyConnection, m: &Message) -> Result<(), HandleError> {
+    async fn apply(&self, tx: &mut Tx, m: &Message) -> Result<(), HandleError> {
         let body = String::from_utf8_lossy(&m.body).into_owned();
-        sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(&body).execute(&mut *tx).await?;
+        tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(&body)).await?;
+        if body.starts_with("clash") {
+            // Takes row id 1 (the batch's first effect): fails only when the queue is sent.
+            tx.write(sqlx::query("INSERT INTO effects (id, body) VALUES (1, $1)").bind(&body)).await?;
+        }
         if body.starts_with("bad") {
             return Err(HandleError::Permanent("invalid".into()));
         }
@@ -211,7 +216,7 @@ async fn an_event_over_one_mebibyte_is_refused_and_nothing_is_written() {
     db.migrate("outbox", stream::outbox::MIGRATIONS).await.unwrap();
     let mut m = delivery("big", "").message;
     m.body = vec![b'x'; stream::outbox::MAX_EVENT_BYTES + 1];
-    let mut tx = db.writer().begin().await.unwrap();
+    let mut tx = Tx::begin(&db).await.unwrap();
     let err = stream::outbox::Outbox::enqueue(&mut tx, &m).await.unwrap_err();
     assert!(err.to_string().contains("over the 1048576-byte limit"), "{err}");
     drop(tx);
@@ -220,8 +225,51 @@ async fn an_event_over_one_mebibyte_is_refused_and_nothing_is_written() {
     assert!(matches!(handled, HandleError::Permanent(_)), "never retried");
 
     m.body.truncate(stream::outbox::MAX_EVENT_BYTES);
-    let mut tx = db.writer().begin().await.unwrap();
+    let mut tx = Tx::begin(&db).await.unwrap();
     stream::outbox::Outbox::enqueue(&mut tx, &m).await.expect("exactly 1 MiB is accepted");
     tx.commit().await.unwrap();
     assert_eq!(stream::outbox::Outbox::backlog(&db).await.unwrap(), 1);
+}
+
+/// A write queued by one message fails only when the queue is sent, after the handler
+/// returned: the careful path still pins it on that message alone.
+#[tokio::test]
+async fn a_queued_write_that_fails_later_fails_only_its_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::open(dir.path()).await;
+    let db = svc.db.clone();
+    let consumer = svc.consumer(&Metrics::new());
+
+    let outcomes = consumer.handle(&[delivery("e1", "one"), delivery("e2", "clash two"), delivery("e3", "three")]).await;
+    assert_eq!(outcomes[0], Outcome::Done);
+    assert!(matches!(&outcomes[1], Outcome::Retry(e) if e.contains("UNIQUE")), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2], Outcome::Done);
+    assert_eq!(effects(&db).await, ["one", "three"], "the clashing message left no trace");
+    svc.stop().await;
+}
+
+/// `Tx` queues writes until the next read: the read sees them (its placeholders renumbered
+/// after theirs), a commit keeps them, a transaction dropped without commit keeps none.
+#[tokio::test]
+async fn queued_writes_are_seen_by_the_next_read_and_kept_only_on_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite(&dir.path().join("svc.db")).await.unwrap();
+    db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
+
+    let mut tx = Tx::begin(&db).await.unwrap();
+    for body in ["a", "b"] {
+        tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(body)).await.unwrap();
+    }
+    tx.write(sqlx::query("UPDATE effects SET body = $1 WHERE body = $2").bind("B").bind("b")).await.unwrap();
+    let rows = tx.fetch_all(sqlx::query("SELECT body FROM effects WHERE body <> $1 ORDER BY id").bind("a")).await.unwrap();
+    let seen: Vec<String> = rows.iter().map(|r| sqlx::Row::get(r, 0)).collect();
+    assert_eq!(seen, ["B"], "the read ran after the three queued writes, with its own argument");
+    tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind("c")).await.unwrap();
+    drop(tx);
+    assert!(effects(&db).await.is_empty(), "a dropped transaction wrote nothing");
+
+    let mut tx = Tx::begin(&db).await.unwrap();
+    tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind("kept")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(effects(&db).await, ["kept"], "commit sent the queue");
 }

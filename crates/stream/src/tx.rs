@@ -1,0 +1,178 @@
+//! A write transaction that costs SQLite fewer round trips.
+//!
+//! Every statement sqlx runs on SQLite is a round trip to the connection's own thread: two
+//! thread wake-ups, about 40 µs, where SQLite itself needs one or two. Most writes a handler
+//! makes (a history line, an outbox row, a counter update) return nothing it reads. [`Tx`]
+//! queues those ([`Tx::write`]) and sends them in front of the next statement that does
+//! read, as one multi-statement round trip; [`Tx::commit`] sends what is still queued first.
+//!
+//! Guarantees:
+//! - Order: statements run in the order they were issued, so a read sees every write issued
+//!   before it, exactly as without the queue.
+//! - Nothing is lost: the only way to commit is [`Tx::commit`], which sends the queue first.
+//!   A `Tx` dropped without it rolls back, queue and all.
+//! - What does change: a queued write's error surfaces at the next read, [`Tx::flush`] or
+//!   commit, and fails that call. Code that must know which write failed flushes first (the
+//!   inbox does, inside each message's savepoint). A queued write's row count is not known.
+//! - PostgreSQL runs every write at once (its extended protocol takes one statement at a
+//!   time), so there nothing changes.
+
+use sqlx::{
+    Any, AnyConnection, AssertSqlSafe, Execute, Transaction,
+    any::{AnyArguments, AnyQueryResult, AnyRow},
+    query::Query,
+};
+
+use crate::{Db, db::Backend};
+
+/// A statement as `sqlx::query(..).bind(..)` builds it.
+pub type Statement<'q> = Query<'q, Any, AnyArguments>;
+
+/// Past this many queued arguments the queue is sent without waiting for a read (SQLite
+/// takes at most 32,766 per statement).
+const MAX_QUEUED_ARGS: usize = 4096;
+
+/// A write transaction on a service database's writer. See the module docs.
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    /// Queued statements, `;`-separated, their placeholders renumbered into `args`.
+    queued: String,
+    args: AnyArguments,
+}
+
+impl Tx {
+    /// Begins a transaction on `db`'s writer.
+    pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
+        Ok(Tx { tx: db.writer().begin().await?, backend: db.backend(), queued: String::new(), args: AnyArguments::default() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A write whose result is not needed: queued on SQLite, run at once on PostgreSQL.
+    pub async fn write(&mut self, statement: Statement<'_>) -> Result<(), sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => {
+                statement.execute(&mut *self.tx).await?;
+            }
+            Backend::Sqlite => {
+                self.queue(statement)?;
+                if self.args.values.0.len() > MAX_QUEUED_ARGS {
+                    self.flush().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `statement` after the queued writes, in one round trip; its rows.
+    pub async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        if self.queued.is_empty() {
+            return statement.fetch_all(&mut *self.tx).await;
+        }
+        self.queue(statement)?;
+        let (sql, args) = self.take();
+        // Only the last statement returns rows: the queued ones are writes.
+        sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut *self.tx).await
+    }
+
+    /// Like [`Tx::fetch_all`], for at most one row.
+    pub async fn fetch_optional(&mut self, statement: Statement<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
+        if self.queued.is_empty() {
+            return statement.fetch_optional(&mut *self.tx).await;
+        }
+        Ok(self.fetch_all(statement).await?.into_iter().next())
+    }
+
+    /// Like [`Tx::fetch_all`], for exactly one row.
+    pub async fn fetch_one(&mut self, statement: Statement<'_>) -> Result<AnyRow, sqlx::Error> {
+        self.fetch_optional(statement).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Runs a write whose row count is needed, after sending the queue.
+    pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
+        self.flush().await?;
+        statement.execute(&mut *self.tx).await
+    }
+
+    /// Sends the queued writes.
+    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let (sql, args) = self.take();
+        sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    /// Drops the queued writes: before rolling back to a savepoint they belong after.
+    pub fn discard(&mut self) {
+        self.take();
+    }
+
+    /// The connection, with the queue sent: for SQL that is not a [`Statement`].
+    pub async fn conn(&mut self) -> Result<&mut AnyConnection, sqlx::Error> {
+        self.flush().await?;
+        Ok(&mut self.tx)
+    }
+
+    /// Sends the queue and commits.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.flush().await?;
+        self.tx.commit().await
+    }
+
+    fn queue(&mut self, mut statement: Statement<'_>) -> Result<(), sqlx::Error> {
+        let args = statement.take_arguments().map_err(sqlx::Error::Encode)?;
+        let sql = statement.sql();
+        renumber(sql.as_str().trim_end_matches([';', ' ', '\n']), self.args.values.0.len(), &mut self.queued);
+        self.queued.push_str(";\n");
+        if let Some(args) = args {
+            self.args.values.0.extend(args.values.0);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> (String, AnyArguments) {
+        (std::mem::take(&mut self.queued), std::mem::take(&mut self.args))
+    }
+}
+
+/// Appends `sql` to `out` with every `$N` placeholder (outside string literals) raised by
+/// `offset`.
+fn renumber(sql: &str, offset: usize, out: &mut String) {
+    let mut quoted = false;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' => quoted = !quoted,
+            '$' if !quoted => {
+                let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+                if let Ok(n) = sql[i + 1..i + 1 + digits].parse::<usize>() {
+                    out.push('$');
+                    out.push_str(&(n + offset).to_string());
+                    for _ in 0..digits {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+
+    #[test]
+    fn placeholders_are_raised_outside_literals_only() {
+        let mut out = String::new();
+        renumber("UPDATE t SET a = $1, b = '$2' WHERE c = $10 AND d = $", 5, &mut out);
+        assert_eq!(out, "UPDATE t SET a = $6, b = '$2' WHERE c = $15 AND d = $");
+    }
+}
