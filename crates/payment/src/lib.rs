@@ -22,7 +22,7 @@ use events::{
 use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::domain::{Announce, Completion, Fact, PaymentStatus, decide};
+use crate::domain::{Announce, Completion, Fact, decide};
 
 pub const SERVICE: &str = "payment";
 const DEFAULT_GROUP: &str = "payment-consumer-group";
@@ -135,18 +135,21 @@ struct FactHandler {
 }
 
 impl FactHandler {
+    /// A payment for an order seen for the first time. Any payment the order has already
+    /// makes `order-created` a no-op (see `decide`), so the insert itself asks: one
+    /// statement, not a read and an insert.
     async fn order_created(&self, tx: &mut Tx, e: OrderCreatedEvent) -> Result<(), HandleError> {
         stream::db::lock_key(tx, &e.order_no).await?;
-        let existing = store::by_order(tx, &e.order_no).await?;
-        if decide(existing.map(|p| p.status), Fact::OrderCreated).status != Some(PaymentStatus::Pending) {
-            return Ok(());
-        }
+        let Some(status) = decide(None, Fact::OrderCreated).status else { return Ok(()) };
         if e.total_amount <= rust_decimal::Decimal::ZERO {
+            if store::by_order(tx, &e.order_no).await?.is_some() {
+                return Ok(());
+            }
             return Err(HandleError::Permanent(format!("order {} has a non-positive total {}", e.order_no, e.total_amount)));
         }
         let settings = &self.svc.settings;
         let delay = i64::try_from(settings.delay.as_millis()).unwrap_or(i64::MAX);
-        let payment = store::insert(
+        let Some(payment) = store::insert(
             tx,
             store::NewPayment {
                 order_no: &e.order_no,
@@ -154,12 +157,15 @@ impl FactHandler {
                 user_id: e.user_id,
                 amount: Some(e.total_amount),
                 method: &settings.method,
-                status: PaymentStatus::Pending,
+                status,
                 lines: serde_json::to_string(&e.product_quantity_map).unwrap_or_default(),
                 complete_at: Some(events::now_millis().saturating_add(delay)),
             },
         )
-        .await?;
+        .await?
+        else {
+            return Ok(());
+        };
         if settings.delay.is_zero() {
             self.svc.complete_payment(tx, payment).await?;
         }

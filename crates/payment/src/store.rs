@@ -88,14 +88,16 @@ pub struct NewPayment<'a> {
     pub complete_at: Option<i64>,
 }
 
-/// Inserts the payment; returns it as [`by_order`] would read it back.
-pub async fn insert(tx: &mut Tx, p: NewPayment<'_>) -> Result<Payment, sqlx::Error> {
+/// Inserts the payment unless the order has one already; returns it as [`by_order`] would
+/// read it back, or `None` when the order had one.
+pub async fn insert(tx: &mut Tx, p: NewPayment<'_>) -> Result<Option<Payment>, sqlx::Error> {
     let now = events::now_millis();
     let lines = p.lines.clone();
-    let payment_id = tx.fetch_one(
+    let Some(row) = tx.fetch_optional(
         sqlx::query(
             "INSERT INTO payments (order_no, order_id, user_id, amount, method, status, lines, complete_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+             ON CONFLICT (order_no) DO NOTHING RETURNING id",
         )
         .bind(p.order_no)
         .bind(p.order_id)
@@ -108,9 +110,11 @@ pub async fn insert(tx: &mut Tx, p: NewPayment<'_>) -> Result<Payment, sqlx::Err
         .bind(now),
     )
     .await?
-    .try_get(0)?;
-    Ok(Payment {
-        payment_id,
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Payment {
+        payment_id: row.try_get(0)?,
         order_id: p.order_id,
         order_no: p.order_no.to_owned(),
         user_id: p.user_id,
@@ -122,7 +126,7 @@ pub async fn insert(tx: &mut Tx, p: NewPayment<'_>) -> Result<Payment, sqlx::Err
         lines,
         created_at: now,
         updated_at: now,
-    })
+    }))
 }
 
 pub async fn set_status(

@@ -114,11 +114,12 @@ impl StockService {
     async fn apply_fact(&self, tx: &mut Tx, order_no: &str, fact: Fact) -> Result<(String, bool), HandleError> {
         stream::db::lock_key(tx, order_no).await?;
         let existing = store::reservation(tx, order_no).await?;
-        let products: Vec<i64> = match &fact {
-            Fact::OrderCreated { lines, .. } => lines.keys().copied().collect(),
-            _ => existing.as_ref().map(|r| r.lines.keys().copied().collect()).unwrap_or_default(),
+        // Only a freeze weighs the counters; the other moves change the reservation's own
+        // units, their updates taking the product rows in ascending id order as a freeze does.
+        let counters = match &fact {
+            Fact::OrderCreated { lines, .. } => store::counters(tx, lines.keys().copied()).await?,
+            _ => Default::default(),
         };
-        let counters = store::counters(tx, products.into_iter()).await?;
         let d = decide(existing.as_ref(), &counters, fact);
         for m in &d.movements {
             store::apply(tx, Some(order_no), m).await?;
