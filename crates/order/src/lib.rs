@@ -135,18 +135,29 @@ impl FactHandler {
 #[async_trait]
 impl TxHandler for FactHandler {
     async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError> {
-        let (order_no, fact) = self.fact(message)?;
-        let Some((order_id, user_id, state)) = store::load_state(tx, &order_no).await? else {
-            return Err(HandleError::Permanent(format!("unknown order {order_no}")));
-        };
-        let d = decide(&state, fact);
-        store::save_state(tx, &order_no, &d.state).await?;
-        store::prune_messages(tx, &order_no, &d.state).await?;
-        store::record(tx, &order_no, self.kind.tag(), &d.note).await?;
-        if let Some(reason) = d.cancel {
-            self.svc.announce_cancellation(tx, &order_no, order_id, user_id, reason).await?;
+        self.apply_batch(tx, &[message]).await
+    }
+
+    /// One statement reads every order the batch names; each decision then sees the state
+    /// the batch's earlier messages left, and only writes (which wait for the commit).
+    async fn apply_batch(&self, tx: &mut Tx, messages: &[&Message]) -> Result<(), HandleError> {
+        let facts = messages.iter().map(|m| self.fact(m)).collect::<Result<Vec<_>, _>>()?;
+        let order_nos: Vec<&str> = facts.iter().map(|(order_no, _)| order_no.as_str()).collect();
+        let mut orders = store::load_states(tx, &order_nos).await?;
+        for (order_no, fact) in facts {
+            let Some((order_id, user_id, state)) = orders.get_mut(&order_no) else {
+                return Err(HandleError::Permanent(format!("unknown order {order_no}")));
+            };
+            let d = decide(state, fact);
+            store::save_state(tx, &order_no, &d.state).await?;
+            store::prune_messages(tx, &order_no, &d.state).await?;
+            store::record(tx, &order_no, self.kind.tag(), &d.note).await?;
+            if let Some(reason) = d.cancel {
+                self.svc.announce_cancellation(tx, &order_no, *order_id, *user_id, reason).await?;
+            }
+            tracing::info!(order_no, event = self.kind.tag(), status = d.state.status.as_str(), "order updated");
+            *state = d.state;
         }
-        tracing::info!(order_no, event = self.kind.tag(), status = d.state.status.as_str(), "order updated");
         Ok(())
     }
 }

@@ -2,7 +2,10 @@
 //! transaction, so an order change, its history line, its outgoing event (outbox) and the
 //! incoming eventId (inbox) commit together.
 
-use std::{collections::BTreeMap, str::FromStr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    str::FromStr,
+};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -136,16 +139,39 @@ pub async fn insert_order(
 }
 
 /// The order's id, user and decision state, read inside the write transaction.
-pub async fn load_state(tx: &mut Tx, order_no: &str) -> Result<Option<(i64, i64, OrderState)>, sqlx::Error> {
-    let select = stream::db::lock_rows(
-        tx,
-        "SELECT id, user_id, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
-         FROM orders WHERE order_no = $1",
-    );
-    let Some(r) = tx.fetch_optional(sqlx::query(select).bind(order_no)).await? else {
-        return Ok(None);
-    };
-    Ok(Some((r.try_get("id")?, r.try_get("user_id")?, state_of(&r)?)))
+pub async fn load_state(tx: &mut Tx, order_no: &str) -> Result<Option<Loaded>, sqlx::Error> {
+    Ok(load_states(tx, &[order_no]).await?.remove(order_no))
+}
+
+/// An order as a decision sees it: id, user and state.
+pub type Loaded = (i64, i64, OrderState);
+
+const STATE_COLUMNS: &str =
+    "SELECT order_no, id, user_id, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
+     FROM orders WHERE order_no IN";
+
+/// The orders of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
+/// orderNo order) inside the write transaction: one statement for a whole batch.
+pub async fn load_states(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<String, Loaded>, sqlx::Error> {
+    let mut order_nos = order_nos.to_vec();
+    order_nos.sort_unstable();
+    order_nos.dedup();
+    let mut out = HashMap::with_capacity(order_nos.len());
+    for chunk in rows::chunks(&order_nos) {
+        let mut sql = rows::in_list(STATE_COLUMNS, 1, chunk.len()).0;
+        sql.push_str(" ORDER BY order_no");
+        if tx.backend() == stream::db::Backend::Postgres {
+            sql.push_str(" FOR UPDATE");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for order_no in chunk {
+            q = q.bind(*order_no);
+        }
+        for r in tx.fetch_all(q).await? {
+            out.insert(r.try_get("order_no")?, (r.try_get("id")?, r.try_get("user_id")?, state_of(&r)?));
+        }
+    }
+    Ok(out)
 }
 
 fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {

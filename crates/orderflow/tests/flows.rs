@@ -276,6 +276,37 @@ async fn the_java_services_order_created_message_is_consumed(v: Variant) {
     t.shutdown().await;
 }
 
+/// One order announced three times under different eventIds, the three handled together (the
+/// consumers were paused while they arrived): one payment, captured once, and one
+/// reservation, frozen and deducted once.
+async fn one_order_announced_three_times_in_one_batch_is_paid_and_frozen_once(v: Variant) {
+    let t = spawn(v).await;
+    let before = t.stock(1001).await;
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let fixture = std::fs::read(fixtures().join("events/order-created.json")).unwrap();
+    let mut event: events::OrderCreatedEvent = serde_json::from_slice(&fixture).unwrap();
+    let mut copies = Vec::new();
+    for n in 0..3 {
+        event.event_id = format!("announced-{n}");
+        copies.push(events::Event::to_message(&event));
+    }
+    t.app.binder.publish(&copies).await.unwrap();
+    t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
+    t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "RUNNING").await;
+    eventually("payment captured", || async {
+        t.payments("ORD1736900000001").await.into_iter().find(|p| p.status == PaymentStatus::Success)
+    })
+    .await;
+    t.quiesce().await;
+    assert_eq!(t.payments("ORD1736900000001").await.len(), 1, "one payment");
+    assert_eq!(t.published("payment-success"), 1.0, "captured once");
+    let after = t.stock(1001).await;
+    let moved = (after.available - before.available, after.frozen - before.frozen, after.sold - before.sold);
+    assert_eq!(moved, (-2, 0, 2), "the order's 2 units of 1001 frozen and deducted once");
+    t.shutdown().await;
+}
+
 async fn events_wait_in_the_outbox_while_the_broker_refuses_them(v: Variant) {
     let t = spawn_with(v, PaymentSettings::default(), |inner| Faulty::refusing_publishes(inner, 4)).await;
     let o = t.create_order(13, &[(1002, 1)]).await;
@@ -298,5 +329,6 @@ variants!(
     a_malformed_event_is_dead_lettered_at_once_and_the_queue_keeps_flowing,
     an_event_for_an_unknown_order_is_dead_lettered,
     the_java_services_order_created_message_is_consumed,
+    one_order_announced_three_times_in_one_batch_is_paid_and_frozen_once,
     events_wait_in_the_outbox_while_the_broker_refuses_them,
 );

@@ -135,23 +135,29 @@ struct FactHandler {
 }
 
 impl FactHandler {
-    /// A payment for an order seen for the first time. Any payment the order has already
-    /// makes `order-created` a no-op (see `decide`), so the insert itself asks: one
-    /// statement, not a read and an insert.
-    async fn order_created(&self, tx: &mut Tx, e: OrderCreatedEvent) -> Result<(), HandleError> {
-        stream::db::lock_key(tx, &e.order_no).await?;
+    /// Payments for orders seen for the first time, one insert for all of them. Any payment
+    /// an order has already makes `order-created` a no-op (see `decide`), so the insert
+    /// itself asks (`ON CONFLICT DO NOTHING`): one statement, not a read and an insert each.
+    async fn orders_created(&self, tx: &mut Tx, events: &[OrderCreatedEvent]) -> Result<(), HandleError> {
         let Some(status) = decide(None, Fact::OrderCreated).status else { return Ok(()) };
-        if e.total_amount <= rust_decimal::Decimal::ZERO {
-            if store::by_order(tx, &e.order_no).await?.is_some() {
-                return Ok(());
-            }
-            return Err(HandleError::Permanent(format!("order {} has a non-positive total {}", e.order_no, e.total_amount)));
+        // Ascending, so two instances locking overlapping batches never wait in a cycle.
+        let mut keys: Vec<&str> = events.iter().map(|e| e.order_no.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            stream::db::lock_key(tx, key).await?;
         }
         let settings = &self.svc.settings;
         let delay = i64::try_from(settings.delay.as_millis()).unwrap_or(i64::MAX);
-        let Some(payment) = store::insert(
-            tx,
-            store::NewPayment {
+        let mut new = Vec::with_capacity(events.len());
+        for e in events {
+            if e.total_amount <= rust_decimal::Decimal::ZERO {
+                if store::by_order(tx, &e.order_no).await?.is_some() {
+                    continue;
+                }
+                return Err(HandleError::Permanent(format!("order {} has a non-positive total {}", e.order_no, e.total_amount)));
+            }
+            new.push(store::NewPayment {
                 order_no: &e.order_no,
                 order_id: e.order_id,
                 user_id: e.user_id,
@@ -160,14 +166,13 @@ impl FactHandler {
                 status,
                 lines: serde_json::to_string(&e.product_quantity_map).unwrap_or_default(),
                 complete_at: Some(events::now_millis().saturating_add(delay)),
-            },
-        )
-        .await?
-        else {
-            return Ok(());
-        };
+            });
+        }
+        let payments = store::insert_new(tx, &new).await?;
         if settings.delay.is_zero() {
-            self.svc.complete_payment(tx, payment).await?;
+            for payment in payments {
+                self.svc.complete_payment(tx, payment).await?;
+            }
         }
         Ok(())
     }
@@ -215,9 +220,21 @@ impl FactHandler {
 #[async_trait]
 impl TxHandler for FactHandler {
     async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError> {
+        self.apply_batch(tx, &[message]).await
+    }
+
+    async fn apply_batch(&self, tx: &mut Tx, messages: &[&Message]) -> Result<(), HandleError> {
         match self.kind {
-            EventType::OrderCreated => self.order_created(tx, message.decode()?).await,
-            EventType::OrderCancelled => self.order_cancelled(tx, message.decode()?).await,
+            EventType::OrderCreated => {
+                let events = messages.iter().map(|m| m.decode()).collect::<Result<Vec<OrderCreatedEvent>, _>>()?;
+                self.orders_created(tx, &events).await
+            }
+            EventType::OrderCancelled => {
+                for m in messages {
+                    self.order_cancelled(tx, m.decode()?).await?;
+                }
+                Ok(())
+            }
             other => Err(HandleError::Permanent(format!("payment service does not consume {}", other.tag()))),
         }
     }

@@ -1,12 +1,12 @@
 //! Payment's table: one row per order (`order_no` is unique), including CANCELLED records
 //! for orders cancelled before payment saw them.
 
-use std::str::FromStr;
+use std::{collections::HashMap, str::FromStr};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
-use stream::Tx;
+use stream::{Tx, rows};
 
 use crate::domain::PaymentStatus;
 
@@ -91,42 +91,60 @@ pub struct NewPayment<'a> {
 /// Inserts the payment unless the order has one already; returns it as [`by_order`] would
 /// read it back, or `None` when the order had one.
 pub async fn insert(tx: &mut Tx, p: NewPayment<'_>) -> Result<Option<Payment>, sqlx::Error> {
+    Ok(insert_new(tx, &[p]).await?.pop())
+}
+
+/// Inserts the payments of the orders that have none yet, one statement for many; returns
+/// those inserted, in the order given, as [`by_order`] would read them back.
+pub async fn insert_new(tx: &mut Tx, new: &[NewPayment<'_>]) -> Result<Vec<Payment>, sqlx::Error> {
+    const COLUMNS: usize = 10;
     let now = events::now_millis();
-    let lines = p.lines.clone();
-    let Some(row) = tx.fetch_optional(
-        sqlx::query(
-            "INSERT INTO payments (order_no, order_id, user_id, amount, method, status, lines, complete_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-             ON CONFLICT (order_no) DO NOTHING RETURNING id",
-        )
-        .bind(p.order_no)
-        .bind(p.order_id)
-        .bind(p.user_id)
-        .bind(p.amount.map(|a| a.to_string()))
-        .bind(p.method)
-        .bind(p.status.as_str())
-        .bind(p.lines)
-        .bind(p.complete_at)
-        .bind(now),
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Payment {
-        payment_id: row.try_get(0)?,
-        order_id: p.order_id,
-        order_no: p.order_no.to_owned(),
-        user_id: p.user_id,
-        amount: p.amount,
-        payment_method: p.method.to_owned(),
-        status: p.status,
-        transaction_no: None,
-        reason: None,
-        lines,
-        created_at: now,
-        updated_at: now,
-    }))
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(new.len());
+    for chunk in rows::chunks(new) {
+        let values = rows::values(
+            "INSERT INTO payments (order_no, order_id, user_id, amount, method, status, lines, complete_at, created_at, updated_at) VALUES",
+            COLUMNS,
+            chunk.len(),
+        );
+        let sql = format!("{} ON CONFLICT (order_no) DO NOTHING RETURNING id, order_no", values.0);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in chunk {
+            q = q
+                .bind(p.order_no)
+                .bind(p.order_id)
+                .bind(p.user_id)
+                .bind(p.amount.map(|a| a.to_string()))
+                .bind(p.method)
+                .bind(p.status.as_str())
+                .bind(p.lines.clone())
+                .bind(p.complete_at)
+                .bind(now)
+                .bind(now);
+        }
+        for row in tx.fetch_all(q).await? {
+            ids.insert(row.try_get("order_no")?, row.try_get("id")?);
+        }
+    }
+    // An order named twice got one row: the first of its payments.
+    Ok(new
+        .iter()
+        .filter_map(|p| {
+            ids.remove(p.order_no).map(|payment_id| Payment {
+                payment_id,
+                order_id: p.order_id,
+                order_no: p.order_no.to_owned(),
+                user_id: p.user_id,
+                amount: p.amount,
+                payment_method: p.method.to_owned(),
+                status: p.status,
+                transaction_no: None,
+                reason: None,
+                lines: p.lines.clone(),
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect())
 }
 
 pub async fn set_status(

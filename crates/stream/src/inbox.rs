@@ -67,10 +67,21 @@ impl From<DecodeError> for HandleError {
     }
 }
 
-/// A service's message handler: applies one message inside the open transaction.
+/// A service's message handler: applies messages inside the open transaction.
 #[async_trait]
 pub trait TxHandler: Send + Sync + 'static {
+    /// Applies one message.
     async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError>;
+
+    /// Applies `messages` in order, as [`TxHandler::apply`] one after another would. An
+    /// error fails them all: the inbox rolls back and applies them one by one. A handler
+    /// overrides this to read what the whole batch needs at once.
+    async fn apply_batch(&self, tx: &mut Tx, messages: &[&Message]) -> Result<(), HandleError> {
+        for m in messages {
+            self.apply(tx, m).await?;
+        }
+        Ok(())
+    }
 }
 
 pub struct InboxConsumer {
@@ -228,17 +239,13 @@ impl InboxConsumer {
                 fresh.insert(row.try_get(0)?);
             }
         }
-        let mut duplicates = 0;
-        for (i, id) in &todo {
-            // The first of two copies of an event in one batch is the fresh one.
-            if fresh.remove(id) {
-                if self.handler.apply(&mut tx, &batch[*i].message).await.is_err() {
-                    return Ok(None);
-                }
-            } else {
-                duplicates += 1;
-            }
+        // The first of two copies of an event in one batch is the fresh one.
+        let (new, seen): (Vec<_>, Vec<_>) = todo.iter().partition(|(_, id)| fresh.remove(id));
+        let new: Vec<&Message> = new.iter().map(|(i, _)| &batch[*i].message).collect();
+        if self.handler.apply_batch(&mut tx, &new).await.is_err() {
+            return Ok(None);
         }
+        let duplicates = seen.len() as u64;
         // A queued write that fails is some message's failure: the careful path finds whose.
         if tx.flush().await.is_err() {
             return Ok(None);
