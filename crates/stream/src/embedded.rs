@@ -9,7 +9,7 @@
 //! - `deliveries`: one row per (group, message) still to be acknowledged, written in the same
 //!   transaction as the message. A worker claims due rows by setting a lease (up to 32
 //!   handler batches in one commit, handled one `batch-size` batch at a time, settled in one
-//!   commit); `Done` deletes
+//!   commit that also leases the next rows); `Done` deletes
 //!   the row, `Retry` pushes `due_at` back by the binding's backoff, and the last failed
 //!   attempt (or `DeadLetter`) moves the message to `%DLQ%<group>` and deletes the row.
 //! - At-least-once: a claimed row whose worker dies is claimed again when its lease runs
@@ -36,7 +36,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     binder::{
-        Binder, BinderError, BindingControl, DeadLetter, Delivery, MessageHandler, Outcome,
+        Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, MessageHandler, Outcome,
         dlq_topic,
     },
     config::ConsumerBinding,
@@ -255,10 +255,17 @@ impl Inner {
     }
 
     async fn claim(&self, b: &ConsumerBinding, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let claimed = self.claim_in(&mut tx, b, limit).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Leases up to `limit` due deliveries of the binding inside the caller's transaction.
+    async fn claim_in(&self, tx: &mut AnyConnection, b: &ConsumerBinding, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
         let now = now_millis();
         let owner = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let sql = if b.orderly { CLAIM_ORDERLY } else { CLAIM };
-        let mut tx = self.db.writer().begin().await?;
         let claimed = sqlx::query(sql)
         .bind(now + LEASE.as_millis() as i64)
         .bind(owner)
@@ -270,7 +277,6 @@ impl Inner {
         .await?
         .rows_affected();
         if claimed == 0 {
-            tx.commit().await?;
             return Ok(Vec::new());
         }
         // A replayed dead letter is delivered on its origin topic (the delivery's), not on
@@ -284,7 +290,6 @@ impl Inner {
         .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 let attempts: i64 = r.try_get("attempts")?;
@@ -308,7 +313,9 @@ impl Inner {
             .collect()
     }
 
-    async fn settle(&self, b: &ConsumerBinding, claimed: &[Claimed], outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+    /// Settles `claimed` by their outcomes and, given `next`, leases up to that many more in
+    /// the same commit (one `broker.db` commit per handled batch, not two).
+    async fn settle(&self, b: &ConsumerBinding, claimed: &[Claimed], outcomes: &[Outcome], next: Option<usize>) -> Result<Vec<Claimed>, sqlx::Error> {
         let now = now_millis();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
         let mut tx = self.db.writer().begin().await?;
@@ -368,6 +375,10 @@ impl Inner {
             }
             q.execute(&mut *tx).await?;
         }
+        let claimed = match next {
+            Some(limit) => self.claim_in(&mut tx, b, limit).await?,
+            None => Vec::new(),
+        };
         tx.commit().await?;
         let m = &self.metrics;
         for (name, n) in [
@@ -385,7 +396,7 @@ impl Inner {
         for (g, topic) in woken {
             self.wake(&g, &topic);
         }
-        Ok(())
+        Ok(claimed)
     }
 
     /// When the earliest delivery that is not yet due becomes due.
@@ -405,6 +416,9 @@ impl Inner {
 
     async fn work(self: Arc<Self>, b: ConsumerBinding, handler: Arc<dyn MessageHandler>, control: BindingControl) {
         let waker = self.waker(&b.group, &b.destination);
+        let limit = b.batch_size.saturating_mul(CLAIM_BATCHES);
+        // Leased by the last settle's commit, still to be handled.
+        let mut ahead: Vec<Claimed> = Vec::new();
         loop {
             tokio::select! {
                 _ = self.token.cancelled() => return,
@@ -413,13 +427,17 @@ impl Inner {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = match self.claim(&b, b.batch_size.saturating_mul(CLAIM_BATCHES)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(group = %b.group, topic = %b.destination, error = %e, "claim failed");
-                    tokio::select! {
-                        _ = self.token.cancelled() => return,
-                        _ = tokio::time::sleep(IDLE_POLL) => continue,
+            let claimed = if !ahead.is_empty() {
+                std::mem::take(&mut ahead)
+            } else {
+                match self.claim(&b, limit).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(group = %b.group, topic = %b.destination, error = %e, "claim failed");
+                        tokio::select! {
+                            _ = self.token.cancelled() => return,
+                            _ = tokio::time::sleep(IDLE_POLL) => continue,
+                        }
                     }
                 }
             };
@@ -445,9 +463,15 @@ impl Inner {
                 answered.resize(batch.len(), Outcome::Retry("handler returned no outcome".into()));
                 outcomes.extend(answered);
             }
-            // A failed settle leaves the leases to expire: the batch is delivered again.
-            if let Err(e) = self.settle(&b, &claimed, &outcomes).await {
-                tracing::error!(group = %b.group, topic = %b.destination, error = %e, "settle failed; batch will be redelivered");
+            // The settle leases the next batch in its commit, unless the binding is stopping
+            // or paused. A failed settle leaves the leases to expire: the batch is delivered
+            // again.
+            let next = (!self.token.is_cancelled() && control.state() == BindingState::Running).then_some(limit);
+            match self.settle(&b, &claimed, &outcomes, next).await {
+                Ok(claimed) => ahead = claimed,
+                Err(e) => {
+                    tracing::error!(group = %b.group, topic = %b.destination, error = %e, "settle failed; batch will be redelivered")
+                }
             }
         }
     }
