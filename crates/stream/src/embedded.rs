@@ -391,8 +391,12 @@ impl Inner {
                 m.inc(name, &labels, n);
             }
         }
-        // Settling may unblock this binding's next message of a key (orderly) and feeds DLQ readers.
-        self.wake(&b.group, &b.destination);
+        // Settling may unblock this binding's next message of a key (orderly): the other
+        // workers must look again (this one just did, in `next`'s claim). Dead letters feed
+        // DLQ readers.
+        if b.concurrency > 1 {
+            self.wake(&b.group, &b.destination);
+        }
         for (g, topic) in woken {
             self.wake(&g, &topic);
         }
@@ -419,16 +423,23 @@ impl Inner {
         let limit = b.batch_size.saturating_mul(CLAIM_BATCHES);
         // Leased by the last settle's commit, still to be handled.
         let mut ahead: Vec<Claimed> = Vec::new();
+        // The last settle's commit found nothing more to lease: wait for a wake, not claim.
+        let mut drained = false;
+        // Armed before every claim and settle, so a publish committed after it wakes us.
+        let mut notified = Box::pin(waker.notified());
         loop {
             tokio::select! {
                 _ = self.token.cancelled() => return,
                 _ = control.running() => {}
             }
-            let notified = waker.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            if !drained {
+                notified = Box::pin(waker.notified());
+                notified.as_mut().enable();
+            }
             let claimed = if !ahead.is_empty() {
                 std::mem::take(&mut ahead)
+            } else if std::mem::take(&mut drained) {
+                Vec::new()
             } else {
                 match self.claim(&b, limit).await {
                     Ok(c) => c,
@@ -467,8 +478,13 @@ impl Inner {
             // or paused. A failed settle leaves the leases to expire: the batch is delivered
             // again.
             let next = (!self.token.is_cancelled() && control.state() == BindingState::Running).then_some(limit);
+            notified = Box::pin(waker.notified());
+            notified.as_mut().enable();
             match self.settle(&b, &claimed, &outcomes, next).await {
-                Ok(claimed) => ahead = claimed,
+                Ok(claimed) => {
+                    drained = next.is_some() && claimed.is_empty();
+                    ahead = claimed;
+                }
                 Err(e) => {
                     tracing::error!(group = %b.group, topic = %b.destination, error = %e, "settle failed; batch will be redelivered")
                 }

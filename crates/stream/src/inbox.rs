@@ -11,7 +11,8 @@
 //!   there the message is acknowledged without calling the handler;
 //! - a message without a usable eventId, or whose body does not decode, is permanent:
 //!   dead-lettered at once, never retried;
-//! - after the commit the outbox relay is woken, so the events the batch caused leave at once;
+//! - after the commit the outbox relay is woken when the batch caused events, so they leave
+//!   at once;
 //! - optionally, a Redis fast path acknowledges duplicates it has seen before any
 //!   transaction ([`crate::idempotency`]); the inbox table still decides everything else.
 
@@ -170,7 +171,6 @@ impl MessageHandler for InboxConsumer {
         if duplicates + fast_hits > 0 {
             self.metrics.inc(metrics::DUPLICATES, &[("topic", &self.topic), ("group", &self.group)], duplicates + fast_hits);
         }
-        self.relay.wake();
         let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Done)).collect();
         if let Some(fast) = &self.fast {
             let done: Vec<String> = keys
@@ -203,6 +203,16 @@ impl InboxConsumer {
             Some(duplicates) => Ok(duplicates),
             None => self.apply_each(batch, outcomes).await,
         }
+    }
+
+    /// Commits; wakes the relay when the batch caused events, so they leave at once.
+    async fn commit(&self, tx: Tx) -> Result<(), sqlx::Error> {
+        let enqueued = tx.enqueued();
+        tx.commit().await?;
+        if enqueued {
+            self.relay.wake();
+        }
+        Ok(())
     }
 
     /// The fast path: `None` (nothing committed) as soon as any message fails.
@@ -250,7 +260,7 @@ impl InboxConsumer {
         if tx.flush().await.is_err() {
             return Ok(None);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         for (i, _) in &todo {
             outcomes[*i] = Some(Outcome::Done);
         }
@@ -283,7 +293,7 @@ impl InboxConsumer {
                 Err(HandleError::Transient(e)) => Outcome::Retry(e),
             });
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(duplicates)
     }
 }

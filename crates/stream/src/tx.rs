@@ -39,16 +39,29 @@ pub struct Tx {
     /// Queued statements, `;`-separated, their placeholders renumbered into `args`.
     queued: String,
     args: AnyArguments,
+    /// An outbox row was written: the relay has work once this commits.
+    pub(crate) enqueued: bool,
 }
 
 impl Tx {
     /// Begins a transaction on `db`'s writer.
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
-        Ok(Tx { tx: db.writer().begin().await?, backend: db.backend(), queued: String::new(), args: AnyArguments::default() })
+        Ok(Tx {
+            tx: db.writer().begin().await?,
+            backend: db.backend(),
+            queued: String::new(),
+            args: AnyArguments::default(),
+            enqueued: false,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether the transaction wrote an outbox row (so its commit should wake the relay).
+    pub fn enqueued(&self) -> bool {
+        self.enqueued
     }
 
     /// A write whose result is not needed: queued on SQLite, run at once on PostgreSQL.
