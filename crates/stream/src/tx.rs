@@ -16,6 +16,9 @@
 //!   inbox does, inside each message's savepoint). A queued write's row count is not known.
 //! - PostgreSQL runs every write at once (its extended protocol takes one statement at a
 //!   time), so there nothing changes.
+//!
+//! sqlx 0.9 deprecates multi-statement queries (only its SQLite driver runs them); the
+//! `Tx` tests in `tests/inbox.rs` fail if a later version stops.
 
 use sqlx::{
     Any, AnyConnection, AssertSqlSafe, Execute, Transaction,
