@@ -158,12 +158,8 @@ pub async fn load_states(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<Stri
     order_nos.dedup();
     let mut out = HashMap::with_capacity(order_nos.len());
     for chunk in rows::chunks(&order_nos) {
-        let mut sql = rows::in_list(STATE_COLUMNS, 1, chunk.len()).0;
-        sql.push_str(" ORDER BY order_no");
-        if tx.backend() == stream::db::Backend::Postgres {
-            sql.push_str(" FOR UPDATE");
-        }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let select = rows::in_list(STATE_COLUMNS, 1, chunk.len()).0 + " ORDER BY order_no";
+        let mut q = sqlx::query(stream::db::lock_rows(tx, select));
         for order_no in chunk {
             q = q.bind(*order_no);
         }

@@ -11,7 +11,9 @@
 //! - [`expiry`]: releases frozen stock of an order never paid in time.
 //!
 //! Race safety: a decision reads the counters inside the write transaction, and a service
-//! database has one writer, so two orders can never freeze the same last unit.
+//! database has one writer, so two orders can never freeze the same last unit. A batch's
+//! decisions read once (reservations, then counters) and each sees what the earlier ones
+//! left.
 
 pub mod domain;
 pub mod expiry;
@@ -31,7 +33,7 @@ use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    domain::{Announce, Fact, decide},
+    domain::{Announce, Decision, Fact, Reservation, decide},
     expiry::ExpirySettings,
 };
 
@@ -100,46 +102,88 @@ impl FactHandler {
 #[async_trait]
 impl TxHandler for FactHandler {
     async fn apply(&self, tx: &mut Tx, message: &Message) -> Result<(), HandleError> {
-        let (order_no, fact) = self.fact(message)?;
-        let (note, _) = self.svc.apply_fact(tx, &order_no, fact).await?;
-        tracing::info!(order_no, event = self.kind.tag(), %note, "stock decision");
+        self.apply_batch(tx, &[message]).await
+    }
+
+    async fn apply_batch(&self, tx: &mut Tx, messages: &[&Message]) -> Result<(), HandleError> {
+        let facts = messages.iter().map(|m| self.fact(m)).collect::<Result<Vec<_>, _>>()?;
+        for (order_no, note, _) in self.svc.apply_facts(tx, facts).await? {
+            tracing::info!(order_no, event = self.kind.tag(), %note, "stock decision");
+        }
         Ok(())
     }
 }
 
 impl StockService {
-    /// Decides `fact` for the order's reservation (under the order's lock, on counters read
-    /// in this transaction) and writes the decision: movements, reservation, announcement.
-    /// Returns the decision's note and whether stock moved.
+    /// Decides `fact` for the order's reservation; see [`StockService::apply_facts`].
     async fn apply_fact(&self, tx: &mut Tx, order_no: &str, fact: Fact) -> Result<(String, bool), HandleError> {
-        stream::db::lock_key(tx, order_no).await?;
-        let existing = store::reservation(tx, order_no).await?;
-        // Only a freeze weighs the counters; the other moves change the reservation's own
-        // units, their updates taking the product rows in ascending id order as a freeze does.
-        let counters = match &fact {
-            Fact::OrderCreated { lines, .. } => store::counters(tx, lines.keys().copied()).await?,
-            _ => Default::default(),
-        };
-        let d = decide(existing.as_ref(), &counters, fact);
-        for m in &d.movements {
-            store::apply(tx, Some(order_no), m).await?;
+        let mut decided = self.apply_facts(tx, vec![(order_no.to_owned(), fact)]).await?;
+        let (_, note, moved) = decided.pop().ok_or_else(|| HandleError::Transient("no decision".into()))?;
+        Ok((note, moved))
+    }
+
+    /// Decides each fact for its order's reservation, in order, and writes the decisions:
+    /// movements, reservation, announcement. What they read comes in two statements for the
+    /// whole list: the reservations, then the counters of every product they or the new
+    /// orders name. On PostgreSQL that takes the locks in one order for any list (orderNo
+    /// keys, reservations, products, each ascending), so two instances never wait on each
+    /// other in a cycle. Each decision sees the reservations and counters the earlier ones
+    /// left. Returns each order's note and whether stock moved.
+    async fn apply_facts(&self, tx: &mut Tx, facts: Vec<(String, Fact)>) -> Result<Vec<(String, String, bool)>, HandleError> {
+        let mut keys: Vec<&str> = facts.iter().map(|(order_no, _)| order_no.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in &keys {
+            stream::db::lock_key(tx, key).await?;
         }
-        if let Some(r) = &d.reservation {
-            store::save_reservation(tx, order_no, r).await?;
+        let mut reservations = store::reservations(tx, &keys).await?;
+        let products: Vec<i64> = facts
+            .iter()
+            .flat_map(|(order_no, fact)| match fact {
+                Fact::OrderCreated { lines, .. } => lines.keys().copied().collect::<Vec<_>>(),
+                _ => reservations.get(order_no).map(|r| r.lines.keys().copied().collect()).unwrap_or_default(),
+            })
+            .collect();
+        let mut counters = store::counters(tx, products.into_iter()).await?;
+        let mut decided = Vec::with_capacity(facts.len());
+        for (order_no, fact) in facts {
+            let existing = reservations.get(&order_no);
+            let d = decide(existing, &counters, fact);
+            for m in &d.movements {
+                store::apply(tx, Some(&order_no), m).await?;
+                if let Some(c) = counters.get_mut(&m.product_id) {
+                    c.available += m.available;
+                    c.frozen += m.frozen;
+                    c.sold += m.sold;
+                }
+            }
+            if let Some(r) = &d.reservation {
+                store::save_reservation(tx, &order_no, r).await?;
+            }
+            self.announce(tx, &order_no, existing, &d).await?;
+            if let Some(r) = d.reservation {
+                reservations.insert(order_no.clone(), r);
+            }
+            decided.push((order_no, d.note, !d.movements.is_empty()));
         }
-        let order_id = d.reservation.as_ref().or(existing.as_ref()).map(|r| r.order_id).unwrap_or_default();
+        Ok(decided)
+    }
+
+    /// Puts the decision's announcement, if any, in the outbox.
+    async fn announce(&self, tx: &mut Tx, order_no: &str, existing: Option<&Reservation>, d: &Decision) -> Result<(), HandleError> {
+        let order_id = d.reservation.as_ref().or(existing).map(|r| r.order_id).unwrap_or_default();
         let now = Some(events::now_millis());
         let order_no = order_no.to_owned();
-        match d.announce {
+        match &d.announce {
             Some(Announce::FreezeFailed { reason }) => {
-                let e = StockFreezeFailedEvent { order_id, order_no, reason, timestamp: now, event_id: events::new_event_id() };
+                let e = StockFreezeFailedEvent { order_id, order_no, reason: reason.clone(), timestamp: now, event_id: events::new_event_id() };
                 Outbox::enqueue(tx, &e.to_message_on(&self.freeze_failed_topic)).await?;
             }
             Some(Announce::Deducted { lines }) => {
                 let e = StockDeductedEvent {
                     order_id,
                     order_no,
-                    product_quantity_map: lines,
+                    product_quantity_map: lines.clone(),
                     timestamp: now,
                     event_id: events::new_event_id(),
                 };
@@ -147,6 +191,6 @@ impl StockService {
             }
             None => {}
         }
-        Ok((d.note, !d.movements.is_empty()))
+        Ok(())
     }
 }

@@ -2,11 +2,11 @@
 //! of defence; every counter change writes a `stock_movements` row, so each product's
 //! counters can be recomputed from its history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
-use stream::Tx;
+use stream::{Tx, rows};
 
 use crate::domain::{Counters, Lines, Movement, Reservation, ReservationState};
 
@@ -59,17 +59,20 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<StockView>, sqlx::Error> {
 }
 
 /// Counters of the given products, read (and on PostgreSQL locked, in ascending id order)
-/// inside the write transaction.
+/// inside the write transaction: one statement for a whole batch.
 pub async fn counters(tx: &mut Tx, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
-    let mut out = BTreeMap::new();
     let mut ids: Vec<i64> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
-    for id in ids {
-        let select = stream::db::lock_rows(tx, "SELECT available, frozen, sold FROM products WHERE id = $1");
-        let row = tx.fetch_optional(sqlx::query(select).bind(id)).await?;
-        if let Some(r) = row {
-            out.insert(id, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? });
+    let mut out = BTreeMap::new();
+    for chunk in rows::chunks(&ids) {
+        let select = rows::in_list("SELECT id, available, frozen, sold FROM products WHERE id IN", 1, chunk.len()).0 + " ORDER BY id";
+        let mut q = sqlx::query(stream::db::lock_rows(tx, select));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in tx.fetch_all(q).await? {
+            out.insert(r.try_get("id")?, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? });
         }
     }
     Ok(out)
@@ -119,12 +122,28 @@ pub async fn set_available(tx: &mut Tx, id: i64, available: i64) -> Result<Stock
     view_of(&row)
 }
 
-const RESERVATION: &str = "SELECT order_id, state, lines, reason FROM reservations WHERE order_no = $1";
+const RESERVATION: &str = "SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no = $1";
 
-/// The order's reservation, read (and on PostgreSQL locked) inside the write transaction.
-pub async fn reservation(tx: &mut Tx, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
-    let select = stream::db::lock_rows(tx, RESERVATION);
-    tx.fetch_optional(sqlx::query(select).bind(order_no)).await?.as_ref().map(reservation_of).transpose()
+/// The reservations of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
+/// orderNo order) inside the write transaction: one statement for a whole batch.
+pub async fn reservations(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<String, Reservation>, sqlx::Error> {
+    let mut order_nos = order_nos.to_vec();
+    order_nos.sort_unstable();
+    order_nos.dedup();
+    let mut out = HashMap::with_capacity(order_nos.len());
+    for chunk in rows::chunks(&order_nos) {
+        let select =
+            rows::in_list("SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no IN", 1, chunk.len()).0
+                + " ORDER BY order_no";
+        let mut q = sqlx::query(stream::db::lock_rows(tx, select));
+        for order_no in chunk {
+            q = q.bind(*order_no);
+        }
+        for r in tx.fetch_all(q).await? {
+            out.insert(r.try_get("order_no")?, reservation_of(&r)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The order's reservation as committed.

@@ -48,11 +48,12 @@ pub async fn lock_key(tx: &mut Tx, key: &str) -> Result<(), sqlx::Error> {
 
 /// `select` with `FOR UPDATE` appended on PostgreSQL (on SQLite the single writer already
 /// serializes read-decide-write transactions).
-pub fn lock_rows(tx: &Tx, select: &'static str) -> AssertSqlSafe<String> {
-    match tx.backend() {
-        Backend::Postgres => AssertSqlSafe(format!("{select} FOR UPDATE")),
-        Backend::Sqlite => AssertSqlSafe(select.to_owned()),
+pub fn lock_rows(tx: &Tx, select: impl Into<String>) -> AssertSqlSafe<String> {
+    let mut sql = select.into();
+    if tx.backend() == Backend::Postgres {
+        sql.push_str(" FOR UPDATE");
     }
+    AssertSqlSafe(sql)
 }
 
 #[derive(Debug, thiserror::Error)]

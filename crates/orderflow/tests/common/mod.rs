@@ -261,7 +261,10 @@ impl TestApp {
     /// Waits until the order is PAID, or CANCELLED with every consequence in (a captured
     /// payment refunded).
     pub async fn settled(&self, order_no: &str) -> OrderView {
-        eventually(&format!("order {order_no} settled"), || async {
+        // On RocketMQ a consumer may wait for the client's route refresh (up to 30 s) on a
+        // loaded machine.
+        let limit = Duration::from_secs(if self.variant.rocketmq() { 60 } else { 20 });
+        eventually_within(&format!("order {order_no} settled"), limit, || async {
             let o = self.order(order_no).await;
             let done = match o.status {
                 order::domain::OrderStatus::Paid => true,
