@@ -153,21 +153,11 @@ const STATE_COLUMNS: &str =
 /// The orders of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
 /// orderNo order) inside the write transaction: one statement for a whole batch.
 pub async fn load_states(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<String, Loaded>, sqlx::Error> {
-    let mut order_nos = order_nos.to_vec();
-    order_nos.sort_unstable();
-    order_nos.dedup();
-    let mut out = HashMap::with_capacity(order_nos.len());
-    for chunk in rows::chunks(&order_nos) {
-        let select = rows::in_list(STATE_COLUMNS, 1, chunk.len()).0 + " ORDER BY order_no";
-        let mut q = sqlx::query(stream::db::lock_rows(tx, select));
-        for order_no in chunk {
-            q = q.bind(*order_no);
-        }
-        for r in tx.fetch_all(q).await? {
-            out.insert(r.try_get("order_no")?, (r.try_get("id")?, r.try_get("user_id")?, state_of(&r)?));
-        }
-    }
-    Ok(out)
+    tx.fetch_locked(STATE_COLUMNS, "order_no", order_nos)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("order_no")?, (r.try_get("id")?, r.try_get("user_id")?, state_of(r)?))))
+        .collect()
 }
 
 fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {

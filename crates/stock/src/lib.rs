@@ -144,7 +144,7 @@ impl StockService {
                 _ => reservations.get(order_no).map(|r| r.lines.keys().copied().collect()).unwrap_or_default(),
             })
             .collect();
-        let mut counters = store::counters(tx, products.into_iter()).await?;
+        let mut counters = store::counters(tx, &products).await?;
         let mut decided = Vec::with_capacity(facts.len());
         for (order_no, fact) in facts {
             let existing = reservations.get(&order_no);

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
-use stream::{Tx, rows};
+use stream::Tx;
 
 use crate::domain::{Counters, Lines, Movement, Reservation, ReservationState};
 
@@ -60,22 +60,12 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<StockView>, sqlx::Error> {
 
 /// Counters of the given products, read (and on PostgreSQL locked, in ascending id order)
 /// inside the write transaction: one statement for a whole batch.
-pub async fn counters(tx: &mut Tx, ids: impl Iterator<Item = i64>) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
-    let mut ids: Vec<i64> = ids.collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut out = BTreeMap::new();
-    for chunk in rows::chunks(&ids) {
-        let select = rows::in_list("SELECT id, available, frozen, sold FROM products WHERE id IN", 1, chunk.len()).0 + " ORDER BY id";
-        let mut q = sqlx::query(stream::db::lock_rows(tx, select));
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for r in tx.fetch_all(q).await? {
-            out.insert(r.try_get("id")?, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? });
-        }
-    }
-    Ok(out)
+pub async fn counters(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Counters>, sqlx::Error> {
+    tx.fetch_locked("SELECT id, available, frozen, sold FROM products WHERE id IN", "id", ids)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? })))
+        .collect()
 }
 
 pub async fn apply(tx: &mut Tx, order_no: Option<&str>, m: &Movement) -> Result<(), sqlx::Error> {
@@ -127,23 +117,11 @@ const RESERVATION: &str = "SELECT order_no, order_id, state, lines, reason FROM 
 /// The reservations of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
 /// orderNo order) inside the write transaction: one statement for a whole batch.
 pub async fn reservations(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<String, Reservation>, sqlx::Error> {
-    let mut order_nos = order_nos.to_vec();
-    order_nos.sort_unstable();
-    order_nos.dedup();
-    let mut out = HashMap::with_capacity(order_nos.len());
-    for chunk in rows::chunks(&order_nos) {
-        let select =
-            rows::in_list("SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no IN", 1, chunk.len()).0
-                + " ORDER BY order_no";
-        let mut q = sqlx::query(stream::db::lock_rows(tx, select));
-        for order_no in chunk {
-            q = q.bind(*order_no);
-        }
-        for r in tx.fetch_all(q).await? {
-            out.insert(r.try_get("order_no")?, reservation_of(&r)?);
-        }
-    }
-    Ok(out)
+    tx.fetch_locked("SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no IN", "order_no", order_nos)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("order_no")?, reservation_of(r)?)))
+        .collect()
 }
 
 /// The order's reservation as committed.

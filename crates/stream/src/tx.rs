@@ -26,7 +26,7 @@ use sqlx::{
     query::Query,
 };
 
-use crate::{Db, db::Backend};
+use crate::{Db, db::Backend, rows};
 
 /// A statement as `sqlx::query(..).bind(..)` builds it.
 pub type Statement<'q> = Query<'q, Any, AnyArguments>;
@@ -92,6 +92,29 @@ impl Tx {
         let (sql, args) = self.take();
         // Only the last statement returns rows: the queued ones are writes.
         sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut *self.tx).await
+    }
+
+    /// The rows `select` (which ends in `WHERE <key_column> IN`) finds for `keys`: many keys
+    /// per statement ([`rows::chunks`]), sorted and deduplicated, the rows in ascending key
+    /// order and on PostgreSQL locked in that order (`FOR UPDATE`), so transactions locking
+    /// overlapping sets never wait on each other in a cycle.
+    pub async fn fetch_locked<'k, K>(&mut self, select: &str, key_column: &str, keys: &[K]) -> Result<Vec<AnyRow>, sqlx::Error>
+    where
+        K: Ord + Copy + Send + 'k + sqlx::Encode<'k, Any> + sqlx::Type<Any>,
+    {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in rows::chunks(&keys) {
+            let sql = format!("{} ORDER BY {key_column}", rows::in_list(select, 1, chunk.len()).0);
+            let mut q = sqlx::query(crate::db::lock_rows(self, sql));
+            for key in chunk {
+                q = q.bind(*key);
+            }
+            out.extend(self.fetch_all(q).await?);
+        }
+        Ok(out)
     }
 
     /// Like [`Tx::fetch_all`], for at most one row.
