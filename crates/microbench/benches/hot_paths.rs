@@ -84,7 +84,7 @@ fn storage(c: &mut Criterion) {
     g.throughput(Throughput::Elements(100));
     g.bench_function("statement-100", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut conn = db.writer().acquire().await.expect("writer");
+            let mut conn = db.writer().await.expect("writer");
             for _ in 0..100 {
                 sqlx::query("SELECT 1").execute(&mut *conn).await.expect("select");
             }

@@ -464,11 +464,13 @@ pub async fn disk_commit_rate(dir: &Path, n: usize) -> anyhow::Result<f64> {
     let scratch = tempfile::tempdir_in(dir).context("scratch directory for the baseline")?;
     let db = stream::Db::open_sqlite(&scratch.path().join("commits.db")).await?;
     db.migrate("bench", &["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v BIGINT NOT NULL)"]).await?;
+    let mut writer = db.writer().await?;
     let started = Instant::now();
     for i in 0..n {
-        sqlx::query("INSERT INTO t (v) VALUES ($1)").bind(i as i64).execute(db.writer()).await?;
+        sqlx::query("INSERT INTO t (v) VALUES ($1)").bind(i as i64).execute(&mut *writer).await?;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(writer);
     db.close().await;
     Ok(rate)
 }

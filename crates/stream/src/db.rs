@@ -8,6 +8,10 @@
 //! - All writes go through one connection, so write transactions never race for SQLite's
 //!   single write lock and a read-decide-write inside a transaction cannot interleave with
 //!   another; reads use a separate small pool and see committed data (WAL).
+//! - The writer connection is held behind a mutex, not in a pool: sqlx's pool pings a
+//!   connection (a round trip to its thread) every time one is returned, and the next
+//!   writer waited for that ping. A transaction left open by a dropped [`Tx`] is rolled back
+//!   by the next [`Db::writer`].
 //!
 //! PostgreSQL (several instances may share the database):
 //! - one pool for reads and writes; rows a decision reads are locked with `FOR UPDATE`
@@ -22,13 +26,21 @@
 //! written in SQLite's dialect; for PostgreSQL `INTEGER PRIMARY KEY AUTOINCREMENT` becomes
 //! `BIGSERIAL PRIMARY KEY` and `BLOB` becomes `BYTEA` (the only two differences we use).
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use crate::Tx;
 use sqlx::{
-    AnyPool, AssertSqlSafe, Executor,
+    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
+    pool::PoolConnection,
 };
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -56,6 +68,11 @@ pub fn lock_rows(tx: &Tx, select: impl Into<String>) -> AssertSqlSafe<String> {
     AssertSqlSafe(sql)
 }
 
+/// How long [`Db::writer`] waits for SQLite's one writer connection.
+const WRITER_WAIT: Duration = Duration::from_secs(60);
+
+const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database {path}: {source}")]
@@ -78,9 +95,74 @@ pub enum DbError {
 /// A service's database: one writer connection and a pool of readers.
 #[derive(Clone, Debug)]
 pub struct Db {
-    writer: AnyPool,
+    writer: Writers,
     reader: AnyPool,
     backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Writers {
+    /// SQLite's one writer connection; `None` once closed.
+    Sqlite(Arc<Mutex<Option<SqliteWriter>>>),
+    Pool(AnyPool),
+}
+
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
+    conn: AnyConnection,
+    /// A transaction was begun on it and not (known to be) ended.
+    pub(crate) open: bool,
+}
+
+impl Deref for SqliteWriter {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for SqliteWriter {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+pub(crate) type SqliteWriterGuard = OwnedMappedMutexGuard<Option<SqliteWriter>, SqliteWriter>;
+
+/// The writer connection, held until dropped: SQLite's one connection, or one of
+/// PostgreSQL's pool. Use it as an executor with `&mut *writer`.
+#[derive(Debug)]
+pub struct Writer(WriterConn);
+
+#[derive(Debug)]
+pub(crate) enum WriterConn {
+    Sqlite(SqliteWriterGuard),
+    Pool(PoolConnection<Any>),
+}
+
+impl Writer {
+    pub(crate) fn into_inner(self) -> WriterConn {
+        self.0
+    }
+}
+
+impl Deref for Writer {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            WriterConn::Sqlite(w) => w,
+            WriterConn::Pool(c) => c,
+        }
+    }
+}
+
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            WriterConn::Sqlite(w) => w,
+            WriterConn::Pool(c) => c,
+        }
+    }
 }
 
 impl Db {
@@ -103,7 +185,7 @@ impl Db {
             .connect(url)
             .await
             .map_err(|source| DbError::Open { path: shown, source })?;
-        Ok(Db { writer: pool.clone(), reader: pool, backend: Backend::Postgres })
+        Ok(Db { writer: Writers::Pool(pool.clone()), reader: pool, backend: Backend::Postgres })
     }
 
     /// Creates database `name` on the PostgreSQL server of `server_url` (any database URL on
@@ -146,34 +228,45 @@ impl Db {
         let open_err = |source| DbError::Open { path: path.display().to_string(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(open_err)?;
         // A file connection does not go stale: no ping (a round trip) before each acquire.
-        let pragmas = |pool: AnyPoolOptions| {
-            pool.test_before_acquire(false).after_connect(|conn, _meta| {
+        let mut writer = options.connect().await.map_err(open_err)?;
+        writer.execute(PRAGMAS).await.map_err(open_err)?;
+        let reader = AnyPoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
-                    )
-                    .await?;
+                    conn.execute(PRAGMAS).await?;
                     Ok(())
                 })
             })
-        };
-        let writer = pragmas(AnyPoolOptions::new().max_connections(1).min_connections(1))
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.clone())
-            .await
-            .map_err(open_err)?;
-        let reader = pragmas(AnyPoolOptions::new().max_connections(4))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
             .map_err(open_err)?;
+        let writer = Writers::Sqlite(Arc::new(Mutex::new(Some(SqliteWriter { conn: writer, open: false }))));
         Ok(Db { writer, reader, backend: Backend::Sqlite })
     }
 
-    /// The pool every write transaction uses.
-    pub fn writer(&self) -> &AnyPool {
-        &self.writer
+    /// The writer connection, for writes outside a [`Tx`] (each statement commits on its
+    /// own). Waits while another holds it (on SQLite there is one).
+    pub async fn writer(&self) -> Result<Writer, sqlx::Error> {
+        match &self.writer {
+            Writers::Pool(pool) => Ok(Writer(WriterConn::Pool(pool.acquire().await?))),
+            Writers::Sqlite(slot) => {
+                // As the pool it replaces did: waiting longer than this is a bug, so say so.
+                let guard: OwnedMutexGuard<Option<SqliteWriter>> = tokio::time::timeout(WRITER_WAIT, slot.clone().lock_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?;
+                let mut w = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
+                if w.open {
+                    // A `Tx` was dropped inside its transaction: end it. (If it never got
+                    // as far as BEGIN, SQLite says there is nothing to roll back.)
+                    let _ = w.conn.execute("ROLLBACK").await;
+                    w.open = false;
+                }
+                Ok(Writer(WriterConn::Sqlite(w)))
+            }
+        }
     }
 
     /// The pool for read-only queries (HTTP reads, metrics).
@@ -183,7 +276,8 @@ impl Db {
 
     /// Applies the not-yet-applied migrations of `component`, in order.
     pub async fn migrate(&self, component: &str, migrations: &[&'static str]) -> Result<(), DbError> {
-        self.writer
+        self.writer()
+            .await?
             .execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                     component TEXT NOT NULL, version BIGINT NOT NULL,
@@ -197,25 +291,26 @@ impl Db {
                 version,
                 source,
             };
-            let mut tx = self.writer.begin().await.map_err(fail)?;
-            let done: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM schema_migrations WHERE component = $1 AND version = $2",
-            )
-            .bind(component)
-            .bind(version as i64)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(fail)?;
+            let mut tx = Tx::begin(self).await.map_err(fail)?;
+            let done = tx
+                .fetch_optional(
+                    sqlx::query("SELECT version FROM schema_migrations WHERE component = $1 AND version = $2")
+                        .bind(component)
+                        .bind(version as i64),
+                )
+                .await
+                .map_err(fail)?;
             if done.is_some() {
                 continue;
             }
-            tx.execute(AssertSqlSafe(self.dialect(sql))).await.map_err(fail)?;
-            sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
-                .bind(component)
-                .bind(version as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            tx.conn().await.map_err(fail)?.execute(AssertSqlSafe(self.dialect(sql))).await.map_err(fail)?;
+            tx.write(
+                sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
+                    .bind(component)
+                    .bind(version as i64),
+            )
+            .await
+            .map_err(fail)?;
             tx.commit().await.map_err(fail)?;
         }
         Ok(())
@@ -235,7 +330,14 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        self.writer.close().await;
+        match &self.writer {
+            Writers::Pool(pool) => pool.close().await,
+            Writers::Sqlite(slot) => {
+                if let Some(w) = slot.lock().await.take() {
+                    let _ = w.conn.close().await;
+                }
+            }
+        }
         self.reader.close().await;
     }
 }

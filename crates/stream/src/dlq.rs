@@ -105,7 +105,7 @@ impl ServiceHost {
         .bind(&entry.letter.group)
         .bind(id)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await?;
         self.metrics.inc(metrics::DEAD_LETTERS_REPLAYED, &[("group", &entry.letter.group)], 1);
         tracing::info!(group = %entry.letter.group, id, key = %entry.letter.keys, "dead letter replayed");
@@ -138,7 +138,7 @@ impl ServiceHost {
         .bind(group)
         .bind(id)
         .bind(events::now_millis())
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await?;
         Ok(())
     }

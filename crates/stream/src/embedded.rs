@@ -30,7 +30,7 @@ use std::{
 
 use async_trait::async_trait;
 use events::{Message, now_millis};
-use sqlx::{AnyConnection, Row};
+use sqlx::{Row, any::AnyRow};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -44,6 +44,7 @@ use crate::{
     metrics::{self, Metrics},
     rows,
     tags::TagExpression,
+    tx::{Statement, Tx},
 };
 
 /// Property on a dead letter naming the topic it came from (RocketMQ's `RETRY_TOPIC`).
@@ -131,7 +132,7 @@ impl EmbeddedBinder {
         let db = Db::open_sqlite(path).await?;
         db.migrate("embedded-broker", MIGRATIONS).await?;
         sqlx::query("UPDATE deliveries SET leased_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL")
-            .execute(db.writer())
+            .execute(&mut *db.writer().await?)
             .await?;
         let rows = sqlx::query("SELECT grp, topic, expression FROM subscriptions")
             .fetch_all(db.reader())
@@ -191,7 +192,32 @@ impl EmbeddedBinder {
     }
 }
 
-fn row_message(row: &sqlx::any::AnyRow) -> Result<Message, sqlx::Error> {
+/// The deliveries a lease's read found.
+fn claimed_rows(rows: &[AnyRow]) -> Result<Vec<Claimed>, sqlx::Error> {
+    rows.iter()
+        .map(|r| {
+            let attempts: i64 = r.try_get("attempts")?;
+            let message_id: i64 = r.try_get("message_id")?;
+            let stored_topic: String = r.try_get("stored_topic")?;
+            let mut message = row_message(r)?;
+            if stored_topic != message.topic {
+                for k in [PROP_ORIGIN_TOPIC, PROP_DLQ_ERROR, PROP_DLQ_ATTEMPTS] {
+                    message.properties.remove(k);
+                }
+            }
+            Ok(Claimed {
+                delivery_id: r.try_get("delivery_id")?,
+                delivery: Delivery {
+                    message,
+                    attempt: attempts.clamp(1, u32::MAX as i64) as u32,
+                    message_id: message_id.to_string(),
+                },
+            })
+        })
+        .collect()
+}
+
+fn row_message(row: &AnyRow) -> Result<Message, sqlx::Error> {
     let properties: String = row.try_get("properties")?;
     Ok(Message {
         topic: row.try_get("topic")?,
@@ -219,7 +245,7 @@ impl Inner {
     /// the writer's open transaction. Message ids are given explicitly from
     /// `last_message_id`, so they keep publish order (the order of a multi-row insert's
     /// `RETURNING` is unspecified). Returns the (group, topic) pairs that got a delivery.
-    async fn insert(&self, conn: &mut AnyConnection, messages: &[Message], now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    async fn insert(&self, tx: &mut Tx, messages: &[Message], now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
         let last = self.last_message_id.fetch_add(messages.len() as i64, Ordering::SeqCst);
         let numbered: Vec<(i64, &Message)> = messages.iter().enumerate().map(|(i, m)| (last + 1 + i as i64, m)).collect();
         let mut deliveries: Vec<(String, &Message, i64)> = Vec::new();
@@ -238,7 +264,7 @@ impl Inner {
                 let properties = serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
                 q = q.bind(id).bind(&m.topic).bind(&m.tags).bind(&m.keys).bind(properties).bind(&m.body).bind(now);
             }
-            q.execute(&mut *conn).await?;
+            tx.write(q).await?;
         }
         for chunk in rows::chunks(&deliveries) {
             let sql = rows::values("INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at) VALUES", 5, chunk.len());
@@ -246,7 +272,7 @@ impl Inner {
             for (group, m, id) in chunk {
                 q = q.bind(group).bind(&m.topic).bind(*id).bind(&m.keys).bind(now);
             }
-            q.execute(&mut *conn).await?;
+            tx.write(q).await?;
         }
         let mut woken: Vec<(String, String)> = deliveries.into_iter().map(|(g, m, _)| (g, m.topic.clone())).collect();
         woken.sort();
@@ -254,63 +280,38 @@ impl Inner {
         Ok(woken)
     }
 
+    /// Leases up to `limit` due deliveries of the binding: one commit (one round trip).
     async fn claim(&self, b: &ConsumerBinding, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
-        let mut tx = self.db.writer().begin().await?;
-        let claimed = self.claim_in(&mut tx, b, limit).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        let mut tx = Tx::begin(&self.db).await?;
+        let read = self.lease(&mut tx, b, limit).await?;
+        claimed_rows(&tx.fetch_and_commit(read).await?)
     }
 
-    /// Leases up to `limit` due deliveries of the binding inside the caller's transaction.
-    async fn claim_in(&self, tx: &mut AnyConnection, b: &ConsumerBinding, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
+    /// Queues the lease of up to `limit` due deliveries of the binding in `tx`; returns the
+    /// statement that reads what it leased.
+    async fn lease<'a>(&self, tx: &mut Tx, b: &'a ConsumerBinding, limit: usize) -> Result<Statement<'a>, sqlx::Error> {
         let now = now_millis();
         let owner = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let sql = if b.orderly { CLAIM_ORDERLY } else { CLAIM };
-        let claimed = sqlx::query(sql)
-        .bind(now + LEASE.as_millis() as i64)
-        .bind(owner)
-        .bind(&b.group)
-        .bind(&b.destination)
-        .bind(now)
-        .bind(limit as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            return Ok(Vec::new());
-        }
+        tx.write(
+            sqlx::query(sql)
+                .bind(now + LEASE.as_millis() as i64)
+                .bind(owner)
+                .bind(&b.group)
+                .bind(&b.destination)
+                .bind(now)
+                .bind(limit as i64),
+        )
+        .await?;
         // A replayed dead letter is delivered on its origin topic (the delivery's), not on
         // the DLQ topic it is stored under.
-        let rows = sqlx::query(
+        Ok(sqlx::query(
             "SELECT d.id AS delivery_id, d.attempts, d.message_id, m.topic AS stored_topic,
                     d.topic, m.tags, m.keys, m.properties, m.body
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.lease_owner = $1 ORDER BY d.id",
         )
-        .bind(owner)
-        .fetch_all(&mut *tx)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let attempts: i64 = r.try_get("attempts")?;
-                let message_id: i64 = r.try_get("message_id")?;
-                let stored_topic: String = r.try_get("stored_topic")?;
-                let mut message = row_message(r)?;
-                if stored_topic != message.topic {
-                    for k in [PROP_ORIGIN_TOPIC, PROP_DLQ_ERROR, PROP_DLQ_ATTEMPTS] {
-                        message.properties.remove(k);
-                    }
-                }
-                Ok(Claimed {
-                    delivery_id: r.try_get("delivery_id")?,
-                    delivery: Delivery {
-                        message,
-                        attempt: attempts.clamp(1, u32::MAX as i64) as u32,
-                        message_id: message_id.to_string(),
-                    },
-                })
-            })
-            .collect()
+        .bind(owner))
     }
 
     /// Settles `claimed` by their outcomes and, given `next`, leases up to that many more in
@@ -318,7 +319,7 @@ impl Inner {
     async fn settle(&self, b: &ConsumerBinding, claimed: &[Claimed], outcomes: &[Outcome], next: Option<usize>) -> Result<Vec<Claimed>, sqlx::Error> {
         let now = now_millis();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = Tx::begin(&self.db).await?;
         let mut settled: Vec<i64> = Vec::with_capacity(claimed.len());
         let mut dead_letters: Vec<Message> = Vec::new();
         let mut counts = [0u64; 4]; // consumed, failed, retried, dead-lettered
@@ -336,14 +337,15 @@ impl Inner {
                     counts[1] += 1;
                     counts[2] += 1;
                     let delay = b.backoff.delay(c.delivery.attempt + 1).as_millis() as i64;
-                    sqlx::query(
-                        "UPDATE deliveries SET leased_until = 0, lease_owner = NULL, due_at = $1, last_error = $2
-                         WHERE id = $3",
+                    tx.write(
+                        sqlx::query(
+                            "UPDATE deliveries SET leased_until = 0, lease_owner = NULL, due_at = $1, last_error = $2
+                             WHERE id = $3",
+                        )
+                        .bind(now + delay)
+                        .bind(e.clone())
+                        .bind(c.delivery_id),
                     )
-                    .bind(now + delay)
-                    .bind(&e)
-                    .bind(c.delivery_id)
-                    .execute(&mut *tx)
                     .await?;
                     tracing::warn!(topic = %b.destination, group = %b.group, attempt = c.delivery.attempt,
                         key = %c.delivery.message.keys, error = %e, "message will be redelivered");
@@ -373,13 +375,18 @@ impl Inner {
             for id in chunk {
                 q = q.bind(*id);
             }
-            q.execute(&mut *tx).await?;
+            tx.write(q).await?;
         }
         let claimed = match next {
-            Some(limit) => self.claim_in(&mut tx, b, limit).await?,
-            None => Vec::new(),
+            Some(limit) => {
+                let read = self.lease(&mut tx, b, limit).await?;
+                claimed_rows(&tx.fetch_and_commit(read).await?)?
+            }
+            None => {
+                tx.commit().await?;
+                Vec::new()
+            }
         };
-        tx.commit().await?;
         let m = &self.metrics;
         for (name, n) in [
             (metrics::CONSUMED, counts[0]),
@@ -503,7 +510,7 @@ impl Binder for EmbeddedBinder {
             return Ok(());
         }
         let now = now_millis();
-        let mut tx = self.inner.db.writer().begin().await?;
+        let mut tx = Tx::begin(&self.inner.db).await?;
         let woken = self.inner.insert(&mut tx, messages, now).await?;
         tx.commit().await?;
         let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
@@ -531,7 +538,7 @@ impl Binder for EmbeddedBinder {
         .bind(&binding.group)
         .bind(&binding.destination)
         .bind(binding.subscription.to_string())
-        .execute(self.inner.db.writer())
+        .execute(&mut *self.inner.db.writer().await?)
         .await?;
         {
             let mut subs = self.inner.subscriptions.write().unwrap_or_else(|p| p.into_inner());
@@ -599,7 +606,7 @@ impl Binder for EmbeddedBinder {
         .bind(now_millis())
         .bind(id)
         .bind(dlq_topic(&dead.group))
-        .execute(self.inner.db.writer())
+        .execute(&mut *self.inner.db.writer().await?)
         .await?;
         self.inner.wake(&dead.group, &dead.origin_topic);
         Ok(())

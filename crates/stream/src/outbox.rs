@@ -20,7 +20,7 @@
 use std::{sync::Arc, time::Duration};
 
 use events::Message;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -169,11 +169,12 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            delete(&mut *db.writer().acquire().await?, &ids).await?;
+            delete(&mut *db.writer().await?, &ids).await?;
             Ok(messages.len())
         }
         Backend::Postgres => {
-            let mut tx = db.writer().begin().await?;
+            let mut writer = db.writer().await?;
+            let mut tx = writer.begin().await?;
             let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
             if !mine {
                 return Ok(0);

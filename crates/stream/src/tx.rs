@@ -16,6 +16,11 @@
 //!   inbox does, inside each message's savepoint). A queued write's row count is not known.
 //! - PostgreSQL runs every write at once (its extended protocol takes one statement at a
 //!   time), so there nothing changes.
+//! - On SQLite `BEGIN` and `COMMIT` travel in the same round trips: `BEGIN` in front of the
+//!   first statements sent, `COMMIT` after the last ([`Tx::commit`], [`Tx::fetch_and_commit`]),
+//!   where sqlx's own transaction costs a round trip for each (and its pool one more, a ping
+//!   when the connection is returned). A transaction of writes is one round trip; a read and
+//!   its writes, two.
 //!
 //! sqlx 0.9 deprecates multi-statement queries (only its SQLite driver runs them); the
 //! `Tx` tests in `tests/inbox.rs` fail if a later version stops.
@@ -26,7 +31,11 @@ use sqlx::{
     query::Query,
 };
 
-use crate::{Db, db::Backend, rows};
+use crate::{
+    Db,
+    db::{Backend, SqliteWriterGuard, WriterConn},
+    rows,
+};
 
 /// A statement as `sqlx::query(..).bind(..)` builds it.
 pub type Statement<'q> = Query<'q, Any, AnyArguments>;
@@ -37,8 +46,7 @@ const MAX_QUEUED_ARGS: usize = 4096;
 
 /// A write transaction on a service database's writer. See the module docs.
 pub struct Tx {
-    tx: Transaction<'static, Any>,
-    backend: Backend,
+    conn: Conn,
     /// Queued statements, `;`-separated, their placeholders renumbered into `args`.
     queued: String,
     args: AnyArguments,
@@ -46,20 +54,31 @@ pub struct Tx {
     pub(crate) enqueued: bool,
 }
 
+enum Conn {
+    Postgres(Transaction<'static, Any>),
+    /// `begun`: `BEGIN` has been sent (else it goes in front of the next round trip).
+    Sqlite { writer: SqliteWriterGuard, begun: bool },
+}
+
 impl Tx {
     /// Begins a transaction on `db`'s writer.
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
-        Ok(Tx {
-            tx: db.writer().begin().await?,
-            backend: db.backend(),
-            queued: String::new(),
-            args: AnyArguments::default(),
-            enqueued: false,
-        })
+        let conn = match db.writer().await?.into_inner() {
+            WriterConn::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
+            WriterConn::Sqlite(mut writer) => {
+                // Until COMMIT succeeds: if this `Tx` is dropped, the next writer rolls back.
+                writer.open = true;
+                Conn::Sqlite { writer, begun: false }
+            }
+        };
+        Ok(Tx { conn, queued: String::new(), args: AnyArguments::default(), enqueued: false })
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.conn {
+            Conn::Postgres(_) => Backend::Postgres,
+            Conn::Sqlite { .. } => Backend::Sqlite,
+        }
     }
 
     /// Whether the transaction wrote an outbox row (so its commit should wake the relay).
@@ -69,11 +88,11 @@ impl Tx {
 
     /// A write whose result is not needed: queued on SQLite, run at once on PostgreSQL.
     pub async fn write(&mut self, statement: Statement<'_>) -> Result<(), sqlx::Error> {
-        match self.backend {
-            Backend::Postgres => {
-                statement.execute(&mut *self.tx).await?;
+        match &mut self.conn {
+            Conn::Postgres(tx) => {
+                statement.execute(&mut **tx).await?;
             }
-            Backend::Sqlite => {
+            Conn::Sqlite { .. } => {
                 self.queue(statement)?;
                 if self.args.values.0.len() > MAX_QUEUED_ARGS {
                     self.flush().await?;
@@ -85,13 +104,28 @@ impl Tx {
 
     /// Runs `statement` after the queued writes, in one round trip; its rows.
     pub async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
-        if self.queued.is_empty() {
-            return statement.fetch_all(&mut *self.tx).await;
+        if let Conn::Postgres(tx) = &mut self.conn {
+            return statement.fetch_all(&mut **tx).await;
         }
         self.queue(statement)?;
-        let (sql, args) = self.take();
-        // Only the last statement returns rows: the queued ones are writes.
-        sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut *self.tx).await
+        self.send_fetch().await
+    }
+
+    /// Runs `statement` after the queued writes, then commits; `statement`'s rows. One round
+    /// trip on SQLite.
+    pub async fn fetch_and_commit(mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        if let Conn::Postgres(tx) = &mut self.conn {
+            let rows = statement.fetch_all(&mut **tx).await?;
+            self.commit().await?;
+            return Ok(rows);
+        }
+        self.queue(statement)?;
+        self.queued.push_str("COMMIT;\n");
+        let rows = self.send_fetch().await?;
+        if let Conn::Sqlite { writer, .. } = &mut self.conn {
+            writer.open = false;
+        }
+        Ok(rows)
     }
 
     /// The rows `select` (which ends in `WHERE <key_column> IN`) finds for `keys`: many keys
@@ -119,8 +153,8 @@ impl Tx {
 
     /// Like [`Tx::fetch_all`], for at most one row.
     pub async fn fetch_optional(&mut self, statement: Statement<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
-        if self.queued.is_empty() {
-            return statement.fetch_optional(&mut *self.tx).await;
+        if let Conn::Postgres(tx) = &mut self.conn {
+            return statement.fetch_optional(&mut **tx).await;
         }
         Ok(self.fetch_all(statement).await?.into_iter().next())
     }
@@ -133,34 +167,60 @@ impl Tx {
     /// Runs a write whose row count is needed, after sending the queue.
     pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
         self.flush().await?;
-        statement.execute(&mut *self.tx).await
+        statement.execute(self.raw()).await
     }
 
-    /// Sends the queued writes.
+    /// Sends the queued writes (and `BEGIN`, if not yet sent).
     pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
-        if self.queued.is_empty() {
-            return Ok(());
+        if let Some((sql, args)) = self.take() {
+            sqlx::query_with(AssertSqlSafe(sql), args).execute(self.raw()).await?;
         }
-        let (sql, args) = self.take();
-        sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut *self.tx).await?;
         Ok(())
     }
 
     /// Drops the queued writes: before rolling back to a savepoint they belong after.
     pub fn discard(&mut self) {
-        self.take();
+        self.queued.clear();
+        self.args = AnyArguments::default();
     }
 
     /// The connection, with the queue sent: for SQL that is not a [`Statement`].
     pub async fn conn(&mut self) -> Result<&mut AnyConnection, sqlx::Error> {
         self.flush().await?;
-        Ok(&mut self.tx)
+        Ok(self.raw())
     }
 
-    /// Sends the queue and commits.
+    /// Sends the queue and commits (one round trip on SQLite).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.flush().await?;
-        self.tx.commit().await
+        // On SQLite, a transaction that sent and queued nothing has nothing to commit.
+        if let Conn::Sqlite { begun, .. } = &self.conn
+            && (*begun || !self.queued.is_empty())
+        {
+            self.queued.push_str("COMMIT;\n");
+            self.flush().await?;
+        }
+        match self.conn {
+            Conn::Postgres(tx) => tx.commit().await,
+            Conn::Sqlite { mut writer, .. } => {
+                writer.open = false;
+                Ok(())
+            }
+        }
+    }
+
+    fn raw(&mut self) -> &mut AnyConnection {
+        match &mut self.conn {
+            Conn::Postgres(tx) => tx,
+            Conn::Sqlite { writer, .. } => writer,
+        }
+    }
+
+    async fn send_fetch(&mut self) -> Result<Vec<AnyRow>, sqlx::Error> {
+        match self.take() {
+            // Only the statement queued last returns rows: the ones before it are writes.
+            Some((sql, args)) => sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(self.raw()).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     fn queue(&mut self, mut statement: Statement<'_>) -> Result<(), sqlx::Error> {
@@ -174,8 +234,16 @@ impl Tx {
         Ok(())
     }
 
-    fn take(&mut self) -> (String, AnyArguments) {
-        (std::mem::take(&mut self.queued), std::mem::take(&mut self.args))
+    /// The queue to send, `BEGIN` in front if it has not gone yet; `None` if there is none.
+    fn take(&mut self) -> Option<(String, AnyArguments)> {
+        let mut sql = std::mem::take(&mut self.queued);
+        if let Conn::Sqlite { begun, .. } = &mut self.conn
+            && !*begun
+        {
+            sql.insert_str(0, "BEGIN;\n");
+            *begun = true;
+        }
+        (!sql.is_empty()).then(|| (sql, std::mem::take(&mut self.args)))
     }
 }
 

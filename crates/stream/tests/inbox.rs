@@ -273,3 +273,41 @@ async fn queued_writes_are_seen_by_the_next_read_and_kept_only_on_commit() {
     tx.commit().await.unwrap();
     assert_eq!(effects(&db).await, ["kept"], "commit sent the queue");
 }
+
+/// On SQLite `BEGIN` and `COMMIT` travel with the statements: a transaction dropped before
+/// it sent anything, or halfway through, leaves nothing written and the writer usable (its
+/// next statement is not swallowed by the abandoned transaction); `fetch_and_commit` reads
+/// and commits in one go, and a failure in it keeps nothing.
+#[tokio::test]
+async fn dropped_transactions_leave_the_writer_clean_and_fetch_and_commit_keeps_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite(&dir.path().join("svc.db")).await.unwrap();
+    db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
+    let insert = |body: &'static str| sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(body);
+
+    let mut tx = Tx::begin(&db).await.unwrap();
+    tx.write(insert("never sent")).await.unwrap();
+    drop(tx);
+    let mut tx = Tx::begin(&db).await.unwrap();
+    tx.write(insert("sent, not committed")).await.unwrap();
+    tx.flush().await.unwrap();
+    drop(tx);
+    insert("autocommit").execute(&mut *db.writer().await.unwrap()).await.unwrap();
+    assert_eq!(effects(&db).await, ["autocommit"], "the abandoned transaction was rolled back, the next write committed");
+
+    let mut tx = Tx::begin(&db).await.unwrap();
+    tx.write(insert("read and committed")).await.unwrap();
+    let rows = tx.fetch_and_commit(sqlx::query("SELECT body FROM effects ORDER BY id")).await.unwrap();
+    let seen: Vec<String> = rows.iter().map(|r| sqlx::Row::get(r, 0)).collect();
+    assert_eq!(seen, ["autocommit", "read and committed"]);
+    assert_eq!(effects(&db).await, seen, "committed with the read");
+
+    let mut tx = Tx::begin(&db).await.unwrap();
+    tx.write(insert("lost with the clash")).await.unwrap();
+    tx.write(sqlx::query("INSERT INTO effects (id, body) VALUES (1, 'clash')")).await.unwrap();
+    assert!(tx.fetch_and_commit(sqlx::query("SELECT 1")).await.is_err(), "the clash fails the round trip");
+    let mut tx = Tx::begin(&db).await.unwrap();
+    tx.write(insert("after the failure")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(effects(&db).await, ["autocommit", "read and committed", "after the failure"]);
+}
