@@ -109,22 +109,9 @@ enum Writers {
 
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
-    conn: AnyConnection,
-    /// A transaction was begun on it and not (known to be) ended.
+    pub(crate) conn: AnyConnection,
+    /// `BEGIN` was sent on it and the transaction not (known to be) ended.
     pub(crate) open: bool,
-}
-
-impl Deref for SqliteWriter {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for SqliteWriter {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.conn
-    }
 }
 
 pub(crate) type SqliteWriterGuard = OwnedMappedMutexGuard<Option<SqliteWriter>, SqliteWriter>;
@@ -150,7 +137,7 @@ impl Deref for Writer {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match &self.0 {
-            WriterConn::Sqlite(w) => w,
+            WriterConn::Sqlite(w) => &w.conn,
             WriterConn::Pool(c) => c,
         }
     }
@@ -159,7 +146,7 @@ impl Deref for Writer {
 impl DerefMut for Writer {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.0 {
-            WriterConn::Sqlite(w) => w,
+            WriterConn::Sqlite(w) => &mut w.conn,
             WriterConn::Pool(c) => c,
         }
     }
@@ -259,8 +246,9 @@ impl Db {
                     .map_err(|_| sqlx::Error::PoolTimedOut)?;
                 let mut w = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
                 if w.open {
-                    // A `Tx` was dropped inside its transaction: end it. (If it never got
-                    // as far as BEGIN, SQLite says there is nothing to roll back.)
+                    // A `Tx` was dropped inside its transaction: end it. (If the round
+                    // trip carrying BEGIN failed first, SQLite says there is nothing to roll
+                    // back.)
                     let _ = w.conn.execute("ROLLBACK").await;
                     w.open = false;
                 }

@@ -56,8 +56,9 @@ pub struct Tx {
 
 enum Conn {
     Postgres(Transaction<'static, Any>),
-    /// `begun`: `BEGIN` has been sent (else it goes in front of the next round trip).
-    Sqlite { writer: SqliteWriterGuard, begun: bool },
+    /// The writer's `open`: `BEGIN` has been sent (else it goes in front of the next round
+    /// trip). Until `COMMIT` succeeds; if the `Tx` is dropped, the next writer rolls back.
+    Sqlite(SqliteWriterGuard),
 }
 
 impl Tx {
@@ -65,11 +66,7 @@ impl Tx {
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
         let conn = match db.writer().await?.into_inner() {
             WriterConn::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
-            WriterConn::Sqlite(mut writer) => {
-                // Until COMMIT succeeds: if this `Tx` is dropped, the next writer rolls back.
-                writer.open = true;
-                Conn::Sqlite { writer, begun: false }
-            }
+            WriterConn::Sqlite(writer) => Conn::Sqlite(writer),
         };
         Ok(Tx { conn, queued: String::new(), args: AnyArguments::default(), enqueued: false })
     }
@@ -77,7 +74,7 @@ impl Tx {
     pub fn backend(&self) -> Backend {
         match self.conn {
             Conn::Postgres(_) => Backend::Postgres,
-            Conn::Sqlite { .. } => Backend::Sqlite,
+            Conn::Sqlite(_) => Backend::Sqlite,
         }
     }
 
@@ -92,7 +89,7 @@ impl Tx {
             Conn::Postgres(tx) => {
                 statement.execute(&mut **tx).await?;
             }
-            Conn::Sqlite { .. } => {
+            Conn::Sqlite(_) => {
                 self.queue(statement)?;
                 if self.args.values.0.len() > MAX_QUEUED_ARGS {
                     self.flush().await?;
@@ -122,7 +119,7 @@ impl Tx {
         self.queue(statement)?;
         self.queued.push_str("COMMIT;\n");
         let rows = self.send_fetch().await?;
-        if let Conn::Sqlite { writer, .. } = &mut self.conn {
+        if let Conn::Sqlite(writer) = &mut self.conn {
             writer.open = false;
         }
         Ok(rows)
@@ -193,15 +190,15 @@ impl Tx {
     /// Sends the queue and commits (one round trip on SQLite).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         // On SQLite, a transaction that sent and queued nothing has nothing to commit.
-        if let Conn::Sqlite { begun, .. } = &self.conn
-            && (*begun || !self.queued.is_empty())
+        if let Conn::Sqlite(writer) = &self.conn
+            && (writer.open || !self.queued.is_empty())
         {
             self.queued.push_str("COMMIT;\n");
             self.flush().await?;
         }
         match self.conn {
             Conn::Postgres(tx) => tx.commit().await,
-            Conn::Sqlite { mut writer, .. } => {
+            Conn::Sqlite(mut writer) => {
                 writer.open = false;
                 Ok(())
             }
@@ -211,7 +208,7 @@ impl Tx {
     fn raw(&mut self) -> &mut AnyConnection {
         match &mut self.conn {
             Conn::Postgres(tx) => tx,
-            Conn::Sqlite { writer, .. } => writer,
+            Conn::Sqlite(writer) => &mut writer.conn,
         }
     }
 
@@ -237,11 +234,11 @@ impl Tx {
     /// The queue to send, `BEGIN` in front if it has not gone yet; `None` if there is none.
     fn take(&mut self) -> Option<(String, AnyArguments)> {
         let mut sql = std::mem::take(&mut self.queued);
-        if let Conn::Sqlite { begun, .. } = &mut self.conn
-            && !*begun
+        if let Conn::Sqlite(writer) = &mut self.conn
+            && !writer.open
         {
             sql.insert_str(0, "BEGIN;\n");
-            *begun = true;
+            writer.open = true;
         }
         (!sql.is_empty()).then(|| (sql, std::mem::take(&mut self.args)))
     }
