@@ -89,11 +89,13 @@ impl ServiceHost {
         self.binder.check().await.map_err(|e| e.to_string())
     }
 
-    /// Prometheus text, with this service's outbox backlog refreshed.
+    /// Prometheus text, with this service's outbox backlog and the process's memory
+    /// refreshed.
     pub async fn render_metrics(&self) -> String {
         if let Ok(n) = Outbox::backlog(&self.db).await {
             self.metrics.set(metrics::OUTBOX_BACKLOG, &[("service", self.name)], n as f64);
         }
+        metrics::set_memory(&self.metrics);
         self.metrics.render()
     }
 }
