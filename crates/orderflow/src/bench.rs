@@ -386,9 +386,7 @@ fn cpu_ticks(pid: u32) -> Option<f64> {
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    Some(stream::metrics::resident_bytes(&pid.to_string())? as f64 / 1_048_576.0)
 }
 
 /// Counts deliveries; signals when `target` were seen.

@@ -79,7 +79,7 @@ fn help(name: &str) -> &'static str {
 
 /// Sets the process-wide memory gauges: resident memory and SQLite's share of it.
 pub fn set_memory(metrics: &Metrics) {
-    if let Some(bytes) = resident_bytes() {
+    if let Some(bytes) = resident_bytes("self") {
         metrics.set(RESIDENT_MEMORY, &[], bytes as f64);
     }
     // SAFETY: sqlite3_memory_used reads SQLite's global allocation counter; it takes no
@@ -88,9 +88,10 @@ pub fn set_memory(metrics: &Metrics) {
     metrics.set(SQLITE_MEMORY, &[], sqlite as f64);
 }
 
-/// VmRSS from /proc/self/status, in bytes.
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// Resident memory of process `pid` (a number, or "self"), in bytes: VmRSS from
+/// /proc/<pid>/status. `None` where there is no /proc.
+pub fn resident_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
