@@ -1,8 +1,10 @@
 //! Group commit for order creation. Every `POST /api/orders` hands its validated request to
 //! one creator task, which takes whatever requests are waiting (up to [`MAX_GROUP`]) and
 //! writes them in one transaction: one durable commit for the group instead of one per order.
-//! The group's prices are read once; each order then costs SQLite one round trip, its insert,
-//! which carries the previous order's queued writes ([`stream::tx`]).
+//! The group's prices and its order ids are read once ([`store::order_ids`]); every order's
+//! writes are then queued and go to SQLite with the commit, so a group of any size costs the
+//! writer three round trips ([`stream::tx`]). An order with an Idempotency-Key adds one, the
+//! look-up of its key.
 //!
 //! A request that fails (unknown product, reused Idempotency-Key) rolls that attempt back,
 //! and the group is written again with a savepoint per request, so the failure stands alone.
@@ -110,9 +112,10 @@ type Outcomes = Vec<Result<(OrderView, bool), ApiError>>;
 async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
+    let ids = store::order_ids(&mut tx, group.len()).await?;
     let mut results = Vec::with_capacity(group.len());
-    for (order, _) in group {
-        match create_one(svc, &mut tx, &prices, order).await {
+    for ((order, _), id) in group.iter().zip(ids) {
+        match create_one(svc, &mut tx, &prices, id, order).await {
             Ok(created) => results.push(Ok(created)),
             Err(_) => {
                 // Rolled back when dropped; it holds the one writer connection.
@@ -121,12 +124,11 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<
             }
         }
     }
-    // A queued write that fails belongs to some request: the careful path finds which.
-    if tx.flush().await.is_err() {
-        drop(tx);
+    // The queued writes go with the commit. One that fails belongs to some request: the
+    // careful path finds which (a commit that fails for the group as a whole fails there too).
+    if tx.commit().await.is_err() {
         return write_each(svc, group).await;
     }
-    tx.commit().await?;
     Ok(results)
 }
 
@@ -134,10 +136,11 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<
 async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
+    let ids = store::order_ids(&mut tx, group.len()).await?;
     let mut results = Vec::with_capacity(group.len());
-    for (order, _) in group {
+    for ((order, _), id) in group.iter().zip(ids) {
         tx.execute(sqlx::query("SAVEPOINT new_order")).await?;
-        let mut result = create_one(svc, &mut tx, &prices, order).await;
+        let mut result = create_one(svc, &mut tx, &prices, id, order).await;
         if result.is_ok()
             && let Err(e) = tx.flush().await
         {
@@ -160,7 +163,14 @@ async fn group_prices(tx: &mut Tx, group: &[(NewOrder, Reply)]) -> Result<BTreeM
     store::prices(tx, &ids.into_iter().collect::<Vec<_>>()).await
 }
 
-async fn create_one(svc: &OrderService, tx: &mut Tx, prices: &BTreeMap<i64, Decimal>, order: &NewOrder) -> Result<(OrderView, bool), ApiError> {
+/// Writes `order` as order `id`, or answers with the order its Idempotency-Key made.
+async fn create_one(
+    svc: &OrderService,
+    tx: &mut Tx,
+    prices: &BTreeMap<i64, Decimal>,
+    id: i64,
+    order: &NewOrder,
+) -> Result<(OrderView, bool), ApiError> {
     let NewOrder { request, items, key, hash } = order;
     if let Some(key) = key
         && let Some((earlier_hash, order_no)) = store::idempotent(tx, key).await?
@@ -172,7 +182,7 @@ async fn create_one(svc: &OrderService, tx: &mut Tx, prices: &BTreeMap<i64, Deci
         return Ok((view, true));
     }
     let total = request.total(items, |p| prices.get(&p).copied()).map_err(|i| ApiError::invalid(i.field, i.message))?;
-    let created = store::insert_order(tx, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
+    let created = store::insert_order(tx, id, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
     let event = OrderCreatedEvent {
         order_id: created.order_id,
         order_no: created.order_no.clone(),

@@ -108,33 +108,61 @@ pub struct Created {
     pub created_at: i64,
 }
 
-/// Inserts a PENDING order and gives it its number: `ORD` + epoch millis + id (unique, as
-/// the millis are always 13 digits).
+/// Ids for `n` new orders, taken inside the write transaction in one round trip, so each
+/// order's insert can carry its number and need no reply (it is queued with the group's
+/// other writes, [`stream::tx`]). PostgreSQL: the column's own sequence (shared safely by
+/// several instances). SQLite: after the largest id ever given (`sqlite_sequence`, as
+/// AUTOINCREMENT would); the one writer connection holds the write lock from here to commit,
+/// so nothing else can take them. Ids of an order that is then not written are skipped.
+pub async fn order_ids(tx: &mut Tx, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if tx.backend() == stream::db::Backend::Postgres {
+        return tx
+            .fetch_all(sqlx::query("SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)").bind(n as i64))
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect();
+    }
+    let last: i64 = tx
+        .fetch_one(sqlx::query(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM orders), 0),
+                        COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orders'), 0))",
+        ))
+        .await?
+        .try_get(0)?;
+    Ok((1..=n as i64).map(|i| last + i).collect())
+}
+
+/// Inserts PENDING order `order_id` (from [`order_ids`]) with its number: `ORD` + epoch
+/// millis + id (unique, as the millis are always 13 digits). A queued write: no round trip.
 pub async fn insert_order(
     tx: &mut Tx,
+    order_id: i64,
     user_id: i64,
     total: Decimal,
     lines: &BTreeMap<i64, i32>,
     remark: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
     let now = events::now_millis();
-    let order_id: i64 = tx
-        .fetch_one(
-            sqlx::query(
-                "INSERT INTO orders (user_id, total, lines, remark, status, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
-            )
-            .bind(user_id)
-            .bind(total.to_string())
-            .bind(serde_json::to_string(lines).unwrap_or_default())
-            .bind(remark)
-            .bind(OrderStatus::Pending.as_str())
-            .bind(now),
-        )
-        .await?
-        .try_get(0)?;
     let order_no = format!("ORD{now}{order_id}");
-    tx.write(sqlx::query("UPDATE orders SET order_no = $1 WHERE id = $2").bind(&order_no).bind(order_id)).await?;
+    tx.write(
+        sqlx::query(
+            "INSERT INTO orders (id, order_no, user_id, total, lines, remark, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(order_id)
+        .bind(&order_no)
+        .bind(user_id)
+        .bind(total.to_string())
+        .bind(serde_json::to_string(lines).unwrap_or_default())
+        .bind(remark)
+        .bind(OrderStatus::Pending.as_str())
+        .bind(now),
+    )
+    .await?;
     Ok(Created { order_id, order_no, created_at: now })
 }
 

@@ -247,6 +247,15 @@ async fn concurrent_creates_commit_together_and_a_bad_one_fails_alone(v: Variant
     assert_eq!((created, keyed.len(), refused), (30, 1, 5), "five posts with one key made one order");
     let listed: Vec<Value> = t.http.get(t.order_url(&format!("/api/orders?userId={user}&limit=100"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed.len(), 31, "nothing written for the refused ones");
+    // Ids are taken for a whole group before its inserts: each order still has its own, and
+    // its number is `ORD` + its creation millis + its id.
+    let ids: std::collections::BTreeSet<i64> = listed.iter().map(|o| o["orderId"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 31, "every order has its own id");
+    for o in &listed {
+        assert_eq!(o["orderNo"], format!("ORD{}{}", o["createdAt"], o["orderId"]), "{o}");
+    }
+    let next = t.create_order(user, &[(1002, 1)]).await;
+    assert!(next.order_id > *ids.last().unwrap(), "a later order gets a later id");
     t.shutdown().await;
 }
 
