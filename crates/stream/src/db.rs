@@ -71,7 +71,7 @@ pub fn lock_rows(tx: &Tx, select: impl Into<String>) -> AssertSqlSafe<String> {
 /// How long [`Db::writer`] waits for SQLite's one writer connection.
 const WRITER_WAIT: Duration = Duration::from_secs(60);
 
-const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
+const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
