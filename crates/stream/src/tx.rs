@@ -47,7 +47,8 @@ const MAX_QUEUED_ARGS: usize = 4096;
 /// A write transaction on a service database's writer. See the module docs.
 pub struct Tx {
     conn: Conn,
-    /// Queued statements, `;`-separated, their placeholders renumbered into `args`.
+    /// Queued statements, `;`-separated, their placeholders anonymous (`?`), bound in
+    /// order from `args`.
     queued: String,
     args: AnyArguments,
     /// An outbox row was written: the relay has work once this commits.
@@ -221,13 +222,10 @@ impl Tx {
     }
 
     fn queue(&mut self, mut statement: Statement<'_>) -> Result<(), sqlx::Error> {
-        let args = statement.take_arguments().map_err(sqlx::Error::Encode)?;
+        let args = statement.take_arguments().map_err(sqlx::Error::Encode)?.map(|a| a.values.0).unwrap_or_default();
         let sql = statement.sql();
-        renumber(sql.as_str().trim_end_matches([';', ' ', '\n']), self.args.values.0.len(), &mut self.queued);
+        anonymize(sql.as_str().trim_end_matches([';', ' ', '\n']), &args, &mut self.queued, &mut self.args.values.0)?;
         self.queued.push_str(";\n");
-        if let Some(args) = args {
-            self.args.values.0.extend(args.values.0);
-        }
         Ok(())
     }
 
@@ -244,9 +242,14 @@ impl Tx {
     }
 }
 
-/// Appends `sql` to `out` with every `$N` placeholder (outside string literals) raised by
-/// `offset`.
-fn renumber(sql: &str, offset: usize, out: &mut String) {
+/// Appends `sql` to `out` with every `$N` placeholder (outside string literals) written as
+/// an anonymous `?`, and pushes `args[N - 1]` for it onto `values`: a placeholder used twice
+/// gets its value twice. sqlx binds anonymous parameters in order, continuing from the
+/// statement before, so the queue needs no renumbering; and its SQL text is the same each
+/// time the same statements are queued, so sqlx's statement cache keeps it prepared.
+/// (sqlx looks up the name of every numbered parameter, a scan of the statement's parameter
+/// list in SQLite: quadratic in a many-row statement's parameters.)
+fn anonymize<V: Clone>(sql: &str, args: &[V], out: &mut String, values: &mut Vec<V>) -> Result<(), sqlx::Error> {
     let mut quoted = false;
     let mut chars = sql.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -255,8 +258,11 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
             '$' if !quoted => {
                 let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
                 if let Ok(n) = sql[i + 1..i + 1 + digits].parse::<usize>() {
-                    out.push('$');
-                    out.push_str(&(n + offset).to_string());
+                    let value = n.checked_sub(1).and_then(|k| args.get(k)).ok_or_else(|| {
+                        sqlx::Error::Encode(format!("placeholder ${n} has no bound value ({} bound)", args.len()).into())
+                    })?;
+                    values.push(value.clone());
+                    out.push('?');
                     for _ in 0..digits {
                         chars.next();
                     }
@@ -267,16 +273,26 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
         }
         out.push(c);
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::renumber;
+    use super::anonymize;
 
     #[test]
-    fn placeholders_are_raised_outside_literals_only() {
-        let mut out = String::new();
-        renumber("UPDATE t SET a = $1, b = '$2' WHERE c = $10 AND d = $", 5, &mut out);
-        assert_eq!(out, "UPDATE t SET a = $6, b = '$2' WHERE c = $15 AND d = $");
+    fn placeholders_become_anonymous_in_text_order_outside_literals() {
+        let args: Vec<i64> = (1..=10).map(|i| i * 100).collect();
+        let (mut out, mut values) = (String::new(), Vec::new());
+        anonymize("UPDATE t SET a = $1, b = '$2' WHERE c = $10 AND d = $ AND e = $1", &args, &mut out, &mut values).unwrap();
+        assert_eq!(out, "UPDATE t SET a = ?, b = '$2' WHERE c = ? AND d = $ AND e = ?");
+        assert_eq!(values, [100, 1000, 100]);
+    }
+
+    #[test]
+    fn a_placeholder_without_a_value_is_an_error() {
+        let (mut out, mut values) = (String::new(), Vec::new());
+        let err = anonymize("SELECT $2", &[1], &mut out, &mut values).unwrap_err();
+        assert!(err.to_string().contains("$2"), "{err}");
     }
 }

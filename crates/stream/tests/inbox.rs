@@ -248,8 +248,8 @@ async fn a_queued_write_that_fails_later_fails_only_its_own_message() {
     svc.stop().await;
 }
 
-/// `Tx` queues writes until the next read: the read sees them (its placeholders renumbered
-/// after theirs), a commit keeps them, a transaction dropped without commit keeps none.
+/// `Tx` queues writes until the next read: the read sees them (its placeholders bound after
+/// theirs), a commit keeps them, a transaction dropped without commit keeps none.
 #[tokio::test]
 async fn queued_writes_are_seen_by_the_next_read_and_kept_only_on_commit() {
     let dir = tempfile::tempdir().unwrap();
