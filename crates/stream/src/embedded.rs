@@ -30,7 +30,7 @@ use std::{
 
 use async_trait::async_trait;
 use events::{Message, now_millis};
-use sqlx::{Row, any::AnyRow};
+use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -71,6 +71,10 @@ CREATE INDEX deliveries_key ON deliveries (grp, topic, msg_key, id);
 CREATE INDEX deliveries_lease ON deliveries (lease_owner);
 "];
 
+/// The lease statements, without their limit: it goes into the SQL text as a number
+/// ([`Inner::lease`]). SQLite re-prepares a statement whose `LIMIT` is a bound parameter
+/// every time it is bound again (the planner looked at the value), and these run for every
+/// batch.
 macro_rules! claim_sql {
     ($extra:literal) => {
         concat!(
@@ -78,7 +82,7 @@ macro_rules! claim_sql {
              WHERE id IN (SELECT d.id FROM deliveries d
                           WHERE d.grp = $3 AND d.topic = $4 AND d.due_at <= $5 AND d.leased_until <= $5 ",
             $extra,
-            " ORDER BY d.id LIMIT $6)"
+            " ORDER BY d.id LIMIT "
         )
     };
 }
@@ -292,15 +296,14 @@ impl Inner {
     async fn lease<'a>(&self, tx: &mut Tx, b: &'a ConsumerBinding, limit: usize) -> Result<Statement<'a>, sqlx::Error> {
         let now = now_millis();
         let owner = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        let sql = if b.orderly { CLAIM_ORDERLY } else { CLAIM };
+        let sql = format!("{}{limit})", if b.orderly { CLAIM_ORDERLY } else { CLAIM });
         tx.write(
-            sqlx::query(sql)
+            sqlx::query(AssertSqlSafe(sql))
                 .bind(now + LEASE.as_millis() as i64)
                 .bind(owner)
                 .bind(&b.group)
                 .bind(&b.destination)
-                .bind(now)
-                .bind(limit as i64),
+                .bind(now),
         )
         .await?;
         // A replayed dead letter is delivered on its origin topic (the delivery's), not on

@@ -20,7 +20,7 @@
 use std::{sync::Arc, time::Duration};
 
 use events::Message;
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -193,8 +193,9 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
 
 /// The oldest rows and their ids.
 async fn fetch(conn: &mut AnyConnection) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
-    let rows = sqlx::query("SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT $1")
-        .bind(RELAY_BATCH)
+    // The limit is in the text, not bound: SQLite re-prepares a statement whose LIMIT is a
+    // parameter each time it is bound.
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT {RELAY_BATCH}")))
         .fetch_all(conn)
         .await?;
     let mut ids = Vec::with_capacity(rows.len());
