@@ -22,7 +22,7 @@ use std::{
 use events::{Event, OrderCreatedEvent};
 use httpkit::ApiError;
 use rust_decimal::Decimal;
-use stream::Tx;
+use stream::{Tx, db::Backend};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -124,12 +124,16 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<
             }
         }
     }
-    // The queued writes go with the commit. One that fails belongs to some request: the
-    // careful path finds which (a commit that fails for the group as a whole fails there too).
-    if tx.commit().await.is_err() {
-        return write_each(svc, group).await;
+    // On SQLite the queued writes go with the commit, and one that fails belongs to some
+    // request: the careful path finds which (a commit that fails for the group as a whole
+    // fails there too). On PostgreSQL every write has run already, so a failed commit is the
+    // group's, and its outcome may be unknown: it is not written a second time.
+    let sqlite = tx.backend() == Backend::Sqlite;
+    match tx.commit().await {
+        Ok(()) => Ok(results),
+        Err(_) if sqlite => write_each(svc, group).await,
+        Err(e) => Err(e),
     }
-    Ok(results)
 }
 
 /// The careful path: a savepoint per request.
