@@ -182,7 +182,7 @@ async fn create_one(
         if earlier_hash != *hash {
             return Err(ApiError::Unprocessable("Idempotency-Key was already used with a different request".into()));
         }
-        let view = store::view(tx.conn().await?, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
+        let view = store::view_in(tx, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
         return Ok((view, true));
     }
     let total = request.total(items, |p| prices.get(&p).copied()).map_err(|i| ApiError::invalid(i.field, i.message))?;

@@ -10,7 +10,7 @@ use std::{
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
-use stream::{Tx, rows};
+use stream::{Tx, rows, tx::Statement};
 
 use crate::domain::{OrderState, OrderStatus, PaymentRef};
 
@@ -436,23 +436,35 @@ impl Created {
 
 /// One order with its history.
 pub async fn view(conn: &mut AnyConnection, order_no: &str) -> Result<Option<OrderView>, sqlx::Error> {
-    let Some(r) = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM orders WHERE order_no = $1")))
-        .bind(order_no)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
+    let Some(order) = order_query(order_no).fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
-    let mut v = view_of(&r)?;
-    let rows = sqlx::query("SELECT at, event, detail FROM order_history WHERE order_no = $1 ORDER BY id")
-        .bind(order_no)
-        .fetch_all(&mut *conn)
-        .await?;
-    v.events = rows
+    with_history(&order, &history_query(order_no).fetch_all(&mut *conn).await?).map(Some)
+}
+
+/// [`view`], inside `tx` (which may have written the order).
+pub async fn view_in(tx: &mut Tx, order_no: &str) -> Result<Option<OrderView>, sqlx::Error> {
+    let Some(order) = tx.fetch_optional(order_query(order_no)).await? else {
+        return Ok(None);
+    };
+    with_history(&order, &tx.fetch_all(history_query(order_no)).await?).map(Some)
+}
+
+fn order_query(order_no: &str) -> Statement<'_> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM orders WHERE order_no = $1"))).bind(order_no)
+}
+
+fn history_query(order_no: &str) -> Statement<'_> {
+    sqlx::query("SELECT at, event, detail FROM order_history WHERE order_no = $1 ORDER BY id").bind(order_no)
+}
+
+fn with_history(order: &AnyRow, history: &[AnyRow]) -> Result<OrderView, sqlx::Error> {
+    let mut v = view_of(order)?;
+    v.events = history
         .iter()
         .map(|r| Ok(HistoryEntry { at: r.try_get("at")?, event: r.try_get("event")?, detail: r.try_get("detail")? }))
         .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Some(v))
+    Ok(v)
 }
 
 /// Orders, newest first, optionally of one user and one status.

@@ -465,7 +465,7 @@ pub async fn disk_commit_rate(dir: &Path, n: usize) -> anyhow::Result<f64> {
     let mut writer = db.writer().await?;
     let started = Instant::now();
     for i in 0..n {
-        sqlx::query("INSERT INTO t (v) VALUES ($1)").bind(i as i64).execute(&mut *writer).await?;
+        writer.execute(sqlx::query("INSERT INTO t (v) VALUES ($1)").bind(i as i64)).await?;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     drop(writer);

@@ -111,9 +111,9 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
     assert!(metrics.contains(r#"orderflow_invariant_violations{kind="conservation"} 0"#), "{metrics}");
 
     // Break one thing of each kind.
-    sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002").execute(&mut *st.writer().await.unwrap()).await.unwrap();
-    sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&paid).execute(&mut *st.writer().await.unwrap()).await.unwrap();
-    sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1").bind(&cancelled).execute(&mut *p.writer().await.unwrap()).await.unwrap();
+    st.writer().await.unwrap().execute(sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002")).await.unwrap();
+    st.writer().await.unwrap().execute(sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&paid)).await.unwrap();
+    p.writer().await.unwrap().execute(sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1").bind(&cancelled)).await.unwrap();
     let later = stuck.created_at + 601_000;
     let report = check(later).await.unwrap();
     let found: Vec<(&str, &str)> = report.violations.iter().map(|v| (v.subject.as_str(), v.problem.as_str())).collect();
@@ -158,16 +158,16 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
     assert_eq!(seen(&gauges.refresh(t0 + 30_000).await.unwrap()), (0, vec![]), "nothing changed: nothing read");
 
     // Broken behind the order's back: the order row is untouched.
-    sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&a).execute(&mut *st.writer().await.unwrap()).await.unwrap();
+    st.writer().await.unwrap().execute(sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&a)).await.unwrap();
     assert_eq!(seen(&gauges.pass(t0 + 60_000, false).await.unwrap()), (0, vec![]), "an incremental pass does not see it");
     assert_eq!(seen(&gauges.pass(t0 + 90_000, true).await.unwrap()), (2, vec![format!("order {a}")]), "a full pass does");
     assert_eq!(seen(&gauges.pass(t0 + 120_000, false).await.unwrap()), (1, vec![format!("order {a}")]), "looked at again");
-    sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1").bind(&a).execute(&mut *st.writer().await.unwrap()).await.unwrap();
+    st.writer().await.unwrap().execute(sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1").bind(&a)).await.unwrap();
     assert_eq!(seen(&gauges.pass(t0 + 150_000, false).await.unwrap()), (1, vec![]), "and seen to resolve");
 
     // An order updated since the last pass is judged by the next one (once past the grace).
-    sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2").bind(t0 + 100_000).bind(&b).execute(&mut *o.writer().await.unwrap()).await.unwrap();
-    sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(&b).execute(&mut *p.writer().await.unwrap()).await.unwrap();
+    o.writer().await.unwrap().execute(sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2").bind(t0 + 100_000).bind(&b)).await.unwrap();
+    p.writer().await.unwrap().execute(sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(&b)).await.unwrap();
     assert_eq!(seen(&gauges.pass(t0 + 180_000, false).await.unwrap()), (1, vec![format!("order {b}")]));
     t.shutdown().await;
 }

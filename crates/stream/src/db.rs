@@ -7,11 +7,10 @@
 //! - WAL journal with `synchronous=FULL`: a commit is fsync-durable before it returns.
 //! - All writes go through one connection, so write transactions never race for SQLite's
 //!   single write lock and a read-decide-write inside a transaction cannot interleave with
-//!   another; reads use a separate small pool and see committed data (WAL).
-//! - The writer connection is held behind a mutex, not in a pool: sqlx's pool pings a
-//!   connection (a round trip to its thread) every time one is returned, and the next
-//!   writer waited for that ping. A transaction left open by a dropped [`Tx`] is rolled back
-//!   by the next [`Db::writer`].
+//!   another; reads use a separate small pool (sqlx's) and see committed data (WAL).
+//! - The writer connection is ours ([`crate::sqlite`]: one thread hand-off each way per
+//!   round trip), held behind a mutex, not in a pool. A transaction left open by a dropped
+//!   [`Tx`] is rolled back by the next [`Db::writer`].
 //!
 //! PostgreSQL (several instances may share the database):
 //! - one pool for reads and writes; rows a decision reads are locked with `FOR UPDATE`
@@ -27,17 +26,20 @@
 //! `BIGSERIAL PRIMARY KEY` and `BLOB` becomes `BYTEA` (the only two differences we use).
 
 use std::{
-    ops::{Deref, DerefMut},
     path::Path,
     str::FromStr,
     sync::Arc,
     time::Duration,
 };
 
-use crate::Tx;
+use crate::{
+    Tx,
+    sqlite::{self, Batch},
+    tx::Statement,
+};
 use sqlx::{
-    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor,
-    any::{AnyConnectOptions, AnyPoolOptions},
+    Any, AnyPool, AssertSqlSafe, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow},
     pool::PoolConnection,
 };
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
@@ -109,7 +111,7 @@ enum Writers {
 
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
-    pub(crate) conn: AnyConnection,
+    pub(crate) conn: sqlite::Connection,
     /// `BEGIN` was sent on it and the transaction not (known to be) ended.
     pub(crate) open: bool,
 }
@@ -117,7 +119,7 @@ pub(crate) struct SqliteWriter {
 pub(crate) type SqliteWriterGuard = OwnedMappedMutexGuard<Option<SqliteWriter>, SqliteWriter>;
 
 /// The writer connection, held until dropped: SQLite's one connection, or one of
-/// PostgreSQL's pool. Use it as an executor with `&mut *writer`.
+/// PostgreSQL's pool.
 #[derive(Debug)]
 pub struct Writer(WriterConn);
 
@@ -131,23 +133,21 @@ impl Writer {
     pub(crate) fn into_inner(self) -> WriterConn {
         self.0
     }
-}
 
-impl Deref for Writer {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match &self.0 {
-            WriterConn::Sqlite(w) => &w.conn,
-            WriterConn::Pool(c) => c,
+
+    /// Runs `statement`, committed on its own; its row count.
+    pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
+        match &mut self.0 {
+            WriterConn::Pool(conn) => statement.execute(&mut **conn).await,
+            WriterConn::Sqlite(w) => Ok(w.conn.run(Batch::of(statement)?).await?.result),
         }
     }
-}
 
-impl DerefMut for Writer {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+    /// Runs `statement` (a read, or a write committed on its own); its rows.
+    pub async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
         match &mut self.0 {
-            WriterConn::Sqlite(w) => &mut w.conn,
-            WriterConn::Pool(c) => c,
+            WriterConn::Pool(conn) => statement.fetch_all(&mut **conn).await,
+            WriterConn::Sqlite(w) => Ok(w.conn.run(Batch::of(statement)?).await?.rows),
         }
     }
 }
@@ -214,9 +214,9 @@ impl Db {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let open_err = |source| DbError::Open { path: path.display().to_string(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(open_err)?;
+        // The writer first: it creates the file and sets WAL mode before the readers open.
+        let writer = sqlite::Connection::open(path, PRAGMAS).await.map_err(open_err)?;
         // A file connection does not go stale: no ping (a round trip) before each acquire.
-        let mut writer = options.connect().await.map_err(open_err)?;
-        writer.execute(PRAGMAS).await.map_err(open_err)?;
         let reader = AnyPoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
@@ -249,7 +249,7 @@ impl Db {
                     // A `Tx` was dropped inside its transaction: end it. (If the round
                     // trip carrying BEGIN failed first, SQLite says there is nothing to roll
                     // back.)
-                    let _ = w.conn.execute("ROLLBACK").await;
+                    let _ = w.conn.run(Batch::of(sqlx::query("ROLLBACK"))?).await;
                     w.open = false;
                 }
                 Ok(Writer(WriterConn::Sqlite(w)))
@@ -266,11 +266,11 @@ impl Db {
     pub async fn migrate(&self, component: &str, migrations: &[&'static str]) -> Result<(), DbError> {
         self.writer()
             .await?
-            .execute(
+            .execute(sqlx::query(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                     component TEXT NOT NULL, version BIGINT NOT NULL,
                     PRIMARY KEY (component, version))",
-            )
+            ))
             .await?;
         for (i, sql) in migrations.iter().enumerate() {
             let version = i + 1;
@@ -291,7 +291,7 @@ impl Db {
             if done.is_some() {
                 continue;
             }
-            tx.conn().await.map_err(fail)?.execute(AssertSqlSafe(self.dialect(sql))).await.map_err(fail)?;
+            tx.execute_script(&self.dialect(sql)).await.map_err(fail)?;
             tx.write(
                 sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
                     .bind(component)
@@ -322,7 +322,7 @@ impl Db {
             Writers::Pool(pool) => pool.close().await,
             Writers::Sqlite(slot) => {
                 if let Some(w) = slot.lock().await.take() {
-                    let _ = w.conn.close().await;
+                    w.conn.close().await;
                 }
             }
         }

@@ -98,14 +98,13 @@ impl ServiceHost {
         let entry = self.dead_letter(id).await?;
         self.binder.replay(&entry.letter).await?;
         let now = events::now_millis();
-        sqlx::query(
+        self.db.writer().await?.execute(sqlx::query(
             "INSERT INTO dead_letter_status (grp, message_id, replays, replayed_at) VALUES ($1, $2, 1, $3)
              ON CONFLICT (grp, message_id) DO UPDATE SET replays = dead_letter_status.replays + 1, replayed_at = $3",
         )
         .bind(&entry.letter.group)
         .bind(id)
-        .bind(now)
-        .execute(&mut *self.db.writer().await?)
+        .bind(now))
         .await?;
         self.metrics.inc(metrics::DEAD_LETTERS_REPLAYED, &[("group", &entry.letter.group)], 1);
         tracing::info!(group = %entry.letter.group, id, key = %entry.letter.keys, "dead letter replayed");
@@ -131,14 +130,13 @@ impl ServiceHost {
     }
 
     async fn mark_purged(&self, group: &str, id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.db.writer().await?.execute(sqlx::query(
             "INSERT INTO dead_letter_status (grp, message_id, purged_at) VALUES ($1, $2, $3)
              ON CONFLICT (grp, message_id) DO UPDATE SET purged_at = $3",
         )
         .bind(group)
         .bind(id)
-        .bind(events::now_millis())
-        .execute(&mut *self.db.writer().await?)
+        .bind(events::now_millis()))
         .await?;
         Ok(())
     }

@@ -135,8 +135,7 @@ impl EmbeddedBinder {
     pub async fn open(path: &Path, metrics: Metrics) -> Result<EmbeddedBinder, DbError> {
         let db = Db::open_sqlite(path).await?;
         db.migrate("embedded-broker", MIGRATIONS).await?;
-        sqlx::query("UPDATE deliveries SET leased_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL")
-            .execute(&mut *db.writer().await?)
+        db.writer().await?.execute(sqlx::query("UPDATE deliveries SET leased_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL"))
             .await?;
         let rows = sqlx::query("SELECT grp, topic, expression FROM subscriptions")
             .fetch_all(db.reader())
@@ -534,14 +533,13 @@ impl Binder for EmbeddedBinder {
         binding: ConsumerBinding,
         handler: Arc<dyn MessageHandler>,
     ) -> Result<BindingControl, BinderError> {
-        sqlx::query(
+        self.inner.db.writer().await?.execute(sqlx::query(
             "INSERT INTO subscriptions (grp, topic, expression) VALUES ($1, $2, $3)
              ON CONFLICT (grp, topic) DO UPDATE SET expression = excluded.expression",
         )
         .bind(&binding.group)
         .bind(&binding.destination)
-        .bind(binding.subscription.to_string())
-        .execute(&mut *self.inner.db.writer().await?)
+        .bind(binding.subscription.to_string()))
         .await?;
         {
             let mut subs = self.inner.subscriptions.write().unwrap_or_else(|p| p.into_inner());
@@ -600,7 +598,7 @@ impl Binder for EmbeddedBinder {
 
     async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
         let id: i64 = dead.message_id.parse().map_err(|_| BinderError::Unavailable(format!("no dead letter {:?}", dead.message_id)))?;
-        sqlx::query(
+        self.inner.db.writer().await?.execute(sqlx::query(
             "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at)
              SELECT $1, $2, id, keys, $3 FROM messages WHERE id = $4 AND topic = $5",
         )
@@ -608,8 +606,7 @@ impl Binder for EmbeddedBinder {
         .bind(&dead.origin_topic)
         .bind(now_millis())
         .bind(id)
-        .bind(dlq_topic(&dead.group))
-        .execute(&mut *self.inner.db.writer().await?)
+        .bind(dlq_topic(&dead.group)))
         .await?;
         self.inner.wake(&dead.group, &dead.origin_topic);
         Ok(())

@@ -28,6 +28,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod outbox;
 pub mod rows;
+mod sqlite;
 pub mod tags;
 pub mod tx;
 

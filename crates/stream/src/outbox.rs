@@ -20,11 +20,11 @@
 use std::{sync::Arc, time::Duration};
 
 use events::Message;
-use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Binder, Db, Tx, db::Backend, metrics::{self, Metrics}, rows};
+use crate::{Binder, Db, Tx, db::Backend, metrics::{self, Metrics}, rows, tx::Statement};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE outbox (
@@ -162,45 +162,56 @@ type RelayError = Box<dyn std::error::Error + Send + Sync>;
 /// Publishes one batch; returns how many rows left the outbox.
 async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
     match db.backend() {
-        // One process owns the file: read without blocking writers, delete after publishing.
+        // One process owns the file, and one relay: read, publish, delete. The read goes
+        // through the writer (one round trip; the reader pool's driver sends every row as a
+        // message of its own), which it holds only while reading.
         Backend::Sqlite => {
-            let (messages, ids) = fetch(&mut *db.reader().acquire().await?).await?;
+            let rows = db.writer().await?.fetch_all(fetch_query()).await?;
+            let (messages, ids) = messages(&rows)?;
             if messages.is_empty() {
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            delete(&mut *db.writer().await?, &ids).await?;
+            // One commit, one round trip, however many statements.
+            let mut tx = Tx::begin(db).await?;
+            for delete in deletes(&ids) {
+                tx.write(delete).await?;
+            }
+            tx.commit().await?;
             Ok(messages.len())
         }
         Backend::Postgres => {
-            let mut writer = db.writer().await?;
-            let mut tx = writer.begin().await?;
+            // On PostgreSQL the readers are the writers' pool.
+            let mut tx = db.reader().begin().await?;
             let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
             if !mine {
                 return Ok(0);
             }
-            let (messages, ids) = fetch(&mut tx).await?;
+            let (messages, ids) = messages(&fetch_query().fetch_all(&mut *tx).await?)?;
             if messages.is_empty() {
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            delete(&mut tx, &ids).await?;
+            for delete in deletes(&ids) {
+                delete.execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(messages.len())
         }
     }
 }
 
-/// The oldest rows and their ids.
-async fn fetch(conn: &mut AnyConnection) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
-    // The limit is in the text, not bound: SQLite re-prepares a statement whose LIMIT is a
-    // parameter each time it is bound.
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT {RELAY_BATCH}")))
-        .fetch_all(conn)
-        .await?;
+/// The oldest rows. The limit is in the text, not bound: SQLite re-prepares a statement
+/// whose LIMIT is a parameter each time it is bound.
+fn fetch_query() -> Statement<'static> {
+    sqlx::query(AssertSqlSafe(format!("SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT {RELAY_BATCH}")))
+}
+
+/// The fetched rows as messages, and their ids.
+fn messages(rows: &[AnyRow]) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         ids.push(r.try_get("id")?);
         let properties: String = r.try_get("properties")?;
         messages.push(Message {
@@ -214,16 +225,15 @@ async fn fetch(conn: &mut AnyConnection) -> Result<(Vec<Message>, Vec<i64>), Rel
     Ok((messages, ids))
 }
 
-/// Deletes exactly the published rows. Not `id <= last`: on PostgreSQL ids are taken at
-/// insert and committed in any order, so a lower id can become visible after the fetch —
-/// a range delete would drop it unpublished.
-async fn delete(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
-    for chunk in rows::chunks(ids) {
+/// The statements that delete exactly the published rows. Not `id <= last`: on PostgreSQL
+/// ids are taken at insert and committed in any order, so a lower id can become visible
+/// after the fetch — a range delete would drop it unpublished.
+fn deletes(ids: &[i64]) -> impl Iterator<Item = Statement<'static>> + '_ {
+    rows::chunks(ids).into_iter().map(|chunk| {
         let mut q = sqlx::query(rows::in_list("DELETE FROM outbox WHERE id IN", 1, chunk.len()));
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+        q
+    })
 }

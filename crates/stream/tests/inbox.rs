@@ -292,7 +292,7 @@ async fn dropped_transactions_leave_the_writer_clean_and_fetch_and_commit_keeps_
     tx.write(insert("sent, not committed")).await.unwrap();
     tx.flush().await.unwrap();
     drop(tx);
-    insert("autocommit").execute(&mut *db.writer().await.unwrap()).await.unwrap();
+    db.writer().await.unwrap().execute(insert("autocommit")).await.unwrap();
     assert_eq!(effects(&db).await, ["autocommit"], "the abandoned transaction was rolled back, the next write committed");
 
     let mut tx = Tx::begin(&db).await.unwrap();
