@@ -6,8 +6,9 @@
 //!   eventId already there) on a real SQLite file;
 //! - `outbox/relay-100`: 100 events committed in one transaction and relayed to the
 //!   embedded binder until the outbox is empty (durable commits included);
-//! - `statement-100`: 100 `SELECT 1` on one SQLite connection, the cost of a statement's
-//!   round trip to sqlx's connection thread with no work in SQLite.
+//! - `statement-100`: 100 `SELECT 1` on a database's writer, the cost of a round trip to
+//!   its connection thread (`stream::sqlite`) with no work in SQLite; `statement-100-sqlx`
+//!   the same on a reader, a connection of sqlx's SQLite driver.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -87,6 +88,14 @@ fn storage(c: &mut Criterion) {
             let mut conn = db.writer().await.expect("writer");
             for _ in 0..100 {
                 conn.execute(sqlx::query("SELECT 1")).await.expect("select");
+            }
+        })
+    });
+    g.bench_function("statement-100-sqlx", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut conn = db.reader().acquire().await.expect("reader");
+            for _ in 0..100 {
+                sqlx::query("SELECT 1").execute(&mut *conn).await.expect("select");
             }
         })
     });

@@ -134,7 +134,6 @@ impl Writer {
         self.0
     }
 
-
     /// Runs `statement`, committed on its own; its row count.
     pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
         match &mut self.0 {

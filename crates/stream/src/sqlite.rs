@@ -16,8 +16,8 @@
 //! - Prepared statements are cached per connection, by their SQL text.
 //! - Each statement is prepared alone, so a statement's text holds one statement; a
 //!   [`Connection::script`] runs several without values (migrations).
-//! - The thread ends, closing the connection, at [`Connection::close`] or when the last
-//!   handle is dropped.
+//! - The thread ends, closing the connection, at [`Connection::close`] or when the handle
+//!   is dropped.
 
 use std::{borrow::Cow, path::Path, sync::Arc, sync::mpsc, thread};
 
@@ -81,7 +81,6 @@ impl Batch {
     pub(crate) fn values(&self) -> usize {
         self.args.len()
     }
-
 }
 
 /// What a round trip returns: the last statement's rows, and how many rows it changed.
@@ -105,8 +104,8 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// A handle on a connection's thread. Cheap to clone; the thread ends with the last handle.
-#[derive(Debug, Clone)]
+/// A handle on a connection's thread; the thread ends when it is dropped.
+#[derive(Debug)]
 pub(crate) struct Connection {
     jobs: mpsc::Sender<Job>,
 }
