@@ -137,7 +137,12 @@ impl Connection {
                     Ok(conn) => {
                         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                         if ready.send(Ok(())).is_ok() {
-                            serve(&conn, queue);
+                            let closing = serve(&conn, queue);
+                            // Closed before `close` returns.
+                            drop(conn);
+                            if let Some(done) = closing {
+                                let _ = done.send(());
+                            }
                         }
                     }
                     Err(e) => {
@@ -175,8 +180,9 @@ impl Connection {
     }
 }
 
-/// The connection's thread: jobs in order until closed or every handle is gone.
-fn serve(conn: &rusqlite::Connection, queue: mpsc::Receiver<Job>) {
+/// The connection's thread: jobs in order until [`Job::Close`] (returned, to be answered
+/// once the connection is closed) or until the handle is gone.
+fn serve(conn: &rusqlite::Connection, queue: mpsc::Receiver<Job>) -> Option<oneshot::Sender<()>> {
     while let Ok(job) = queue.recv() {
         match job {
             Job::Run(batch, answer) => {
@@ -185,13 +191,10 @@ fn serve(conn: &rusqlite::Connection, queue: mpsc::Receiver<Job>) {
             Job::Script(sql, answer) => {
                 let _ = answer.send(conn.execute_batch(&sql).map_err(error));
             }
-            Job::Close(done) => {
-                drop(queue);
-                let _ = done.send(());
-                return;
-            }
+            Job::Close(done) => return Some(done),
         }
     }
+    None
 }
 
 fn run(conn: &rusqlite::Connection, batch: &Batch) -> Result<Reply, sqlx::Error> {
