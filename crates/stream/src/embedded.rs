@@ -135,7 +135,9 @@ impl EmbeddedBinder {
     pub async fn open(path: &Path, metrics: Metrics) -> Result<EmbeddedBinder, DbError> {
         let db = Db::open_sqlite(path).await?;
         db.migrate("embedded-broker", MIGRATIONS).await?;
-        db.writer().await?.execute(sqlx::query("UPDATE deliveries SET leased_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL"))
+        db.writer()
+            .await?
+            .execute(sqlx::query("UPDATE deliveries SET leased_until = 0, lease_owner = NULL WHERE lease_owner IS NOT NULL"))
             .await?;
         let rows = sqlx::query("SELECT grp, topic, expression FROM subscriptions")
             .fetch_all(db.reader())

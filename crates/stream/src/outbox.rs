@@ -172,30 +172,21 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            // One commit, one round trip, however many statements.
-            let mut tx = Tx::begin(db).await?;
-            for delete in deletes(&ids) {
-                tx.write(delete).await?;
-            }
-            tx.commit().await?;
+            delete_and_commit(Tx::begin(db).await?, &ids).await?;
             Ok(messages.len())
         }
         Backend::Postgres => {
-            // On PostgreSQL the readers are the writers' pool.
-            let mut tx = db.reader().begin().await?;
-            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
+            let mut tx = Tx::begin(db).await?;
+            let mine: bool = tx.fetch_one(sqlx::query("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK)).await?.try_get(0)?;
             if !mine {
                 return Ok(0);
             }
-            let (messages, ids) = messages(&fetch_query().fetch_all(&mut *tx).await?)?;
+            let (messages, ids) = messages(&tx.fetch_all(fetch_query()).await?)?;
             if messages.is_empty() {
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            for delete in deletes(&ids) {
-                delete.execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+            delete_and_commit(tx, &ids).await?;
             Ok(messages.len())
         }
     }
@@ -225,15 +216,16 @@ fn messages(rows: &[AnyRow]) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
     Ok((messages, ids))
 }
 
-/// The statements that delete exactly the published rows. Not `id <= last`: on PostgreSQL
-/// ids are taken at insert and committed in any order, so a lower id can become visible
-/// after the fetch — a range delete would drop it unpublished.
-fn deletes(ids: &[i64]) -> impl Iterator<Item = Statement<'static>> + '_ {
-    rows::chunks(ids).into_iter().map(|chunk| {
+/// Deletes exactly the published rows and commits (one round trip on SQLite). Not
+/// `id <= last`: on PostgreSQL ids are taken at insert and committed in any order, so a
+/// lower id can become visible after the fetch — a range delete would drop it unpublished.
+async fn delete_and_commit(mut tx: Tx, ids: &[i64]) -> Result<(), sqlx::Error> {
+    for chunk in rows::chunks(ids) {
         let mut q = sqlx::query(rows::in_list("DELETE FROM outbox WHERE id IN", 1, chunk.len()));
         for id in chunk {
             q = q.bind(*id);
         }
-        q
-    })
+        tx.write(q).await?;
+    }
+    tx.commit().await
 }

@@ -110,16 +110,6 @@ pub(crate) struct Connection {
     jobs: mpsc::Sender<Job>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Job::Run(..) => "Run",
-            Job::Script(..) => "Script",
-            Job::Close(_) => "Close",
-        })
-    }
-}
-
 impl Connection {
     /// Opens (creating if missing) the file at `path` on a new thread and runs `setup` (the
     /// PRAGMAs) on it.
