@@ -110,12 +110,16 @@ pub async fn check(
 /// Conservation, per product: one aggregate over the movements.
 async fn conservation(stock: &Db, report: &mut Report) -> anyhow::Result<()> {
     let rows = sqlx::query(
+        // The movements are summed per product in index order, a row at a time: grouping
+        // the join itself made SQLite sort every movement in memory, on each pass.
         "SELECT p.id, p.available, p.frozen, p.sold,
-                CAST(COALESCE(SUM(m.d_available), 0) AS BIGINT) AS ma,
-                CAST(COALESCE(SUM(m.d_frozen), 0) AS BIGINT) AS mf,
-                CAST(COALESCE(SUM(m.d_sold), 0) AS BIGINT) AS ms
-         FROM products p LEFT JOIN stock_movements m ON m.product_id = p.id
-         GROUP BY p.id, p.available, p.frozen, p.sold ORDER BY p.id",
+                CAST(COALESCE(m.ma, 0) AS BIGINT) AS ma,
+                CAST(COALESCE(m.mf, 0) AS BIGINT) AS mf,
+                CAST(COALESCE(m.ms, 0) AS BIGINT) AS ms
+         FROM products p LEFT JOIN (
+             SELECT product_id, SUM(d_available) AS ma, SUM(d_frozen) AS mf, SUM(d_sold) AS ms
+             FROM stock_movements GROUP BY product_id) m ON m.product_id = p.id
+         ORDER BY p.id",
     )
     .fetch_all(stock.reader())
     .await?;

@@ -127,6 +127,8 @@ impl App {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let metrics = Metrics::new();
+        let embedded = usize::from(matches!(config.binder, BinderChoice::Embedded));
+        Db::plan_sqlite_databases(embedded + if matches!(config.storage, Storage::Sqlite) { 3 } else { 0 });
         let (broker, inner): (Option<EmbeddedBinder>, Arc<dyn Binder>) = match &config.binder {
             BinderChoice::Embedded => {
                 let b = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone()).await.context("embedded binder")?;
@@ -381,6 +383,7 @@ impl Serving {
             ServiceName::Stock => (stock::SERVICE, stock::store::MIGRATIONS),
             ServiceName::Payment => (payment::SERVICE, payment::store::MIGRATIONS),
         };
+        Db::plan_sqlite_databases(1);
         let db = Db::open(&config.database).await.with_context(|| format!("{name} service database"))?;
         let host = Arc::new(
             ServiceHost::open(name, db, migrations, stream.clone(), binder.clone(), metrics.clone(), tracker, token.clone())

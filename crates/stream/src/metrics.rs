@@ -53,7 +53,8 @@ pub const COMPENSATION: &str = "orderflow_compensation_total";
 pub const RESERVATIONS_EXPIRED: &str = "orderflow_reservations_expired_total";
 /// The process's resident memory (Linux; absent elsewhere).
 pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-/// Heap memory SQLite holds in this process: page caches, prepared statements, schemas.
+/// Memory SQLite holds in this process: page caches (in their slab or on the heap),
+/// prepared statements, schemas.
 pub const SQLITE_MEMORY: &str = "orderflow_sqlite_memory_bytes";
 
 fn help(name: &str) -> &'static str {
@@ -72,7 +73,7 @@ fn help(name: &str) -> &'static str {
         COMPENSATION => "Compensation job actions: events sent again (resent), orders cancelled past the deadline (cancelled).",
         RESERVATIONS_EXPIRED => "Reservations whose frozen stock was released because the order was not paid in time.",
         RESIDENT_MEMORY => "Resident memory of this process, in bytes.",
-        SQLITE_MEMORY => "Heap memory SQLite holds in this process (page caches, prepared statements), in bytes.",
+        SQLITE_MEMORY => "Memory SQLite holds in this process (page caches, prepared statements), in bytes.",
         _ => "",
     }
 }
@@ -82,10 +83,7 @@ pub fn set_memory(metrics: &Metrics) {
     if let Some(bytes) = resident_bytes("self") {
         metrics.set(RESIDENT_MEMORY, &[], bytes as f64);
     }
-    // SAFETY: sqlite3_memory_used reads SQLite's global allocation counter; it takes no
-    // arguments and is safe to call from any thread at any time.
-    let sqlite = unsafe { libsqlite3_sys::sqlite3_memory_used() };
-    metrics.set(SQLITE_MEMORY, &[], sqlite as f64);
+    metrics.set(SQLITE_MEMORY, &[], crate::sqlite::memory_bytes() as f64);
 }
 
 /// Resident memory of process `pid` (a number, or "self"), in bytes: VmRSS from

@@ -18,8 +18,16 @@
 //!   [`Connection::script`] runs several without values (migrations).
 //! - The thread ends, closing the connection, at [`Connection::close`] or when the handle
 //!   is dropped.
+//! - Every SQLite page cache of the process, sqlx's readers' too, lives in one slab set aside
+//!   before the first connection ([`configure_page_cache`]), so pages never go through
+//!   malloc and resident memory stays flat under load.
 
-use std::{borrow::Cow, path::Path, sync::Arc, sync::mpsc, thread};
+use std::{
+    borrow::Cow,
+    path::Path,
+    sync::{Arc, atomic::{AtomicUsize, Ordering}, mpsc},
+    thread,
+};
 
 use rusqlite::{
     OpenFlags,
@@ -37,6 +45,23 @@ use sqlx_core::{
 use tokio::sync::oneshot;
 
 use crate::tx::Statement;
+
+/// Page slots in the slab per database ([`configure_page_cache`]), 4.3 MB: its writer's
+/// default 2 MB cache and four readers' smaller ones ([`READER_CACHE_PRAGMA`]). SQLite links
+/// its free slots through their first bytes, so the whole slab is resident from the start.
+const SLOTS_PER_DATABASE: usize = 1024;
+/// The SQLite databases the process will open ([`plan_databases`]); `orderflow up`'s four
+/// unless told otherwise.
+static DATABASES: AtomicUsize = AtomicUsize::new(4);
+/// The largest page the slab holds (SQLite's default page size); a bigger page, or a page
+/// past the last slot, comes from malloc as without the slab.
+const PAGE_SIZE: usize = 4096;
+/// The bytes of one slab slot, once set.
+static SLOT_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// A reader's page cache (512 KiB): a reader's cache is emptied whenever another connection
+/// has committed, so under load a bigger one would hold pages that are never read again.
+pub(crate) const READER_CACHE_PRAGMA: &str = "PRAGMA cache_size=-512;";
 
 /// Distinct statement texts kept prepared per connection (sqlx's default is 100 texts, each
 /// a whole multi-statement queue; here each statement is a text of its own).
@@ -114,6 +139,7 @@ impl Connection {
     /// Opens (creating if missing) the file at `path` on a new thread and runs `setup` (the
     /// PRAGMAs) on it.
     pub(crate) async fn open(path: &Path, setup: &str) -> Result<Connection, sqlx::Error> {
+        configure_page_cache();
         let (jobs, queue) = mpsc::channel();
         let (ready, opened) = oneshot::channel();
         let path = path.to_owned();
@@ -168,6 +194,70 @@ impl Connection {
         self.jobs.send(job(answer)).map_err(|_| sqlx::Error::WorkerCrashed)?;
         reply.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
+}
+
+/// Sizes the page-cache slab for a process that opens `n` SQLite databases. Has an effect
+/// only before the process's first connection.
+pub(crate) fn plan_databases(n: usize) {
+    DATABASES.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Gives SQLite's page caches (every connection's, sqlx's readers too) one slab of
+/// [`SLOTS_PER_DATABASE`] pages per planned database, allocated once, in place of a `malloc`
+/// per page.
+///
+/// Why: a reader's cache is emptied whenever another connection has committed, which under
+/// load is nearly every read, so pages were allocated and freed thousands of times a second
+/// on some twenty threads. glibc keeps each thread's arena at its high-water mark, and those
+/// freed pages, interleaved with longer-lived allocations, held tens of MB that never went
+/// back (BENCHMARKS.md, "Memory over ten minutes"). The slab is resident from the start
+/// and never grows; a page past its last slot comes from malloc, as before.
+///
+/// Must run before SQLite initializes, i.e. before the process's first connection; later it
+/// changes nothing (SQLite refuses), which only costs the memory behaviour above.
+fn configure_page_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use rusqlite::ffi;
+        let mut header: std::os::raw::c_int = 0;
+        // SAFETY: SQLITE_CONFIG_PCACHE_HDRSZ writes one int through the pointer given.
+        if unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE_HDRSZ, &mut header as *mut std::os::raw::c_int) } != ffi::SQLITE_OK {
+            return;
+        }
+        // 8-byte aligned, as SQLite requires.
+        let slot = (PAGE_SIZE + header as usize).next_multiple_of(8);
+        let slots = SLOTS_PER_DATABASE * DATABASES.load(Ordering::Relaxed);
+        let slab: &'static mut [u64] = Vec::leak(vec![0_u64; slot * slots / 8]);
+        // SAFETY: the slab lives as long as the process and is `slot * slots` bytes, 8-byte
+        // aligned; SQLite only accepts it before it initializes, and nothing else touches it.
+        let rc = unsafe {
+            ffi::sqlite3_config(
+                ffi::SQLITE_CONFIG_PAGECACHE,
+                slab.as_mut_ptr().cast::<std::ffi::c_void>(),
+                slot as std::os::raw::c_int,
+                slots as std::os::raw::c_int,
+            )
+        };
+        if rc == ffi::SQLITE_OK {
+            let _ = SLOT_BYTES.set(slot);
+        } else {
+            tracing::debug!(rc, "SQLite was initialized before the page-cache slab could be set");
+        }
+    });
+}
+
+/// What SQLite holds in this process, in bytes: its heap allocations and the slab slots in
+/// use.
+pub(crate) fn memory_bytes() -> i64 {
+    use rusqlite::ffi;
+    let (mut slots, mut high) = (0_i64, 0_i64);
+    // SAFETY: sqlite3_memory_used reads a global counter; SQLITE_STATUS_PAGECACHE_USED
+    // writes two integers through the pointers given. Both are safe from any thread.
+    let heap = unsafe { ffi::sqlite3_memory_used() };
+    if unsafe { ffi::sqlite3_status64(ffi::SQLITE_STATUS_PAGECACHE_USED, &mut slots, &mut high, 0) } != ffi::SQLITE_OK {
+        slots = 0;
+    }
+    heap + slots * SLOT_BYTES.get().copied().unwrap_or(0) as i64
 }
 
 /// The connection's thread: jobs in order until [`Job::Close`] (returned, to be answered
