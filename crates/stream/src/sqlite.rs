@@ -227,9 +227,10 @@ fn configure_page_cache() {
         // 8-byte aligned, as SQLite requires.
         let slot = (PAGE_SIZE + header as usize).next_multiple_of(8);
         let slots = SLOTS_PER_DATABASE * DATABASES.load(Ordering::Relaxed);
-        let slab: &'static mut [u64] = Vec::leak(vec![0_u64; slot * slots / 8]);
-        // SAFETY: the slab lives as long as the process and is `slot * slots` bytes, 8-byte
-        // aligned; SQLite only accepts it before it initializes, and nothing else touches it.
+        let mut slab = vec![0_u64; slot * slots / 8];
+        // SAFETY: the slab is `slot * slots` bytes, 8-byte aligned, and lives as long as the
+        // process once SQLite has taken it (leaked below); SQLite only takes it before it
+        // initializes, and nothing else touches it.
         let rc = unsafe {
             ffi::sqlite3_config(
                 ffi::SQLITE_CONFIG_PAGECACHE,
@@ -239,6 +240,7 @@ fn configure_page_cache() {
             )
         };
         if rc == ffi::SQLITE_OK {
+            slab.leak();
             let _ = SLOT_BYTES.set(slot);
         } else {
             tracing::debug!(rc, "SQLite was initialized before the page-cache slab could be set");
