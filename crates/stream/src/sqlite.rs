@@ -56,8 +56,8 @@ static DATABASES: AtomicUsize = AtomicUsize::new(4);
 /// The largest page the slab holds (SQLite's default page size); a bigger page, or a page
 /// past the last slot, comes from malloc as without the slab.
 const PAGE_SIZE: usize = 4096;
-/// The bytes of one slab slot, once set.
-static SLOT_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// The bytes of one slab slot once the slab is set up (`None`: SQLite refused it).
+static SLOT_BYTES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
 
 /// A reader's page cache (512 KiB): a reader's cache is emptied whenever another connection
 /// has committed, so under load a bigger one would hold pages that are never read again.
@@ -139,7 +139,7 @@ impl Connection {
     /// Opens (creating if missing) the file at `path` on a new thread and runs `setup` (the
     /// PRAGMAs) on it.
     pub(crate) async fn open(path: &Path, setup: &str) -> Result<Connection, sqlx::Error> {
-        configure_page_cache();
+        SLOT_BYTES.get_or_init(configure_page_cache);
         let (jobs, queue) = mpsc::channel();
         let (ready, opened) = oneshot::channel();
         let path = path.to_owned();
@@ -213,39 +213,37 @@ pub(crate) fn plan_databases(n: usize) {
 /// back (BENCHMARKS.md, "Memory over ten minutes"). The slab is resident from the start
 /// and never grows; a page past its last slot comes from malloc, as before.
 ///
-/// Must run before SQLite initializes, i.e. before the process's first connection; later it
-/// changes nothing (SQLite refuses), which only costs the memory behaviour above.
-fn configure_page_cache() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use rusqlite::ffi;
-        let mut header: std::os::raw::c_int = 0;
-        // SAFETY: SQLITE_CONFIG_PCACHE_HDRSZ writes one int through the pointer given.
-        if unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE_HDRSZ, &mut header as *mut std::os::raw::c_int) } != ffi::SQLITE_OK {
-            return;
-        }
-        // 8-byte aligned, as SQLite requires.
-        let slot = (PAGE_SIZE + header as usize).next_multiple_of(8);
-        let slots = SLOTS_PER_DATABASE * DATABASES.load(Ordering::Relaxed);
-        let mut slab = vec![0_u64; slot * slots / 8];
-        // SAFETY: the slab is `slot * slots` bytes, 8-byte aligned, and lives as long as the
-        // process once SQLite has taken it (leaked below); SQLite only takes it before it
-        // initializes, and nothing else touches it.
-        let rc = unsafe {
-            ffi::sqlite3_config(
-                ffi::SQLITE_CONFIG_PAGECACHE,
-                slab.as_mut_ptr().cast::<std::ffi::c_void>(),
-                slot as std::os::raw::c_int,
-                slots as std::os::raw::c_int,
-            )
-        };
-        if rc == ffi::SQLITE_OK {
-            slab.leak();
-            let _ = SLOT_BYTES.set(slot);
-        } else {
-            tracing::debug!(rc, "SQLite was initialized before the page-cache slab could be set");
-        }
-    });
+/// Must run before SQLite initializes, i.e. before the process's first connection, and once
+/// (through [`SLOT_BYTES`]); later SQLite refuses it, which only costs the memory behaviour
+/// above. Returns the slot size, if SQLite took the slab.
+fn configure_page_cache() -> Option<usize> {
+    use rusqlite::ffi;
+    let mut header: std::os::raw::c_int = 0;
+    // SAFETY: SQLITE_CONFIG_PCACHE_HDRSZ writes one int through the pointer given.
+    if unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE_HDRSZ, &mut header as *mut std::os::raw::c_int) } != ffi::SQLITE_OK {
+        return None;
+    }
+    // 8-byte aligned, as SQLite requires.
+    let slot = (PAGE_SIZE + header as usize).next_multiple_of(8);
+    let slots = SLOTS_PER_DATABASE * DATABASES.load(Ordering::Relaxed);
+    let mut slab = vec![0_u64; slot * slots / 8];
+    // SAFETY: the slab is `slot * slots` bytes, 8-byte aligned, and lives as long as the
+    // process once SQLite has taken it (leaked below); SQLite only takes it before it
+    // initializes, and nothing else touches it.
+    let rc = unsafe {
+        ffi::sqlite3_config(
+            ffi::SQLITE_CONFIG_PAGECACHE,
+            slab.as_mut_ptr().cast::<std::ffi::c_void>(),
+            slot as std::os::raw::c_int,
+            slots as std::os::raw::c_int,
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        tracing::debug!(rc, "SQLite was initialized before the page-cache slab could be set");
+        return None;
+    }
+    slab.leak();
+    Some(slot)
 }
 
 /// What SQLite holds in this process, in bytes: its heap allocations and the slab slots in
@@ -259,7 +257,7 @@ pub(crate) fn memory_bytes() -> i64 {
     if unsafe { ffi::sqlite3_status64(ffi::SQLITE_STATUS_PAGECACHE_USED, &mut slots, &mut high, 0) } != ffi::SQLITE_OK {
         slots = 0;
     }
-    heap + slots * SLOT_BYTES.get().copied().unwrap_or(0) as i64
+    heap + slots * SLOT_BYTES.get().copied().flatten().unwrap_or(0) as i64
 }
 
 /// The connection's thread: jobs in order until [`Job::Close`] (returned, to be answered
