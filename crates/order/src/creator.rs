@@ -1,10 +1,10 @@
 //! Group commit for order creation. Every `POST /api/orders` hands its validated request to
 //! one creator task, which takes whatever requests are waiting (up to [`MAX_GROUP`]) and
 //! writes them in one transaction: one durable commit for the group instead of one per order.
-//! The group's prices and its order ids are read once ([`store::order_ids`]); every order's
-//! writes are then queued and go to SQLite with the commit, so a group of any size costs the
-//! writer three round trips ([`stream::tx`]). An order with an Idempotency-Key adds one, the
-//! look-up of its key.
+//! The group's prices are read once and its order ids taken at once ([`store::order_ids`]);
+//! every order's writes are then queued and go to SQLite with the commit, so a group of any
+//! size costs the writer two round trips ([`stream::tx`]). An order with an Idempotency-Key
+//! adds one, the look-up of its key.
 //!
 //! A request that fails (unknown product, reused Idempotency-Key) rolls that attempt back,
 //! and the group is written again with a savepoint per request, so the failure stands alone.
@@ -71,6 +71,8 @@ impl Creator {
 /// The creator task: groups waiting requests into one transaction until `token` is
 /// cancelled, then writes what is already queued and refuses the rest.
 pub async fn run(svc: Arc<OrderService>, mut rx: mpsc::Receiver<(NewOrder, Reply)>, token: CancellationToken) {
+    // The last order id given (SQLite; [`store::order_ids`]).
+    let mut last_id = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -87,7 +89,7 @@ pub async fn run(svc: Arc<OrderService>, mut rx: mpsc::Receiver<(NewOrder, Reply
                 Err(_) => break,
             }
         }
-        match write_group(&svc, &group).await {
+        match write_group(&svc, &group, &mut last_id).await {
             Ok(results) => {
                 svc.host.relay.wake();
                 for ((_, reply), result) in group.into_iter().zip(results) {
@@ -109,10 +111,10 @@ type Outcomes = Vec<Result<(OrderView, bool), ApiError>>;
 /// One transaction for the group; `Err` only when the transaction as a whole failed. First
 /// all together; if any request fails (a bad product, a reused key), that is rolled back
 /// and the group written again with a savepoint per request, so the failure stands alone.
-async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
+async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)], last_id: &mut Option<i64>) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
-    let ids = store::order_ids(&mut tx, group.len()).await?;
+    let ids = store::order_ids(&mut tx, group.len(), last_id).await?;
     let mut results = Vec::with_capacity(group.len());
     for ((order, _), id) in group.iter().zip(ids) {
         match create_one(svc, &mut tx, &prices, id, order).await {
@@ -120,7 +122,7 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<
             Err(_) => {
                 // Rolled back when dropped; it holds the one writer connection.
                 drop(tx);
-                return write_each(svc, group).await;
+                return write_each(svc, group, last_id).await;
             }
         }
     }
@@ -131,16 +133,16 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<
     let sqlite = tx.backend() == Backend::Sqlite;
     match tx.commit().await {
         Ok(()) => Ok(results),
-        Err(_) if sqlite => write_each(svc, group).await,
+        Err(_) if sqlite => write_each(svc, group, last_id).await,
         Err(e) => Err(e),
     }
 }
 
 /// The careful path: a savepoint per request.
-async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)]) -> Result<Outcomes, sqlx::Error> {
+async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)], last_id: &mut Option<i64>) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
-    let ids = store::order_ids(&mut tx, group.len()).await?;
+    let ids = store::order_ids(&mut tx, group.len(), last_id).await?;
     let mut results = Vec::with_capacity(group.len());
     for ((order, _), id) in group.iter().zip(ids) {
         tx.execute(sqlx::query("SAVEPOINT new_order")).await?;

@@ -108,13 +108,14 @@ pub struct Created {
     pub created_at: i64,
 }
 
-/// Ids for `n` new orders, taken inside the write transaction in one round trip, so each
-/// order's insert can carry its number and need no reply (it is queued with the group's
-/// other writes, [`stream::tx`]). PostgreSQL: the column's own sequence (shared safely by
-/// several instances). SQLite: after the largest id ever given (`sqlite_sequence`, as
-/// AUTOINCREMENT would); the one writer connection holds the write lock from here to commit,
-/// so nothing else can take them. Ids of an order that is then not written are skipped.
-pub async fn order_ids(tx: &mut Tx, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+/// Ids for `n` new orders, taken inside the write transaction, so each order's insert can
+/// carry its number and need no reply (it is queued with the group's other writes,
+/// [`stream::tx`]). PostgreSQL: the column's own sequence, one round trip (shared safely by
+/// several instances). SQLite: after `last`, the last id this process gave, read the first
+/// time from the file (the largest id ever given, `sqlite_sequence`, as AUTOINCREMENT
+/// would): one process owns the file and only its one creator inserts orders, so no round
+/// trip after the first. Ids of an order that is then not written are skipped.
+pub async fn order_ids(tx: &mut Tx, n: usize, last: &mut Option<i64>) -> Result<Vec<i64>, sqlx::Error> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -126,14 +127,18 @@ pub async fn order_ids(tx: &mut Tx, n: usize) -> Result<Vec<i64>, sqlx::Error> {
             .map(|r| r.try_get(0))
             .collect();
     }
-    let last: i64 = tx
-        .fetch_one(sqlx::query(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM orders), 0),
-                        COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orders'), 0))",
-        ))
-        .await?
-        .try_get(0)?;
-    Ok((1..=n as i64).map(|i| last + i).collect())
+    let from = match *last {
+        Some(id) => id,
+        None => tx
+            .fetch_one(sqlx::query(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM orders), 0),
+                            COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orders'), 0))",
+            ))
+            .await?
+            .try_get(0)?,
+    };
+    *last = Some(from + n as i64);
+    Ok((1..=n as i64).map(|i| from + i).collect())
 }
 
 /// Inserts PENDING order `order_id` (from [`order_ids`]) with its number: `ORD` + epoch

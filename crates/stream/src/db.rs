@@ -10,7 +10,11 @@
 //!   another; reads use a separate small pool (sqlx's) and see committed data (WAL).
 //! - The writer connection is ours ([`crate::sqlite`]: one thread hand-off each way per
 //!   round trip), held behind a mutex, not in a pool. A transaction left open by a dropped
-//!   [`Tx`] is rolled back by the next [`Db::writer`].
+//!   [`Tx`] is rolled back by the next holder.
+//! - Group commit: a [`Tx`] that commits while others wait to begin hands its open
+//!   transaction on to them instead of committing, and one durable commit covers them all
+//!   ([`crate::tx`]). [`Db::writer`] (statements outside a `Tx`) commits such a group before
+//!   it runs anything, so it never reads what is not yet durable.
 //!
 //! PostgreSQL (several instances may share the database):
 //! - one pool for reads and writes; rows a decision reads are locked with `FOR UPDATE`
@@ -28,12 +32,16 @@
 use std::{
     path::Path,
     str::FromStr,
-    sync::Arc,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use crate::{
     Tx,
+    outbox::Published,
     sqlite::{self, Batch},
     tx::Statement,
 };
@@ -100,13 +108,40 @@ pub struct Db {
     writer: Writers,
     reader: AnyPool,
     backend: Backend,
+    published: Arc<Published>,
+    /// Transactions waiting for SQLite's writer to begin ([`Db::begin_sqlite`]).
+    joiners: Arc<AtomicUsize>,
+    /// Durable commits of transactions on SQLite's writer.
+    commits: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Debug)]
 enum Writers {
     /// SQLite's one writer connection; `None` once closed.
-    Sqlite(Arc<Mutex<Option<SqliteWriter>>>),
+    Sqlite(WriterSlot),
     Pool(AnyPool),
+}
+
+pub(crate) type WriterSlot = Arc<Mutex<Option<SqliteWriter>>>;
+
+/// Transactions whose work shares one open SQLite transaction: each deferred its commit to
+/// those waiting behind it, and the first of them back at the writer commits for all
+/// ([`crate::tx`]).
+#[derive(Debug, Default)]
+pub(crate) struct Group {
+    /// The shared commit's outcome, once it ran.
+    outcome: OnceLock<Result<(), String>>,
+}
+
+impl Group {
+    /// The shared commit's outcome, once it ran.
+    pub(crate) fn outcome(&self) -> Option<Result<(), sqlx::Error>> {
+        self.outcome.get().map(|r| r.clone().map_err(|e| sqlx::Error::Protocol(format!("group commit failed: {e}"))))
+    }
+
+    pub(crate) fn settle(&self, result: Result<(), String>) {
+        let _ = self.outcome.set(result);
+    }
 }
 
 #[derive(Debug)]
@@ -114,6 +149,16 @@ pub(crate) struct SqliteWriter {
     pub(crate) conn: sqlite::Connection,
     /// `BEGIN` was sent on it and the transaction not (known to be) ended.
     pub(crate) open: bool,
+    /// The outbox rows whose deletes ride on the next commit ([`crate::outbox`]).
+    pub(crate) published: Arc<Published>,
+    /// The open transaction holds the work of this group's transactions, and how many.
+    pub(crate) group: Option<(Arc<Group>, usize)>,
+    /// A `Tx` that joined `group` has its savepoint open (it runs, or was dropped).
+    pub(crate) joined: bool,
+    /// Transactions waiting to begin ([`Db::begin_sqlite`]).
+    joiners: Arc<AtomicUsize>,
+    /// Durable commits ([`Db::commits`]).
+    commits: Arc<AtomicU64>,
 }
 
 pub(crate) type SqliteWriterGuard = OwnedMappedMutexGuard<Option<SqliteWriter>, SqliteWriter>;
@@ -171,7 +216,7 @@ impl Db {
             .connect(url)
             .await
             .map_err(|source| DbError::Open { path: shown, source })?;
-        Ok(Db { writer: Writers::Pool(pool.clone()), reader: pool, backend: Backend::Postgres })
+        Ok(Db { writer: Writers::Pool(pool.clone()), reader: pool, backend: Backend::Postgres, published: Arc::default(), joiners: Arc::default(), commits: Arc::default() })
     }
 
     /// Creates database `name` on the PostgreSQL server of `server_url` (any database URL on
@@ -237,8 +282,19 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        let writer = Writers::Sqlite(Arc::new(Mutex::new(Some(SqliteWriter { conn: writer, open: false }))));
-        Ok(Db { writer, reader, backend: Backend::Sqlite })
+        let published = Arc::new(Published::default());
+        let joiners = Arc::new(AtomicUsize::new(0));
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = SqliteWriter {
+            conn: writer,
+            open: false,
+            published: published.clone(),
+            group: None,
+            joined: false,
+            joiners: joiners.clone(),
+            commits: commits.clone(),
+        };
+        Ok(Db { writer: Writers::Sqlite(Arc::new(Mutex::new(Some(writer)))), reader, backend: Backend::Sqlite, published, joiners, commits })
     }
 
     /// The writer connection, for writes outside a [`Tx`] (each statement commits on its
@@ -247,21 +303,48 @@ impl Db {
         match &self.writer {
             Writers::Pool(pool) => Ok(Writer(WriterConn::Pool(pool.acquire().await?))),
             Writers::Sqlite(slot) => {
-                // As the pool it replaces did: waiting longer than this is a bug, so say so.
-                let guard: OwnedMutexGuard<Option<SqliteWriter>> = tokio::time::timeout(WRITER_WAIT, slot.clone().lock_owned())
-                    .await
-                    .map_err(|_| sqlx::Error::PoolTimedOut)?;
-                let mut w = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
-                if w.open {
-                    // A `Tx` was dropped inside its transaction: end it. (If the round
-                    // trip carrying BEGIN failed first, SQLite says there is nothing to roll
-                    // back.)
-                    let _ = w.conn.run(Batch::of(sqlx::query("ROLLBACK"))?).await;
-                    w.open = false;
-                }
+                let mut w = lock_sqlite(slot).await?;
+                // Its statements commit on their own, and must not read a group's work
+                // before it is durable: the group commits first.
+                w.commit_group().await?;
                 Ok(Writer(WriterConn::Sqlite(w)))
             }
         }
+    }
+
+    /// The writer for a [`Tx`] on SQLite (`None` on PostgreSQL), counted as waiting while
+    /// it waits, so a committing `Tx` can defer to it (group commit, [`crate::tx`]).
+    pub(crate) async fn begin_sqlite(&self) -> Result<Option<(SqliteWriterGuard, WriterSlot)>, sqlx::Error> {
+        let Writers::Sqlite(slot) = &self.writer else {
+            return Ok(None);
+        };
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.joiners.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(&self.joiners);
+        let w = lock_sqlite(slot).await?;
+        drop(waiting);
+        Ok(Some((w, slot.clone())))
+    }
+
+    /// SQLite: transactions ([`Tx`]) waiting for the writer to begin.
+    pub fn waiting_transactions(&self) -> usize {
+        self.joiners.load(Ordering::SeqCst)
+    }
+
+    /// SQLite: durable commits of transactions so far (a group commit counts once); 0 on
+    /// PostgreSQL.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// What the outbox relay has published and not yet deleted (SQLite).
+    pub(crate) fn published(&self) -> &Arc<Published> {
+        &self.published
     }
 
     /// The pool for read-only queries (HTTP reads, metrics).
@@ -328,6 +411,9 @@ impl Db {
         match &self.writer {
             Writers::Pool(pool) => pool.close().await,
             Writers::Sqlite(slot) => {
+                if let Ok(mut w) = lock_sqlite(slot).await {
+                    let _ = w.commit_group().await;
+                }
                 if let Some(w) = slot.lock().await.take() {
                     w.conn.close().await;
                 }
@@ -336,6 +422,71 @@ impl Db {
         self.reader.close().await;
     }
 }
+
+/// Locks SQLite's writer. A `Tx` dropped inside its transaction left it open: that part is
+/// undone first, only its own savepoint if it had joined a group.
+pub(crate) async fn lock_sqlite(slot: &WriterSlot) -> Result<SqliteWriterGuard, sqlx::Error> {
+    // As the pool it replaces did: waiting longer than this is a bug, so say so.
+    let guard: OwnedMutexGuard<Option<SqliteWriter>> =
+        tokio::time::timeout(WRITER_WAIT, slot.clone().lock_owned()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
+    let mut w = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
+    if w.joined {
+        // (If the round trip carrying SAVEPOINT failed first, there is none to go back to.)
+        let mut undo = Batch::of(sqlx::query("ROLLBACK TO SAVEPOINT tx"))?;
+        undo.push(sqlx::query("RELEASE SAVEPOINT tx"))?;
+        let _ = w.conn.run(undo).await;
+        w.joined = false;
+    } else if w.open && w.group.is_none() {
+        // (If the round trip carrying BEGIN failed first, SQLite says there is nothing to
+        // roll back.)
+        let _ = w.conn.run(Batch::of(sqlx::query("ROLLBACK"))?).await;
+        w.open = false;
+    }
+    Ok(w)
+}
+
+impl SqliteWriter {
+    /// Commits the group's open transaction, with the deletes of published outbox rows;
+    /// every member learns the outcome. Nothing to do without a group.
+    pub(crate) async fn commit_group(&mut self) -> Result<(), sqlx::Error> {
+        let Some((group, _)) = self.group.take() else {
+            return Ok(());
+        };
+        let deletes = self.published.take();
+        let mut batch = Batch::default();
+        batch.commit = true;
+        if let Some(deletes) = &deletes {
+            for statement in deletes.statements() {
+                batch.push(statement)?;
+            }
+        }
+        let result = self.conn.run(batch).await.map(drop);
+        // After a failed commit the next holder rolls back whatever is left.
+        self.open = result.is_err();
+        group.settle(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        if result.is_ok() {
+            self.count_commit();
+            if let Some(deletes) = deletes {
+                deletes.committed();
+            }
+        }
+        result
+    }
+
+    /// Counts a durable commit ([`Db::commits`]).
+    pub(crate) fn count_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a committing `Tx` should hand its transaction on instead (group commit): others
+    /// wait to begin, and the group is not yet at its size limit.
+    pub(crate) fn should_defer(&self) -> bool {
+        self.joiners.load(Ordering::SeqCst) > 0 && self.group.as_ref().is_none_or(|(_, n)| *n < MAX_GROUP)
+    }
+}
+
+/// Most transactions that share one group commit.
+const MAX_GROUP: usize = 32;
 
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {

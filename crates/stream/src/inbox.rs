@@ -256,11 +256,16 @@ impl InboxConsumer {
             return Ok(None);
         }
         let duplicates = seen.len() as u64;
-        // A queued write that fails is some message's failure: the careful path finds whose.
-        if tx.flush().await.is_err() {
-            return Ok(None);
+        // On SQLite the queued writes go with the commit, and one that fails is some
+        // message's failure: the careful path finds whose (a commit that fails for the batch
+        // as a whole fails there too). On PostgreSQL every write has run already, so a
+        // failed commit is the batch's.
+        let sqlite = tx.backend() == crate::db::Backend::Sqlite;
+        match self.commit(tx).await {
+            Ok(()) => {}
+            Err(_) if sqlite => return Ok(None),
+            Err(e) => return Err(e),
         }
-        self.commit(tx).await?;
         for (i, _) in &todo {
             outcomes[*i] = Some(Outcome::Done);
         }

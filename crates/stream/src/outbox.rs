@@ -16,8 +16,21 @@
 //!   and nothing is written.
 //! - At-least-once, not exactly-once: a crash between the broker's acceptance and the delete
 //!   publishes a row again, with the same eventId; consumers' inboxes drop the duplicate.
+//! - SQLite: the relay does not commit its deletes itself while others commit. It reads past
+//!   what it has published (ids are given in commit order there: one writer), and the rows
+//!   it published are deleted by the next transaction any writer commits on that database
+//!   ([`Published`], taken by [`crate::Tx`]'s commit); only when it finds nothing new does it
+//!   commit the leftover deletes on its own. Under load that saves a durable commit (an
+//!   fsync) per relay batch on every service database. [`Outbox::backlog`] counts only rows
+//!   not yet published.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use events::Message;
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
@@ -80,7 +93,66 @@ impl Outbox {
 
     /// Events committed but not yet accepted by the broker.
     pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(db.reader()).await
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id > $1").bind(db.published().through()).fetch_one(db.reader()).await
+    }
+}
+
+/// SQLite: the outbox rows the relay has published whose delete is not yet committed, and
+/// the highest id published (the relay reads past it). Held by the database handle, so any
+/// writer's commit can carry the deletes ([`Published::take`]). Unused on PostgreSQL, where
+/// the relay deletes in its own transaction: `through` stays 0.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    ids: Mutex<Vec<i64>>,
+    through: AtomicI64,
+}
+
+impl Published {
+    fn record(&self, ids: &[i64]) {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(ids);
+        if let Some(&last) = ids.iter().max() {
+            self.through.fetch_max(last, Ordering::SeqCst);
+        }
+    }
+
+    fn through(&self) -> i64 {
+        self.through.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    /// The deletes still to commit, for a transaction about to commit; they come back here
+    /// unless that commit succeeds ([`Deletes::committed`]).
+    pub(crate) fn take(self: &Arc<Self>) -> Option<Deletes> {
+        let ids = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
+        (!ids.is_empty()).then(|| Deletes { ids, owner: self.clone() })
+    }
+}
+
+/// Deletes of published outbox rows riding on some transaction's commit; given back to
+/// [`Published`] when dropped before [`Deletes::committed`].
+pub(crate) struct Deletes {
+    ids: Vec<i64>,
+    owner: Arc<Published>,
+}
+
+impl Deletes {
+    pub(crate) fn statements(&self) -> impl Iterator<Item = Statement<'_>> {
+        delete_statements(&self.ids)
+    }
+
+    pub(crate) fn committed(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for Deletes {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            self.owner.ids.lock().unwrap_or_else(|p| p.into_inner()).append(&mut self.ids);
+        }
     }
 }
 
@@ -150,10 +222,17 @@ async fn run(
             metrics.set(metrics::OUTBOX_BACKLOG, &[("service", service)], n as f64);
         }
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => break,
             _ = notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+    // Deletes still waiting for a commit (SQLite): commit them, so a restart does not
+    // publish those rows again. If this fails they are published again, harmlessly.
+    if !db.published().is_empty()
+        && let Ok(tx) = Tx::begin(&db).await
+    {
+        let _ = tx.commit().await;
     }
 }
 
@@ -162,17 +241,23 @@ type RelayError = Box<dyn std::error::Error + Send + Sync>;
 /// Publishes one batch; returns how many rows left the outbox.
 async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
     match db.backend() {
-        // One process owns the file, and one relay: read, publish, delete. The read goes
-        // through the writer (one round trip; the reader pool's driver sends every row as a
-        // message of its own), which it holds only while reading.
+        // One process owns the file, and one relay: read past what was published, publish,
+        // leave the deletes to the next commit (module docs). The read goes through the
+        // writer (one round trip; the reader pool's driver sends every row as a message of
+        // its own), which it holds only while reading.
         Backend::Sqlite => {
-            let rows = db.writer().await?.fetch_all(fetch_query()).await?;
+            let published = db.published();
+            let rows = db.writer().await?.fetch_all(fetch_query(published.through())).await?;
             let (messages, ids) = messages(&rows)?;
             if messages.is_empty() {
+                if !published.is_empty() {
+                    // Nobody else is committing: commit the deletes alone.
+                    Tx::begin(db).await?.commit().await?;
+                }
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            delete_and_commit(Tx::begin(db).await?, &ids).await?;
+            published.record(&ids);
             Ok(messages.len())
         }
         Backend::Postgres => {
@@ -181,7 +266,7 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
             if !mine {
                 return Ok(0);
             }
-            let (messages, ids) = messages(&tx.fetch_all(fetch_query()).await?)?;
+            let (messages, ids) = messages(&tx.fetch_all(fetch_query(0)).await?)?;
             if messages.is_empty() {
                 return Ok(0);
             }
@@ -192,10 +277,13 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
     }
 }
 
-/// The oldest rows. The limit is in the text, not bound: SQLite re-prepares a statement
-/// whose LIMIT is a parameter each time it is bound.
-fn fetch_query() -> Statement<'static> {
-    sqlx::query(AssertSqlSafe(format!("SELECT id, topic, tags, keys, properties, body FROM outbox ORDER BY id LIMIT {RELAY_BATCH}")))
+/// The oldest rows after id `after`. The limit is in the text, not bound: SQLite
+/// re-prepares a statement whose LIMIT is a parameter each time it is bound.
+fn fetch_query(after: i64) -> Statement<'static> {
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT id, topic, tags, keys, properties, body FROM outbox WHERE id > $1 ORDER BY id LIMIT {RELAY_BATCH}"
+    )))
+    .bind(after)
 }
 
 /// The fetched rows as messages, and their ids.
@@ -220,12 +308,18 @@ fn messages(rows: &[AnyRow]) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
 /// `id <= last`: on PostgreSQL ids are taken at insert and committed in any order, so a
 /// lower id can become visible after the fetch — a range delete would drop it unpublished.
 async fn delete_and_commit(mut tx: Tx, ids: &[i64]) -> Result<(), sqlx::Error> {
-    for chunk in rows::chunks(ids) {
+    for q in delete_statements(ids) {
+        tx.write(q).await?;
+    }
+    tx.commit().await
+}
+
+fn delete_statements(ids: &[i64]) -> impl Iterator<Item = Statement<'_>> {
+    rows::chunks(ids).into_iter().map(|chunk| {
         let mut q = sqlx::query(rows::in_list("DELETE FROM outbox WHERE id IN", 1, chunk.len()));
         for id in chunk {
             q = q.bind(*id);
         }
-        tx.write(q).await?;
-    }
-    tx.commit().await
+        q
+    })
 }

@@ -4,7 +4,8 @@
 //! statement's result and every row as a message of its own: a queued batch of statements
 //! was many thread wake-ups (51 `futex` calls per order, a fifth of the CPU; BENCHMARKS.md).
 //! Here a round trip is one [`Batch`] — statements and their values, run in order on the
-//! connection's thread — and one reply: the last statement's rows and row count.
+//! connection's thread — and one reply: the last statement's rows and row count (or an
+//! earlier statement's, [`Batch::reply_here`]).
 //!
 //! Guarantees:
 //! - A batch's statements run in order; the first error stops the batch and is the reply.
@@ -72,8 +73,14 @@ const STATEMENT_CACHE: usize = 256;
 pub(crate) struct Batch {
     /// Run `BEGIN` first.
     pub(crate) begin: bool,
-    /// Run `COMMIT` last (the reply is still the last statement's).
+    /// Then open savepoint `tx` (a transaction joining a group commit, [`crate::tx`]).
+    pub(crate) savepoint: bool,
+    /// After the statements, release savepoint `tx`.
+    pub(crate) release: bool,
+    /// Run `COMMIT` last (the reply is still the last statement's, or `reply`'s).
     pub(crate) commit: bool,
+    /// The statement whose rows and row count are the reply, if not the last.
+    reply: Option<usize>,
     /// The statements' texts, one after another; `ends` marks where each ends.
     sql: String,
     /// Per statement: its end in `sql`, and the end of its values in `args`.
@@ -96,6 +103,11 @@ impl Batch {
         anonymize(sql.as_str().trim_end_matches([';', ' ', '\n']), &args, &mut self.sql, &mut self.args)?;
         self.ends.push((self.sql.len(), self.args.len()));
         Ok(())
+    }
+
+    /// Makes the statement pushed last the one that replies, whatever is pushed after it.
+    pub(crate) fn reply_here(&mut self) {
+        self.reply = self.ends.len().checked_sub(1);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -278,33 +290,41 @@ fn serve(conn: &rusqlite::Connection, queue: mpsc::Receiver<Job>) -> Option<ones
 }
 
 fn run(conn: &rusqlite::Connection, batch: &Batch) -> Result<Reply, sqlx::Error> {
+    let control = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.raw_execute()).map(drop).map_err(error);
     if batch.begin {
-        conn.prepare_cached("BEGIN").and_then(|mut s| s.raw_execute()).map_err(error)?;
+        control("BEGIN")?;
+    }
+    if batch.savepoint {
+        control("SAVEPOINT tx")?;
     }
     let mut reply = Reply::default();
     let (mut sql_at, mut arg_at) = (0, 0);
+    let reply_at = batch.reply.unwrap_or(batch.ends.len().saturating_sub(1));
     for (i, &(sql_end, arg_end)) in batch.ends.iter().enumerate() {
-        let last = i + 1 == batch.ends.len();
+        let replies = i == reply_at;
         let mut stmt = conn.prepare_cached(&batch.sql[sql_at..sql_end]).map_err(error)?;
         for (n, value) in batch.args[arg_at..arg_end].iter().enumerate() {
             stmt.raw_bind_parameter(n + 1, ToSqlOutput::Borrowed(bindable(value))).map_err(error)?;
         }
         let changes = !stmt.readonly();
-        let names = last.then(|| column_names(&stmt));
+        let names = replies.then(|| column_names(&stmt));
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(error)? {
             if let Some((columns, names)) = &names {
                 reply.rows.push(any_row(row, columns, names)?);
             }
         }
-        if last {
+        if replies {
             reply.result.rows_affected = if changes { conn.changes() } else { 0 };
             reply.result.last_insert_id = Some(conn.last_insert_rowid());
         }
         (sql_at, arg_at) = (sql_end, arg_end);
     }
+    if batch.release {
+        control("RELEASE SAVEPOINT tx")?;
+    }
     if batch.commit {
-        conn.prepare_cached("COMMIT").and_then(|mut s| s.raw_execute()).map_err(error)?;
+        control("COMMIT")?;
     }
     Ok(reply)
 }

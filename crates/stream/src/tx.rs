@@ -21,6 +21,22 @@
 //! - On SQLite `BEGIN` and `COMMIT` travel in the same round trips: `BEGIN` in front of the
 //!   first statements sent, `COMMIT` after the last ([`Tx::commit`], [`Tx::fetch_and_commit`]).
 //!   A transaction of writes is one round trip; a read and its writes, two.
+//!
+//! Group commit (SQLite): a durable commit is an fsync, and every service's transactions
+//! queue for their database's one writer. A `Tx` that commits while others wait to begin
+//! does not commit: it sends its statements, leaves the transaction open, lets the next one
+//! in and queues for the writer again. The next runs inside that transaction, in a savepoint
+//! of its own (so its rollback undoes only its part), and does the same if others still
+//! wait. The first of the group back at the writer commits for all of them (at most
+//! [`crate::db`]'s 32 per group), one fsync; each member's `commit` returns that commit's
+//! outcome. So:
+//! - `commit` still returns only once the work is durable, or fails if it is not;
+//! - a member's failure before its commit undoes only its savepoint;
+//! - a failed shared commit fails every member (each retries as after any failed commit);
+//! - members read each other's uncommitted work, which commits or fails with theirs;
+//! - statements outside a `Tx` ([`crate::Db::writer`]) commit an open group first.
+//!
+//! Under light load nobody waits and each `Tx` commits alone, as before.
 
 use sqlx::{
     Any, Transaction,
@@ -30,7 +46,7 @@ use sqlx::{
 
 use crate::{
     Db,
-    db::{Backend, SqliteWriterGuard, WriterConn},
+    db::{Backend, SqliteWriter, SqliteWriterGuard, WriterConn, WriterSlot, lock_sqlite},
     rows,
     sqlite::{Batch, Reply},
 };
@@ -53,17 +69,23 @@ pub struct Tx {
 
 enum Conn {
     Postgres(Transaction<'static, Any>),
-    /// The writer's `open`: `BEGIN` has been sent (else it goes in front of the next round
-    /// trip). Until `COMMIT` succeeds; if the `Tx` is dropped, the next writer rolls back.
-    Sqlite(SqliteWriterGuard),
+    /// SQLite's writer, held until commit or drop; `slot` to queue for it again (group
+    /// commit). `joins`: it held a group's open transaction when this began, so this runs in
+    /// savepoint `tx` (opened in front of its first round trip, the writer's `joined`);
+    /// else in a transaction of its own (`BEGIN` in front of its first round trip, the
+    /// writer's `open`). If the `Tx` is dropped, the next holder undoes either.
+    Sqlite { writer: SqliteWriterGuard, slot: WriterSlot, joins: bool },
 }
 
 impl Tx {
     /// Begins a transaction on `db`'s writer.
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
-        let conn = match db.writer().await?.into_inner() {
-            WriterConn::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
-            WriterConn::Sqlite(writer) => Conn::Sqlite(writer),
+        let conn = match db.begin_sqlite().await? {
+            Some((writer, slot)) => Conn::Sqlite { joins: writer.group.is_some(), writer, slot },
+            None => match db.writer().await?.into_inner() {
+                WriterConn::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
+                WriterConn::Sqlite(_) => return Err(sqlx::Error::Protocol("SQLite's writer outside Db::begin_sqlite".into())),
+            },
         };
         Ok(Tx { conn, queued: Batch::default(), enqueued: false })
     }
@@ -71,7 +93,7 @@ impl Tx {
     pub fn backend(&self) -> Backend {
         match self.conn {
             Conn::Postgres(_) => Backend::Postgres,
-            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Sqlite { .. } => Backend::Sqlite,
         }
     }
 
@@ -86,7 +108,7 @@ impl Tx {
             Conn::Postgres(tx) => {
                 statement.execute(&mut **tx).await?;
             }
-            Conn::Sqlite(_) => {
+            Conn::Sqlite { .. } => {
                 self.queued.push(statement)?;
                 if self.queued.values() > MAX_QUEUED_ARGS {
                     self.flush().await?;
@@ -102,11 +124,11 @@ impl Tx {
             return statement.fetch_all(&mut **tx).await;
         }
         self.queued.push(statement)?;
-        Ok(self.send(false).await?.rows)
+        Ok(self.send().await?.rows)
     }
 
     /// Runs `statement` after the queued writes, then commits; `statement`'s rows. One round
-    /// trip on SQLite.
+    /// trip on SQLite (two when deferring to a group commit, the second `COMMIT` alone).
     pub async fn fetch_and_commit(mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
         if let Conn::Postgres(tx) = &mut self.conn {
             let rows = statement.fetch_all(&mut **tx).await?;
@@ -114,7 +136,7 @@ impl Tx {
             return Ok(rows);
         }
         self.queued.push(statement)?;
-        Ok(self.send(true).await?.rows)
+        Ok(self.finish().await?.rows)
     }
 
     /// The rows `select` (which ends in `WHERE <key_column> IN`) finds for `keys`: many keys
@@ -160,7 +182,7 @@ impl Tx {
             return statement.execute(&mut **tx).await;
         }
         self.queued.push(statement)?;
-        Ok(self.send(false).await?.result)
+        Ok(self.send().await?.result)
     }
 
     /// Runs `sql`, statements without values (a migration), after the queued writes.
@@ -170,15 +192,15 @@ impl Tx {
             Conn::Postgres(tx) => {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut **tx).await?;
             }
-            Conn::Sqlite(writer) => writer.conn.script(sql.to_owned()).await?,
+            Conn::Sqlite { writer, .. } => writer.conn.script(sql.to_owned()).await?,
         }
         Ok(())
     }
 
     /// Sends the queued writes (and `BEGIN`, if not yet sent).
     pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
-        if matches!(self.conn, Conn::Sqlite(_)) && !self.queued.is_empty() {
-            self.send(false).await?;
+        if matches!(self.conn, Conn::Sqlite { .. }) && !self.queued.is_empty() {
+            self.send().await?;
         }
         Ok(())
     }
@@ -188,30 +210,103 @@ impl Tx {
         self.queued = Batch::default();
     }
 
-    /// Sends the queue and commits (one round trip on SQLite).
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+    /// Sends the queue and commits (one round trip on SQLite; two when deferring to a
+    /// group commit).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.conn {
             Conn::Postgres(tx) => tx.commit().await,
-            // A transaction that sent and queued nothing has nothing to commit.
-            Conn::Sqlite(ref writer) if !writer.open && self.queued.is_empty() => Ok(()),
-            Conn::Sqlite(_) => self.send(true).await.map(drop),
+            Conn::Sqlite { .. } => self.finish().await.map(drop),
         }
     }
 
-    /// Sends the queue (`BEGIN` in front unless sent, `COMMIT` after it if `commit`); the
+    /// Sends the queue (opening the transaction or savepoint in front, if not yet); the
     /// reply of the statement queued last.
-    async fn send(&mut self, commit: bool) -> Result<Reply, sqlx::Error> {
-        let Conn::Sqlite(writer) = &mut self.conn else {
+    async fn send(&mut self) -> Result<Reply, sqlx::Error> {
+        let Conn::Sqlite { writer, joins, .. } = &mut self.conn else {
             return Ok(Reply::default());
         };
         let mut batch = std::mem::take(&mut self.queued);
-        batch.begin = !writer.open;
-        batch.commit = commit;
-        // From here a failed round trip may have begun the transaction: the next writer
-        // rolls it back.
-        writer.open = true;
-        let reply = writer.conn.run(batch).await?;
-        writer.open = !commit;
-        Ok(reply)
+        open(writer, *joins, &mut batch);
+        writer.conn.run(batch).await
     }
+
+    /// SQLite: sends the queue and commits, or defers to those waiting to begin (module
+    /// docs); the reply of the statement queued last.
+    async fn finish(self) -> Result<Reply, sqlx::Error> {
+        let Tx { conn: Conn::Sqlite { mut writer, slot, joins }, queued: mut batch, .. } = self else {
+            return Err(sqlx::Error::Protocol("finish is SQLite's".into()));
+        };
+        let sent = if joins { writer.joined } else { writer.open };
+        if !sent && batch.is_empty() && (joins || writer.published.is_empty()) {
+            // Nothing sent or queued, nothing to commit (unless published outbox rows wait
+            // for a commit to delete them).
+            return Ok(Reply::default());
+        }
+        open(&mut writer, joins, &mut batch);
+        batch.release = joins;
+        if writer.should_defer() {
+            // From here a failed round trip leaves this transaction's part for the next
+            // holder to undo.
+            let reply = writer.conn.run(batch).await?;
+            writer.joined = false;
+            let (group, members) = writer.group.get_or_insert_with(Default::default);
+            *members += 1;
+            let group = group.clone();
+            drop(writer);
+            let mut writer = lock_sqlite(&slot).await?;
+            if let Some(outcome) = group.outcome() {
+                return outcome.map(|()| reply);
+            }
+            // Not committed yet, so still the writer's open group: commit it for everyone.
+            if !writer.group.as_ref().is_some_and(|(g, _)| std::sync::Arc::ptr_eq(g, &group)) {
+                return Err(sqlx::Error::Protocol("group commit: the group is gone".into()));
+            }
+            writer.commit_group().await?;
+            return Ok(reply);
+        }
+        // Committing: with it the deletes of outbox rows the relay has published
+        // ([`crate::outbox`]); they go back to it unless the commit succeeds.
+        batch.commit = true;
+        let deletes = writer.published.take();
+        if let Some(deletes) = &deletes {
+            batch.reply_here();
+            for statement in deletes.statements() {
+                batch.push(statement)?;
+            }
+        }
+        match writer.conn.run(batch).await {
+            Ok(reply) => {
+                writer.open = false;
+                writer.joined = false;
+                writer.count_commit();
+                if let Some((group, _)) = writer.group.take() {
+                    group.settle(Ok(()));
+                }
+                if let Some(deletes) = deletes {
+                    deletes.committed();
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                // The group fails with it; the next holder rolls back what is left.
+                if let Some((group, _)) = writer.group.take() {
+                    group.settle(Err(e.to_string()));
+                    writer.joined = false;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Opens what a `Tx` runs in, in front of `batch` unless already open: savepoint `tx` if it
+/// joined a group, else a transaction.
+fn open(writer: &mut SqliteWriter, joins: bool, batch: &mut Batch) {
+    if joins {
+        batch.savepoint = !writer.joined;
+        writer.joined = true;
+    } else {
+        batch.begin = !writer.open;
+    }
+    writer.open = true;
 }
