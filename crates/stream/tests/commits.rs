@@ -2,21 +2,13 @@
 //! (group commit), a member that fails is undone alone, and the outbox rows the relay has
 //! published are deleted without a commit of their own.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod common;
 
+use std::sync::Arc;
+
+use common::eventually;
 use stream::{Binder, Db, Message, Metrics, OutboxRelay, Tx, embedded::EmbeddedBinder, outbox::Outbox};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 async fn table(dir: &tempfile::TempDir) -> Db {
     let db = Db::open_sqlite(&dir.path().join("c.db")).await.expect("open");

@@ -1,12 +1,15 @@
 //! The embedded binder keeps RocketMQ's consumer-group semantics on a real SQLite file.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_trait::async_trait;
+use common::eventually;
 use stream::{
     Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome,
     config::Backoff, embedded::EmbeddedBinder, metrics, tags::TagExpression,
@@ -62,20 +65,7 @@ fn binding(name: &str, topic: &str, group: &str) -> ConsumerBinding {
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits until the async condition holds.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(what, || std::future::ready(f())).await;
 }
 
 async fn open(dir: &tempfile::TempDir) -> EmbeddedBinder {
