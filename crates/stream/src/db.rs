@@ -109,7 +109,7 @@ pub struct Db {
     reader: AnyPool,
     backend: Backend,
     published: Arc<Published>,
-    /// Transactions waiting for SQLite's writer to begin ([`Db::begin_sqlite`]).
+    /// Transactions waiting for SQLite's writer to begin ([`Db::tx_writer`]).
     joiners: Arc<AtomicUsize>,
     /// Durable commits of transactions on SQLite's writer.
     commits: Arc<AtomicU64>,
@@ -155,13 +155,20 @@ pub(crate) struct SqliteWriter {
     pub(crate) group: Option<(Arc<Group>, usize)>,
     /// A `Tx` that joined `group` has its savepoint open (it runs, or was dropped).
     pub(crate) joined: bool,
-    /// Transactions waiting to begin ([`Db::begin_sqlite`]).
+    /// Transactions waiting to begin ([`Db::tx_writer`]).
     joiners: Arc<AtomicUsize>,
     /// Durable commits ([`Db::commits`]).
     commits: Arc<AtomicU64>,
 }
 
 pub(crate) type SqliteWriterGuard = OwnedMappedMutexGuard<Option<SqliteWriter>, SqliteWriter>;
+
+/// What a [`Tx`] runs on ([`Db::tx_writer`]): SQLite's writer, with its slot to queue for it
+/// again, or one of PostgreSQL's pool.
+pub(crate) enum TxWriter {
+    Sqlite(SqliteWriterGuard, WriterSlot),
+    Pool(PoolConnection<Any>),
+}
 
 /// The writer connection, held until dropped: SQLite's one connection, or one of
 /// PostgreSQL's pool.
@@ -175,10 +182,6 @@ pub(crate) enum WriterConn {
 }
 
 impl Writer {
-    pub(crate) fn into_inner(self) -> WriterConn {
-        self.0
-    }
-
     /// Runs `statement`, committed on its own; its row count.
     pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
         match &mut self.0 {
@@ -312,11 +315,13 @@ impl Db {
         }
     }
 
-    /// The writer for a [`Tx`] on SQLite (`None` on PostgreSQL), counted as waiting while
-    /// it waits, so a committing `Tx` can defer to it (group commit, [`crate::tx`]).
-    pub(crate) async fn begin_sqlite(&self) -> Result<Option<(SqliteWriterGuard, WriterSlot)>, sqlx::Error> {
-        let Writers::Sqlite(slot) = &self.writer else {
-            return Ok(None);
+    /// The writer for a [`Tx`]: a pool connection on PostgreSQL; on SQLite the one writer,
+    /// counted as waiting while it waits, so a committing `Tx` can defer to it (group
+    /// commit, [`crate::tx`]).
+    pub(crate) async fn tx_writer(&self) -> Result<TxWriter, sqlx::Error> {
+        let slot = match &self.writer {
+            Writers::Pool(pool) => return Ok(TxWriter::Pool(pool.acquire().await?)),
+            Writers::Sqlite(slot) => slot,
         };
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -328,7 +333,7 @@ impl Db {
         let waiting = Waiting(&self.joiners);
         let w = lock_sqlite(slot).await?;
         drop(waiting);
-        Ok(Some((w, slot.clone())))
+        Ok(TxWriter::Sqlite(w, slot.clone()))
     }
 
     /// SQLite: transactions ([`Tx`]) waiting for the writer to begin.

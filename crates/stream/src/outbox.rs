@@ -227,13 +227,18 @@ async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    // Deletes still waiting for a commit (SQLite): commit them, so a restart does not
-    // publish those rows again. If this fails they are published again, harmlessly.
-    if !db.published().is_empty()
-        && let Ok(tx) = Tx::begin(&db).await
-    {
-        let _ = tx.commit().await;
+    // So a restart does not publish those rows again. If this fails they are published
+    // again, harmlessly.
+    let _ = commit_deletes(&db).await;
+}
+
+/// Commits the deletes of published rows still waiting for someone's commit (SQLite), in a
+/// transaction of their own.
+async fn commit_deletes(db: &Db) -> Result<(), sqlx::Error> {
+    if db.published().is_empty() {
+        return Ok(());
     }
+    Tx::begin(db).await?.commit().await
 }
 
 type RelayError = Box<dyn std::error::Error + Send + Sync>;
@@ -250,10 +255,8 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
             let rows = db.writer().await?.fetch_all(fetch_query(published.through())).await?;
             let (messages, ids) = messages(&rows)?;
             if messages.is_empty() {
-                if !published.is_empty() {
-                    // Nobody else is committing: commit the deletes alone.
-                    Tx::begin(db).await?.commit().await?;
-                }
+                // Nothing new, so likely nobody else is committing either.
+                commit_deletes(db).await?;
                 return Ok(0);
             }
             binder.publish(&messages).await?;

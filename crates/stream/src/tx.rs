@@ -46,7 +46,7 @@ use sqlx::{
 
 use crate::{
     Db,
-    db::{Backend, SqliteWriter, SqliteWriterGuard, WriterConn, WriterSlot, lock_sqlite},
+    db::{Backend, SqliteWriter, SqliteWriterGuard, TxWriter, WriterSlot, lock_sqlite},
     rows,
     sqlite::{Batch, Reply},
 };
@@ -80,12 +80,9 @@ enum Conn {
 impl Tx {
     /// Begins a transaction on `db`'s writer.
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
-        let conn = match db.begin_sqlite().await? {
-            Some((writer, slot)) => Conn::Sqlite { joins: writer.group.is_some(), writer, slot },
-            None => match db.writer().await?.into_inner() {
-                WriterConn::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
-                WriterConn::Sqlite(_) => return Err(sqlx::Error::Protocol("SQLite's writer outside Db::begin_sqlite".into())),
-            },
+        let conn = match db.tx_writer().await? {
+            TxWriter::Sqlite(writer, slot) => Conn::Sqlite { joins: writer.group.is_some(), writer, slot },
+            TxWriter::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
         };
         Ok(Tx { conn, queued: Batch::default(), enqueued: false })
     }
@@ -129,14 +126,19 @@ impl Tx {
 
     /// Runs `statement` after the queued writes, then commits; `statement`'s rows. One round
     /// trip on SQLite (two when deferring to a group commit, the second `COMMIT` alone).
-    pub async fn fetch_and_commit(mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
-        if let Conn::Postgres(tx) = &mut self.conn {
-            let rows = statement.fetch_all(&mut **tx).await?;
-            self.commit().await?;
-            return Ok(rows);
+    pub async fn fetch_and_commit(self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let Tx { conn, mut queued, .. } = self;
+        match conn {
+            Conn::Postgres(mut tx) => {
+                let rows = statement.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            Conn::Sqlite { writer, slot, joins } => {
+                queued.push(statement)?;
+                Ok(finish(writer, slot, joins, queued).await?.rows)
+            }
         }
-        self.queued.push(statement)?;
-        Ok(self.finish().await?.rows)
     }
 
     /// The rows `select` (which ends in `WHERE <key_column> IN`) finds for `keys`: many keys
@@ -213,9 +215,10 @@ impl Tx {
     /// Sends the queue and commits (one round trip on SQLite; two when deferring to a
     /// group commit).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self.conn {
+        let Tx { conn, queued, .. } = self;
+        match conn {
             Conn::Postgres(tx) => tx.commit().await,
-            Conn::Sqlite { .. } => self.finish().await.map(drop),
+            Conn::Sqlite { writer, slot, joins } => finish(writer, slot, joins, queued).await.map(drop),
         }
     }
 
@@ -229,72 +232,69 @@ impl Tx {
         open(writer, *joins, &mut batch);
         writer.conn.run(batch).await
     }
+}
 
-    /// SQLite: sends the queue and commits, or defers to those waiting to begin (module
-    /// docs); the reply of the statement queued last.
-    async fn finish(self) -> Result<Reply, sqlx::Error> {
-        let Tx { conn: Conn::Sqlite { mut writer, slot, joins }, queued: mut batch, .. } = self else {
-            return Err(sqlx::Error::Protocol("finish is SQLite's".into()));
-        };
-        let sent = if joins { writer.joined } else { writer.open };
-        if !sent && batch.is_empty() && (joins || writer.published.is_empty()) {
-            // Nothing sent or queued, nothing to commit (unless published outbox rows wait
-            // for a commit to delete them).
-            return Ok(Reply::default());
+/// SQLite: sends `batch` (the `Tx`'s queue) and commits, or defers to those waiting to begin
+/// (module docs); the reply of the statement queued last.
+async fn finish(mut writer: SqliteWriterGuard, slot: WriterSlot, joins: bool, mut batch: Batch) -> Result<Reply, sqlx::Error> {
+    let sent = if joins { writer.joined } else { writer.open };
+    if !sent && batch.is_empty() && (joins || writer.published.is_empty()) {
+        // Nothing sent or queued, nothing to commit (unless published outbox rows wait
+        // for a commit to delete them).
+        return Ok(Reply::default());
+    }
+    open(&mut writer, joins, &mut batch);
+    batch.release = joins;
+    if writer.should_defer() {
+        // From here a failed round trip leaves this transaction's part for the next
+        // holder to undo.
+        let reply = writer.conn.run(batch).await?;
+        writer.joined = false;
+        let (group, members) = writer.group.get_or_insert_with(Default::default);
+        *members += 1;
+        let group = group.clone();
+        drop(writer);
+        let mut writer = lock_sqlite(&slot).await?;
+        if let Some(outcome) = group.outcome() {
+            return outcome.map(|()| reply);
         }
-        open(&mut writer, joins, &mut batch);
-        batch.release = joins;
-        if writer.should_defer() {
-            // From here a failed round trip leaves this transaction's part for the next
-            // holder to undo.
-            let reply = writer.conn.run(batch).await?;
+        // Not committed yet, so still the writer's open group: commit it for everyone.
+        if !writer.group.as_ref().is_some_and(|(g, _)| std::sync::Arc::ptr_eq(g, &group)) {
+            return Err(sqlx::Error::Protocol("group commit: the group is gone".into()));
+        }
+        writer.commit_group().await?;
+        return Ok(reply);
+    }
+    // Committing: with it the deletes of outbox rows the relay has published
+    // ([`crate::outbox`]); they go back to it unless the commit succeeds.
+    batch.commit = true;
+    let deletes = writer.published.take();
+    if let Some(deletes) = &deletes {
+        batch.reply_here();
+        for statement in deletes.statements() {
+            batch.push(statement)?;
+        }
+    }
+    match writer.conn.run(batch).await {
+        Ok(reply) => {
+            writer.open = false;
             writer.joined = false;
-            let (group, members) = writer.group.get_or_insert_with(Default::default);
-            *members += 1;
-            let group = group.clone();
-            drop(writer);
-            let mut writer = lock_sqlite(&slot).await?;
-            if let Some(outcome) = group.outcome() {
-                return outcome.map(|()| reply);
+            writer.count_commit();
+            if let Some((group, _)) = writer.group.take() {
+                group.settle(Ok(()));
             }
-            // Not committed yet, so still the writer's open group: commit it for everyone.
-            if !writer.group.as_ref().is_some_and(|(g, _)| std::sync::Arc::ptr_eq(g, &group)) {
-                return Err(sqlx::Error::Protocol("group commit: the group is gone".into()));
+            if let Some(deletes) = deletes {
+                deletes.committed();
             }
-            writer.commit_group().await?;
-            return Ok(reply);
+            Ok(reply)
         }
-        // Committing: with it the deletes of outbox rows the relay has published
-        // ([`crate::outbox`]); they go back to it unless the commit succeeds.
-        batch.commit = true;
-        let deletes = writer.published.take();
-        if let Some(deletes) = &deletes {
-            batch.reply_here();
-            for statement in deletes.statements() {
-                batch.push(statement)?;
-            }
-        }
-        match writer.conn.run(batch).await {
-            Ok(reply) => {
-                writer.open = false;
+        Err(e) => {
+            // The group fails with it; the next holder rolls back what is left.
+            if let Some((group, _)) = writer.group.take() {
+                group.settle(Err(e.to_string()));
                 writer.joined = false;
-                writer.count_commit();
-                if let Some((group, _)) = writer.group.take() {
-                    group.settle(Ok(()));
-                }
-                if let Some(deletes) = deletes {
-                    deletes.committed();
-                }
-                Ok(reply)
             }
-            Err(e) => {
-                // The group fails with it; the next holder rolls back what is left.
-                if let Some((group, _)) = writer.group.take() {
-                    group.settle(Err(e.to_string()));
-                    writer.joined = false;
-                }
-                Err(e)
-            }
+            Err(e)
         }
     }
 }

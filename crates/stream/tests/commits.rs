@@ -10,10 +10,15 @@ use common::eventually;
 use stream::{Binder, Db, Message, Metrics, OutboxRelay, Tx, embedded::EmbeddedBinder, outbox::Outbox};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-async fn table(dir: &tempfile::TempDir) -> Db {
+/// A database with table `t`, its commits so far, and a first transaction holding the
+/// writer with row `id` written.
+async fn first_holding_the_writer(dir: &tempfile::TempDir, id: i64) -> (Db, u64, Tx) {
     let db = Db::open_sqlite(&dir.path().join("c.db")).await.expect("open");
     db.migrate("test", &["CREATE TABLE t (id BIGINT PRIMARY KEY, who TEXT NOT NULL)"]).await.expect("migrate");
-    db
+    let before = db.commits();
+    let mut first = Tx::begin(&db).await.expect("begin");
+    first.write(insert(id, "first")).await.expect("write");
+    (db, before, first)
 }
 
 fn insert(id: i64, who: &str) -> stream::tx::Statement<'static> {
@@ -27,10 +32,7 @@ async fn rows(db: &Db) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_waiting_behind_a_commit_share_one_and_each_returns_once_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = table(&dir).await;
-    let before = db.commits();
-    let mut first = Tx::begin(&db).await.expect("begin");
-    first.write(insert(0, "first")).await.expect("write");
+    let (db, before, first) = first_holding_the_writer(&dir, 0).await;
     let mut others = tokio::task::JoinSet::new();
     for id in 1..=20 {
         let db = db.clone();
@@ -56,10 +58,7 @@ async fn transactions_waiting_behind_a_commit_share_one_and_each_returns_once_du
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_fails_is_undone_alone_and_the_group_commits_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = table(&dir).await;
-    let before = db.commits();
-    let mut first = Tx::begin(&db).await.expect("begin");
-    first.write(insert(1, "first")).await.expect("write");
+    let (db, before, first) = first_holding_the_writer(&dir, 1).await;
 
     let failing = {
         let db = db.clone();
