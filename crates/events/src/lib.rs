@@ -5,7 +5,7 @@
 //!   `StockFreezeFailedEvent`) serialize exactly as Jackson writes the Java classes: camelCase
 //!   fields in declaration order, nulls written, `BigDecimal` as a JSON number,
 //!   `Map<Long, Integer>` with string keys, timestamps as epoch milliseconds. The fixtures in
-//!   `shared/fixtures/events/` round-trip byte for byte.
+//!   `fixtures/events/` round-trip byte for byte.
 //! - Amounts are parsed as decimals, never through `f64`; numeric strings are accepted too.
 //!   Ids are `i64`. Unknown fields are ignored (a newer producer never breaks us).
 //! - Every message carries the metadata the Java producers set: TAGS, KEYS = orderNo, and the
@@ -117,7 +117,9 @@ pub fn new_event_id() -> String {
     let r = *uuid::Uuid::new_v4().as_bytes();
     // The fully random bytes of a v4 UUID (6 and 8 carry its version and variant).
     let random = [r[0], r[1], r[2], r[3], r[4], r[5], r[10], r[11], r[12], r[13]];
-    uuid::Builder::from_unix_timestamp_millis(u64::try_from(now_millis()).unwrap_or(0), &random).into_uuid().to_string()
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(now_millis()).unwrap_or(0), &random)
+        .into_uuid()
+        .to_string()
 }
 
 /// Wall-clock time in epoch milliseconds, the unit of every `timestamp` field.

@@ -1,4 +1,4 @@
-//! The Java services' event bodies (shared/fixtures/events) decode, keep exact decimals, and
+//! The Java services' event bodies (fixtures/events) decode, keep exact decimals, and
 //! re-encode byte for byte; our messages carry the Java producers' metadata.
 
 use std::{path::PathBuf, str::FromStr};
@@ -7,9 +7,7 @@ use events::*;
 use rust_decimal::Decimal;
 
 fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/events")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/events").join(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()))
         .trim_end()

@@ -31,7 +31,10 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: a field is missing, malformed or out of range.
-    Invalid { field: String, message: String },
+    Invalid {
+        field: String,
+        message: String,
+    },
     /// 404.
     NotFound(String),
     /// 409 / 422: the request conflicts with what exists.
@@ -79,24 +82,34 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"code": "invalid", "field": field, "message": format!("{field}: {message}")}}),
             ),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": {"code": "not_found", "message": m}})),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": {"code": "conflict", "message": m}})),
-            ApiError::Unprocessable(m) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": {"code": "unprocessable", "message": m}}))
+            ApiError::NotFound(m) => {
+                (StatusCode::NOT_FOUND, json!({"error": {"code": "not_found", "message": m}}))
             }
+            ApiError::Conflict(m) => {
+                (StatusCode::CONFLICT, json!({"error": {"code": "conflict", "message": m}}))
+            }
+            ApiError::Unprocessable(m) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": {"code": "unprocessable", "message": m}}),
+            ),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": {"code": "too_large", "message": format!("request body exceeds {BODY_LIMIT} bytes")}}),
             ),
-            ApiError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, json!({"error": {"code": "unauthorized", "message": "missing or wrong admin token"}}))
-            }
-            ApiError::Unavailable(m) => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": {"code": "unavailable", "message": m}}))
-            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": {"code": "unauthorized", "message": "missing or wrong admin token"}}),
+            ),
+            ApiError::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": {"code": "unavailable", "message": m}}),
+            ),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": {"code": "internal", "message": "internal error"}}))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": {"code": "internal", "message": "internal error"}}),
+                )
             }
         };
         (status, Json(body)).into_response()
@@ -111,7 +124,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            BytesRejection::FailedToBufferBody(ref inner)
+                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 ApiError::TooLarge
             }
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
@@ -193,7 +208,10 @@ pub fn ops_routes(ops: Arc<dyn Ops>) -> Router {
                 async move {
                     match ops.ready().await {
                         Ok(()) => (StatusCode::OK, Json(json!({"status": "READY"}))),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "NOT_READY", "reason": why}))),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"status": "NOT_READY", "reason": why})),
+                        ),
                     }
                 }
             }),
@@ -214,7 +232,7 @@ pub fn ops_routes(ops: Arc<dyn Ops>) -> Router {
 /// resumes one (Spring Cloud Stream's bindings endpoint). Messages wait while paused.
 pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
     use axum::extract::{Path, State};
-    use stream::BindingState;
+    use binding::BindingState;
 
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -226,7 +244,7 @@ pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
         orderly: bool,
         state: BindingState,
     }
-    fn view(c: &stream::BindingControl) -> View {
+    fn view(c: &binding::BindingControl) -> View {
         View {
             name: c.binding.name.clone(),
             destination: c.binding.destination.clone(),
@@ -253,7 +271,8 @@ pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
             "RUNNING" | "RESUMED" | "RESUME" | "STARTED" => BindingState::Running,
             _ => return Err(ApiError::invalid("state", "must be PAUSED or RUNNING")),
         };
-        let control = host.binding(&name).ok_or_else(|| ApiError::NotFound(format!("no binding {name}")))?;
+        let control =
+            host.binding(&name).ok_or_else(|| ApiError::NotFound(format!("no binding {name}")))?;
         control.set(state);
         tracing::info!(binding = %name, ?state, "binding state changed");
         Ok(Json(view(&control)))
@@ -286,20 +305,36 @@ pub fn dlq_routes(host: Arc<stream::ServiceHost>) -> Router {
     struct ListQuery {
         limit: Option<String>,
     }
-    async fn list(State(host): Host, Query(q): Query<ListQuery>) -> Result<Json<Vec<DeadLetterEntry>>, ApiError> {
+    async fn list(
+        State(host): Host,
+        Query(q): Query<ListQuery>,
+    ) -> Result<Json<Vec<DeadLetterEntry>>, ApiError> {
         let limit = match q.limit.as_deref() {
             None => 100,
-            Some(text) => text.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 10000"))?,
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 10000"))?,
         };
         Ok(Json(host.dead_letters(limit).await.map_err(api)?))
     }
-    async fn show(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
+    async fn show(
+        State(host): Host,
+        Path(id): Path<String>,
+    ) -> Result<Json<DeadLetterEntry>, ApiError> {
         Ok(Json(host.dead_letter(&id).await.map_err(api)?))
     }
-    async fn replay(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
+    async fn replay(
+        State(host): Host,
+        Path(id): Path<String>,
+    ) -> Result<Json<DeadLetterEntry>, ApiError> {
         Ok(Json(host.replay_dead_letter(&id).await.map_err(api)?))
     }
-    async fn purge(State(host): Host, Path(id): Path<String>) -> Result<Json<DeadLetterEntry>, ApiError> {
+    async fn purge(
+        State(host): Host,
+        Path(id): Path<String>,
+    ) -> Result<Json<DeadLetterEntry>, ApiError> {
         Ok(Json(host.purge_dead_letter(&id).await.map_err(api)?))
     }
     async fn purge_all(State(host): Host) -> Result<Json<serde_json::Value>, ApiError> {
@@ -339,7 +374,10 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field(parse_json(br#"{"userId":"x","items":[]}"#)), "userId");
-        assert_eq!(field(parse_json(br#"{"userId":1,"items":[{"quantity":"a"}]}"#)), "items[0].quantity");
+        assert_eq!(
+            field(parse_json(br#"{"userId":1,"items":[{"quantity":"a"}]}"#)),
+            "items[0].quantity"
+        );
         assert_eq!(field(parse_json(br#"{"items":[]}"#)), "userId");
         assert_eq!(field(parse_json(br#"{"userId":1,"items":[{}]}"#)), "items[0].quantity");
         assert_eq!(field(parse_json(b"{not json")), "(body)");

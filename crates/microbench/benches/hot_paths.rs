@@ -7,19 +7,22 @@
 //! - `outbox/relay-100`: 100 events committed in one transaction and relayed to the
 //!   embedded binder until the outbox is empty (durable commits included);
 //! - `statement-100`: 100 `SELECT 1` on a database's writer, the cost of a round trip to
-//!   its connection thread (`stream::sqlite`) with no work in SQLite; `statement-100-sqlx`
+//!   its connection thread (`storage::sqlite`) with no work in SQLite; `statement-100-sqlx`
 //!   the same on a reader, a connection of sqlx's SQLite driver.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use binding::{ConsumerBinding, Delivery, Message, MessageHandler, Metrics};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use events::{Event, OrderCreatedEvent};
-use stream::{ConsumerBinding, Db, Delivery, HandleError, InboxConsumer, Message, MessageHandler, Metrics, OutboxRelay, TxHandler};
+use storage::Db;
+use stream::{HandleError, InboxConsumer, OutboxRelay, TxHandler};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 fn fixture() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/events/order-created.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/events/order-created.json");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -29,7 +32,9 @@ fn events(c: &mut Criterion) {
     let mut g = c.benchmark_group("event");
     g.throughput(Throughput::Elements(1));
     g.bench_function("encode", |b| b.iter(|| std::hint::black_box(&event).to_message()));
-    g.bench_function("decode", |b| b.iter(|| std::hint::black_box(&message).decode::<OrderCreatedEvent>().expect("decodes")));
+    g.bench_function("decode", |b| {
+        b.iter(|| std::hint::black_box(&message).decode::<OrderCreatedEvent>().expect("decodes"))
+    });
     g.finish();
 }
 
@@ -38,13 +43,30 @@ fn domain(c: &mut Criterion) {
     use stock::domain as s;
     let mut g = c.benchmark_group("domain");
     let pending = o::OrderState::new(rust_decimal::Decimal::new(14980, 2));
-    let paid = o::PaymentRef { payment_id: 1, transaction_no: "TXN1".into(), amount: rust_decimal::Decimal::new(14980, 2) };
-    g.bench_function("order", |b| b.iter(|| o::decide(std::hint::black_box(&pending), o::Fact::PaymentSucceeded(paid.clone()))));
-    let counters: BTreeMap<i64, s::Counters> =
-        [(1001, s::Counters { available: 100, frozen: 0, sold: 0 }), (1002, s::Counters { available: 500, frozen: 0, sold: 0 })].into();
+    let paid = o::PaymentRef {
+        payment_id: 1,
+        transaction_no: "TXN1".into(),
+        amount: rust_decimal::Decimal::new(14980, 2),
+    };
+    g.bench_function("order", |b| {
+        b.iter(|| {
+            o::decide(std::hint::black_box(&pending), o::Fact::PaymentSucceeded(paid.clone()))
+        })
+    });
+    let counters: BTreeMap<i64, s::Counters> = [
+        (1001, s::Counters { available: 100, frozen: 0, sold: 0 }),
+        (1002, s::Counters { available: 500, frozen: 0, sold: 0 }),
+    ]
+    .into();
     let lines: s::Lines = [(1001, 2), (1002, 1)].into();
     g.bench_function("stock", |b| {
-        b.iter(|| s::decide(None, std::hint::black_box(&counters), s::Fact::OrderCreated { order_id: 1, lines: lines.clone() }))
+        b.iter(|| {
+            s::decide(
+                None,
+                std::hint::black_box(&counters),
+                s::Fact::OrderCreated { order_id: 1, lines: lines.clone() },
+            )
+        })
     });
     g.finish();
 }
@@ -53,18 +75,31 @@ struct Nothing;
 
 #[async_trait]
 impl TxHandler for Nothing {
-    async fn apply(&self, _: &mut stream::Tx, _: &Message) -> Result<(), HandleError> {
+    async fn apply(&self, _: &mut storage::Tx, _: &Message) -> Result<(), HandleError> {
         Ok(())
     }
 }
 
 /// A service database with inbox and outbox, its relay feeding an embedded broker.
-async fn service(dir: &std::path::Path, tracker: &TaskTracker, token: &CancellationToken) -> (Db, OutboxRelay) {
+async fn service(
+    dir: &std::path::Path,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) -> (Db, OutboxRelay) {
     let db = Db::open_sqlite(&dir.join("svc.db")).await.expect("db");
     db.migrate("inbox", stream::inbox::MIGRATIONS).await.expect("inbox");
     db.migrate("outbox", stream::outbox::MIGRATIONS).await.expect("outbox");
-    let binder = stream::embedded::EmbeddedBinder::open(&dir.join("broker.db"), Metrics::new()).await.expect("broker");
-    let relay = OutboxRelay::spawn(db.clone(), Arc::new(binder), Metrics::new(), "bench", tracker, token.clone());
+    let binder = embedded::EmbeddedBinder::open(&dir.join("broker.db"), Metrics::new())
+        .await
+        .expect("broker");
+    let relay = OutboxRelay::spawn(
+        db.clone(),
+        Arc::new(binder),
+        Metrics::new(),
+        "bench",
+        tracker,
+        token.clone(),
+    );
     (db, relay)
 }
 
@@ -74,14 +109,17 @@ fn storage(c: &mut Criterion) {
     let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
     let (db, relay) = rt.block_on(service(dir.path(), &tracker, &token));
     let binding = ConsumerBinding::with_defaults("bench-in-0", "t", "g", "T");
-    let consumer = InboxConsumer::new(db.clone(), &binding, Arc::new(Nothing), relay.clone(), Metrics::new());
+    let consumer =
+        InboxConsumer::new(db.clone(), &binding, Arc::new(Nothing), relay.clone(), Metrics::new());
     let event: OrderCreatedEvent = serde_json::from_str(&fixture()).expect("fixture decodes");
     let delivery = Delivery { message: event.to_message(), attempt: 2, message_id: "1".into() };
     rt.block_on(consumer.handle(std::slice::from_ref(&delivery)));
 
     let mut g = c.benchmark_group("storage");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
-    g.bench_function("inbox/duplicate", |b| b.to_async(&rt).iter(|| consumer.handle(std::slice::from_ref(&delivery))));
+    g.bench_function("inbox/duplicate", |b| {
+        b.to_async(&rt).iter(|| consumer.handle(std::slice::from_ref(&delivery)))
+    });
     g.throughput(Throughput::Elements(100));
     g.bench_function("statement-100", |b| {
         b.to_async(&rt).iter(|| async {
@@ -101,7 +139,7 @@ fn storage(c: &mut Criterion) {
     });
     g.bench_function("outbox/relay-100", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut tx = stream::Tx::begin(&db).await.expect("begin");
+            let mut tx = storage::Tx::begin(&db).await.expect("begin");
             for i in 0..100 {
                 let mut e = event.clone();
                 e.event_id = format!("bench-{i}");

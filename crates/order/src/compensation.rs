@@ -26,7 +26,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use stream::{ConfigError, HandleError, StreamConfig};
+use binding::{ConfigError, StreamConfig};
+use stream::HandleError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -70,11 +71,19 @@ impl CompensationSettings {
                     .as_u64()
                     .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| ConfigError::new("orderflow.compensation.max-resends", "must be a whole number"))?,
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "orderflow.compensation.max-resends",
+                            "must be a whole number",
+                        )
+                    })?,
             },
         };
         if s.cancel_after <= s.resend_after {
-            return Err(ConfigError::new("orderflow.compensation.cancel-after", "must be longer than resend-after"));
+            return Err(ConfigError::new(
+                "orderflow.compensation.cancel-after",
+                "must be longer than resend-after",
+            ));
         }
         Ok(s)
     }
@@ -95,7 +104,9 @@ pub async fn run(svc: Arc<OrderService>, settings: CompensationSettings, token: 
             _ = tokio::time::sleep(settings.interval) => {}
         }
         match pass(&svc, &settings, events::now_millis()).await {
-            Ok(p) if p != Pass::default() => tracing::warn!(resent = p.resent, cancelled = p.cancelled, "compensation pass"),
+            Ok(p) if p != Pass::default() => {
+                tracing::warn!(resent = p.resent, cancelled = p.cancelled, "compensation pass")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "compensation pass failed; will try again"),
         }
@@ -103,32 +114,53 @@ pub async fn run(svc: Arc<OrderService>, settings: CompensationSettings, token: 
 }
 
 /// One pass at time `now` (milliseconds).
-pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64) -> Result<Pass, HandleError> {
+pub async fn pass(
+    svc: &OrderService,
+    settings: &CompensationSettings,
+    now: i64,
+) -> Result<Pass, HandleError> {
     let host = &svc.host;
     let mut done = Pass::default();
     let cutoff = now - settings.cancel_after.as_millis() as i64;
     for order_no in store::pending_before(host.db.reader(), cutoff, BATCH).await? {
-        let mut tx = stream::Tx::begin(&host.db).await?;
+        let mut tx = storage::Tx::begin(&host.db).await?;
         if cancel_late(svc, &mut tx, &order_no, settings.cancel_after).await? {
             tx.commit().await?;
             done.cancelled += 1;
         }
     }
     let cutoff = now - settings.resend_after.as_millis() as i64;
-    for (order_no, message) in store::stale_messages(host.db.reader(), cutoff, i64::from(settings.max_resends), BATCH).await? {
-        let mut tx = stream::Tx::begin(&host.db).await?;
+    for (order_no, message) in
+        store::stale_messages(host.db.reader(), cutoff, i64::from(settings.max_resends), BATCH)
+            .await?
+    {
+        let mut tx = storage::Tx::begin(&host.db).await?;
         stream::outbox::Outbox::enqueue(&mut tx, &message).await?;
         store::message_resent(&mut tx, &order_no, &message.tags).await?;
-        store::record(&mut tx, &order_no, "COMPENSATION", &format!("{} sent again (same eventId)", message.tags)).await?;
+        store::record(
+            &mut tx,
+            &order_no,
+            "COMPENSATION",
+            &format!("{} sent again (same eventId)", message.tags),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(order_no, event = %message.tags, "compensation: event sent again");
         done.resent += 1;
     }
     if done.cancelled > 0 {
-        host.metrics.inc(stream::metrics::COMPENSATION, &[("action", "cancelled")], done.cancelled as u64);
+        host.metrics.inc(
+            binding::metrics::COMPENSATION,
+            &[("action", "cancelled")],
+            done.cancelled as u64,
+        );
     }
     if done.resent > 0 {
-        host.metrics.inc(stream::metrics::COMPENSATION, &[("action", "resent")], done.resent as u64);
+        host.metrics.inc(
+            binding::metrics::COMPENSATION,
+            &[("action", "resent")],
+            done.resent as u64,
+        );
     }
     if done != Pass::default() {
         host.relay.wake();
@@ -137,8 +169,15 @@ pub async fn pass(svc: &OrderService, settings: &CompensationSettings, now: i64)
 }
 
 /// Cancels `order_no` if it is still PENDING (read under the row lock).
-async fn cancel_late(svc: &OrderService, tx: &mut stream::Tx, order_no: &str, after: Duration) -> Result<bool, HandleError> {
-    let Some((order_id, user_id, state)) = store::load_state(tx, order_no).await? else { return Ok(false) };
+async fn cancel_late(
+    svc: &OrderService,
+    tx: &mut storage::Tx,
+    order_no: &str,
+    after: Duration,
+) -> Result<bool, HandleError> {
+    let Some((order_id, user_id, state)) = store::load_state(tx, order_no).await? else {
+        return Ok(false);
+    };
     if state.status != OrderStatus::Pending {
         return Ok(false);
     }
@@ -165,12 +204,25 @@ mod tests {
 
     #[test]
     fn settings_default_and_the_deadline_must_come_after_the_resend() {
-        assert_eq!(CompensationSettings::from_config(&config("    {}\n")).unwrap(), CompensationSettings::default());
-        let s = CompensationSettings::from_config(&config("    resend-after: 10\n    cancel-after: 120\n    max-resends: 3\n")).unwrap();
-        assert_eq!((s.resend_after.as_secs(), s.cancel_after.as_secs(), s.max_resends), (10, 120, 3));
-        let err = CompensationSettings::from_config(&config("    max-resends: many\n")).unwrap_err();
+        assert_eq!(
+            CompensationSettings::from_config(&config("    {}\n")).unwrap(),
+            CompensationSettings::default()
+        );
+        let s = CompensationSettings::from_config(&config(
+            "    resend-after: 10\n    cancel-after: 120\n    max-resends: 3\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            (s.resend_after.as_secs(), s.cancel_after.as_secs(), s.max_resends),
+            (10, 120, 3)
+        );
+        let err =
+            CompensationSettings::from_config(&config("    max-resends: many\n")).unwrap_err();
         assert_eq!(err.key, "orderflow.compensation.max-resends");
-        let err = CompensationSettings::from_config(&config("    resend-after: 120\n    cancel-after: 60\n")).unwrap_err();
+        let err = CompensationSettings::from_config(&config(
+            "    resend-after: 120\n    cancel-after: 60\n",
+        ))
+        .unwrap_err();
         assert_eq!(err.key, "orderflow.compensation.cancel-after");
     }
 }

@@ -3,7 +3,7 @@
 //! writes them in one transaction: one durable commit for the group instead of one per order.
 //! The group's prices are read once and its order ids taken at once ([`store::order_ids`]);
 //! every order's writes are then queued and go to SQLite with the commit, so a group of any
-//! size costs the writer two round trips ([`stream::tx`]). An order with an Idempotency-Key
+//! size costs the writer two round trips ([`storage::tx`]). An order with an Idempotency-Key
 //! adds one, the look-up of its key.
 //!
 //! A request that fails (unknown product, reused Idempotency-Key) rolls that attempt back,
@@ -22,7 +22,7 @@ use std::{
 use events::{Event, OrderCreatedEvent};
 use httpkit::ApiError;
 use rust_decimal::Decimal;
-use stream::{Tx, db::Backend};
+use storage::{Backend, Tx};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +70,11 @@ impl Creator {
 
 /// The creator task: groups waiting requests into one transaction until `token` is
 /// cancelled, then writes what is already queued and refuses the rest.
-pub async fn run(svc: Arc<OrderService>, mut rx: mpsc::Receiver<(NewOrder, Reply)>, token: CancellationToken) {
+pub async fn run(
+    svc: Arc<OrderService>,
+    mut rx: mpsc::Receiver<(NewOrder, Reply)>,
+    token: CancellationToken,
+) {
     // The last order id given (SQLite; [`store::order_ids`]).
     let mut last_id = None;
     loop {
@@ -111,7 +115,11 @@ type Outcomes = Vec<Result<(OrderView, bool), ApiError>>;
 /// One transaction for the group; `Err` only when the transaction as a whole failed. First
 /// all together; if any request fails (a bad product, a reused key), that is rolled back
 /// and the group written again with a savepoint per request, so the failure stands alone.
-async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)], last_id: &mut Option<i64>) -> Result<Outcomes, sqlx::Error> {
+async fn write_group(
+    svc: &OrderService,
+    group: &[(NewOrder, Reply)],
+    last_id: &mut Option<i64>,
+) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
     let ids = store::order_ids(&mut tx, group.len(), last_id).await?;
@@ -139,7 +147,11 @@ async fn write_group(svc: &OrderService, group: &[(NewOrder, Reply)], last_id: &
 }
 
 /// The careful path: a savepoint per request.
-async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)], last_id: &mut Option<i64>) -> Result<Outcomes, sqlx::Error> {
+async fn write_each(
+    svc: &OrderService,
+    group: &[(NewOrder, Reply)],
+    last_id: &mut Option<i64>,
+) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
     let ids = store::order_ids(&mut tx, group.len(), last_id).await?;
@@ -164,8 +176,12 @@ async fn write_each(svc: &OrderService, group: &[(NewOrder, Reply)], last_id: &m
 }
 
 /// The prices of every product the group orders, read once.
-async fn group_prices(tx: &mut Tx, group: &[(NewOrder, Reply)]) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
-    let ids: BTreeSet<i64> = group.iter().flat_map(|(order, _)| order.request.lines.keys().copied()).collect();
+async fn group_prices(
+    tx: &mut Tx,
+    group: &[(NewOrder, Reply)],
+) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
+    let ids: BTreeSet<i64> =
+        group.iter().flat_map(|(order, _)| order.request.lines.keys().copied()).collect();
     store::prices(tx, &ids.into_iter().collect::<Vec<_>>()).await
 }
 
@@ -182,13 +198,27 @@ async fn create_one(
         && let Some((earlier_hash, order_no)) = store::idempotent(tx, key).await?
     {
         if earlier_hash != *hash {
-            return Err(ApiError::Unprocessable("Idempotency-Key was already used with a different request".into()));
+            return Err(ApiError::Unprocessable(
+                "Idempotency-Key was already used with a different request".into(),
+            ));
         }
-        let view = store::view_in(tx, &order_no).await?.ok_or_else(|| ApiError::internal("keyed order vanished"))?;
+        let view = store::view_in(tx, &order_no)
+            .await?
+            .ok_or_else(|| ApiError::internal("keyed order vanished"))?;
         return Ok((view, true));
     }
-    let total = request.total(items, |p| prices.get(&p).copied()).map_err(|i| ApiError::invalid(i.field, i.message))?;
-    let created = store::insert_order(tx, id, request.user_id, total, &request.lines, request.remark.as_deref()).await?;
+    let total = request
+        .total(items, |p| prices.get(&p).copied())
+        .map_err(|i| ApiError::invalid(i.field, i.message))?;
+    let created = store::insert_order(
+        tx,
+        id,
+        request.user_id,
+        total,
+        &request.lines,
+        request.remark.as_deref(),
+    )
+    .await?;
     let event = OrderCreatedEvent {
         order_id: created.order_id,
         order_no: created.order_no.clone(),
@@ -200,10 +230,17 @@ async fn create_one(
         event_id: events::new_event_id(),
     };
     svc.announce(tx, &created.order_no, &event.to_message_on(&svc.order_created_topic)).await?;
-    let history = store::record(tx, &created.order_no, OrderCreatedEvent::TYPE.tag(), &format!("created, total {total}")).await?;
+    let history = store::record(
+        tx,
+        &created.order_no,
+        OrderCreatedEvent::TYPE.tag(),
+        &format!("created, total {total}"),
+    )
+    .await?;
     if let Some(key) = key {
         store::remember_key(tx, key, hash, &created.order_no).await?;
     }
-    let view = created.view(request.user_id, total, &request.lines, request.remark.as_deref(), history);
+    let view =
+        created.view(request.user_id, total, &request.lines, request.remark.as_deref(), history);
     Ok((view, false))
 }

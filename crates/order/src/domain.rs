@@ -38,7 +38,11 @@ pub struct OrderRequest {
 
 impl OrderRequest {
     /// Parses raw request values; the error names the first bad field.
-    pub fn parse(user_id: i64, items: &[(i64, i64)], remark: Option<String>) -> Result<OrderRequest, Invalid> {
+    pub fn parse(
+        user_id: i64,
+        items: &[(i64, i64)],
+        remark: Option<String>,
+    ) -> Result<OrderRequest, Invalid> {
         if user_id <= 0 {
             return Err(invalid("userId", "must be a positive id"));
         }
@@ -59,7 +63,10 @@ impl OrderRequest {
             let total = lines.entry(product_id).or_default();
             *total += quantity;
             if *total > MAX_QUANTITY {
-                return Err(invalid(format!("items[{i}].quantity"), format!("at most {MAX_QUANTITY} of one product")));
+                return Err(invalid(
+                    format!("items[{i}].quantity"),
+                    format!("at most {MAX_QUANTITY} of one product"),
+                ));
             }
         }
         if let Some(r) = &remark
@@ -72,7 +79,11 @@ impl OrderRequest {
     }
 
     /// The total from the catalogue's prices; the error names the line of an unknown product.
-    pub fn total(&self, items: &[(i64, i64)], price_of: impl Fn(i64) -> Option<Decimal>) -> Result<Decimal, Invalid> {
+    pub fn total(
+        &self,
+        items: &[(i64, i64)],
+        price_of: impl Fn(i64) -> Option<Decimal>,
+    ) -> Result<Decimal, Invalid> {
         let mut total = Decimal::ZERO;
         for (product_id, quantity) in &self.lines {
             let price = price_of(*product_id).ok_or_else(|| {
@@ -114,7 +125,8 @@ impl OrderStatus {
         }
     }
 
-    pub const ALL: [OrderStatus; 3] = [OrderStatus::Pending, OrderStatus::Paid, OrderStatus::Cancelled];
+    pub const ALL: [OrderStatus; 3] =
+        [OrderStatus::Pending, OrderStatus::Paid, OrderStatus::Cancelled];
 }
 
 /// The payment an order received.
@@ -154,11 +166,17 @@ impl OrderState {
 pub enum Fact {
     PaymentSucceeded(PaymentRef),
     StockDeducted,
-    StockFreezeFailed { reason: String },
-    PaymentFailed { reason: String },
+    StockFreezeFailed {
+        reason: String,
+    },
+    PaymentFailed {
+        reason: String,
+    },
     PaymentRefunded,
     /// The compensation job: the order was not completed within `after_secs` of its creation.
-    DeadlinePassed { after_secs: u64 },
+    DeadlinePassed {
+        after_secs: u64,
+    },
 }
 
 /// What a fact changes: the new state, whether to announce a cancellation, and a line for
@@ -176,16 +194,23 @@ pub fn decide(state: &OrderState, fact: Fact) -> Decision {
     match fact {
         Fact::PaymentSucceeded(p) => payment_succeeded(state, p),
         Fact::StockDeducted => stock_deducted(state),
-        Fact::StockFreezeFailed { reason } => cancel(state, format!("stock freeze failed: {reason}")),
+        Fact::StockFreezeFailed { reason } => {
+            cancel(state, format!("stock freeze failed: {reason}"))
+        }
         Fact::PaymentFailed { reason } => cancel(state, format!("payment failed: {reason}")),
         Fact::PaymentRefunded => refunded(state),
-        Fact::DeadlinePassed { after_secs } => cancel(state, format!("not completed within {after_secs} s (compensation job)")),
+        Fact::DeadlinePassed { after_secs } => {
+            cancel(state, format!("not completed within {after_secs} s (compensation job)"))
+        }
     }
 }
 
 fn payment_succeeded(state: &OrderState, p: PaymentRef) -> Decision {
     let mut next = state.clone();
-    let note = format!("payment {} succeeded ({}), transaction {}", p.payment_id, p.amount, p.transaction_no);
+    let note = format!(
+        "payment {} succeeded ({}), transaction {}",
+        p.payment_id, p.amount, p.transaction_no
+    );
     match state.status {
         OrderStatus::Pending => {
             next.payment = Some(p);
@@ -217,12 +242,18 @@ fn cancel(state: &OrderState, reason: String) -> Decision {
             let mut next = state.clone();
             next.status = OrderStatus::Cancelled;
             next.cancel_reason = Some(reason.clone());
-            Decision { state: next, cancel: Some(reason.clone()), note: format!("cancelled: {reason}") }
+            Decision {
+                state: next,
+                cancel: Some(reason.clone()),
+                note: format!("cancelled: {reason}"),
+            }
         }
         // Terminal already: record what arrived, change nothing.
-        OrderStatus::Paid | OrderStatus::Cancelled => {
-            Decision { state: state.clone(), cancel: None, note: format!("ignored after {}: {reason}", state.status.as_str()) }
-        }
+        OrderStatus::Paid | OrderStatus::Cancelled => Decision {
+            state: state.clone(),
+            cancel: None,
+            note: format!("ignored after {}: {reason}", state.status.as_str()),
+        },
     }
 }
 
@@ -303,7 +334,11 @@ mod tests {
         let d = decide(&s, Fact::DeadlinePassed { after_secs: 600 });
         assert_eq!(d.state.status, OrderStatus::Cancelled);
         assert_eq!(d.cancel.as_deref(), Some("not completed within 600 s (compensation job)"));
-        assert_eq!(d.state.payment, Some(pay()), "the capture stays recorded until payment refunds it");
+        assert_eq!(
+            d.state.payment,
+            Some(pay()),
+            "the capture stays recorded until payment refunds it"
+        );
 
         let paid = given(vec![Fact::PaymentSucceeded(pay()), Fact::StockDeducted]);
         let d = decide(&paid, Fact::DeadlinePassed { after_secs: 600 });

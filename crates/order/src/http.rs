@@ -56,27 +56,41 @@ async fn create(
     JsonBody(body): JsonBody<CreateOrder>,
 ) -> Result<Response, ApiError> {
     let items: Vec<(i64, i64)> = body.items.iter().map(|i| (i.product_id, i.quantity)).collect();
-    let request = OrderRequest::parse(body.user_id, &items, body.remark.clone()).map_err(invalid)?;
+    let request =
+        OrderRequest::parse(body.user_id, &items, body.remark.clone()).map_err(invalid)?;
     let key = match headers.get("idempotency-key") {
         Some(v) => {
-            let k = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?.trim();
+            let k = v
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?
+                .trim();
             if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(ApiError::invalid("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters")));
+                return Err(ApiError::invalid(
+                    "Idempotency-Key",
+                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                ));
             }
             Some(k.to_owned())
         }
         None => None,
     };
-    let hash = serde_json::to_string(&(request.user_id, &request.lines, &request.remark)).unwrap_or_default();
-    let (view, replayed) = svc.creator.create(crate::creator::NewOrder { request, items, key, hash }).await?;
+    let hash = serde_json::to_string(&(request.user_id, &request.lines, &request.remark))
+        .unwrap_or_default();
+    let (view, replayed) =
+        svc.creator.create(crate::creator::NewOrder { request, items, key, hash }).await?;
     if replayed {
-        return Ok((StatusCode::CREATED, [("idempotent-replayed", "true")], Json(view)).into_response());
+        return Ok(
+            (StatusCode::CREATED, [("idempotent-replayed", "true")], Json(view)).into_response()
+        );
     }
     tracing::info!(order_no = %view.order_no, total = %view.total_amount, "order created");
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-async fn show(State(svc): State<Arc<OrderService>>, Path(order_no): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    State(svc): State<Arc<OrderService>>,
+    Path(order_no): Path<String>,
+) -> Result<Response, ApiError> {
     let mut conn = svc.host.db.reader().acquire().await?;
     match store::view(&mut conn, &order_no).await? {
         Some(v) => Ok(Json(v).into_response()),
@@ -92,17 +106,29 @@ struct ListQuery {
     limit: Option<String>,
 }
 
-async fn list(State(svc): State<Arc<OrderService>>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list(
+    State(svc): State<Arc<OrderService>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let user_id = match q.user_id.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::invalid("userId", "must be a whole number"))?),
+        Some(s) => Some(
+            s.parse::<i64>().map_err(|_| ApiError::invalid("userId", "must be a whole number"))?,
+        ),
         None => None,
     };
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| ApiError::invalid("status", "must be PENDING, PAID or CANCELLED"))?),
+        Some(s) => Some(
+            OrderStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid("status", "must be PENDING, PAID or CANCELLED"))?,
+        ),
         None => None,
     };
     let limit = match q.limit.as_deref() {
-        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?,
         None => 100,
     };
     Ok(Json(store::list(svc.host.db.reader(), user_id, status, limit).await?).into_response())
@@ -134,7 +160,7 @@ async fn put_product(
         return Err(ApiError::invalid("price", "must be positive, with at most 4 decimals"));
     }
     let product = Product { id, name: body.name, price: body.price };
-    let mut tx = stream::Tx::begin(&svc.host.db).await?;
+    let mut tx = storage::Tx::begin(&svc.host.db).await?;
     store::upsert_product(&mut tx, &product).await?;
     tx.commit().await?;
     Ok(Json(product).into_response())

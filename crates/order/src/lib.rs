@@ -24,7 +24,8 @@ use events::{
     Event, EventType, Message, OrderCancelledEvent, PaymentFailedEvent, PaymentRefundedEvent,
     PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
 };
-use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
+use storage::Tx;
+use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -46,7 +47,12 @@ pub struct OrderService {
 
 impl OrderService {
     /// Puts an event of the order in the outbox and keeps it for the compensation job.
-    pub(crate) async fn announce(&self, tx: &mut Tx, order_no: &str, m: &Message) -> Result<(), stream::outbox::OutboxError> {
+    pub(crate) async fn announce(
+        &self,
+        tx: &mut Tx,
+        order_no: &str,
+        m: &Message,
+    ) -> Result<(), stream::outbox::OutboxError> {
         Outbox::enqueue(tx, m).await?;
         store::save_message(tx, order_no, m).await?;
         Ok(())
@@ -76,23 +82,33 @@ impl OrderService {
 
     /// Binds the consumers, starts the compensation job (stopped by `token`, awaited through
     /// `tracker`) and returns the service; serve [`http::routes`] for its API.
-    pub async fn start(host: Arc<ServiceHost>, tracker: &TaskTracker, token: CancellationToken) -> Result<Arc<OrderService>, StartError> {
+    pub async fn start(
+        host: Arc<ServiceHost>,
+        tracker: &TaskTracker,
+        token: CancellationToken,
+    ) -> Result<Arc<OrderService>, StartError> {
         let config = &host.config;
         let compensation = CompensationSettings::from_config(config)?;
         let (creator, creations) = creator::Creator::new();
         let svc = Arc::new(OrderService {
             creator,
-            order_created_topic: config.destination_of("orderCreatedProducer-out-0", EventType::OrderCreated),
-            order_cancelled_topic: config.destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled),
+            order_created_topic: config
+                .destination_of("orderCreatedProducer-out-0", EventType::OrderCreated),
+            order_cancelled_topic: config
+                .destination_of("orderCancelledProducer-out-0", EventType::OrderCancelled),
             host: host.clone(),
         });
-        let ours = |function: &str, kind: EventType| config.added_consumer(function, kind, DEFAULT_GROUP);
+        let ours =
+            |function: &str, kind: EventType| config.added_consumer(function, kind, DEFAULT_GROUP);
         let bindings = [
             (config.consumer("paymentSuccessConsumer")?.clone(), EventType::PaymentSuccess),
             (config.consumer("stockFreezeFailedConsumer")?.clone(), EventType::StockFreezeFailed),
             (ours("stockDeductedConsumer", EventType::StockDeducted), EventType::StockDeducted),
             (ours("paymentFailedConsumer", EventType::PaymentFailed), EventType::PaymentFailed),
-            (ours("paymentRefundedConsumer", EventType::PaymentRefunded), EventType::PaymentRefunded),
+            (
+                ours("paymentRefundedConsumer", EventType::PaymentRefunded),
+                EventType::PaymentRefunded,
+            ),
         ];
         for (binding, kind) in bindings {
             host.bind(binding, Arc::new(FactHandler { svc: svc.clone(), kind })).await?;
@@ -114,20 +130,33 @@ impl FactHandler {
         Ok(match self.kind {
             EventType::PaymentSuccess => {
                 let e: PaymentSuccessEvent = message.decode()?;
-                let p = PaymentRef { payment_id: e.payment_id, transaction_no: e.transaction_no, amount: e.amount };
+                let p = PaymentRef {
+                    payment_id: e.payment_id,
+                    transaction_no: e.transaction_no,
+                    amount: e.amount,
+                };
                 (e.order_no, Fact::PaymentSucceeded(p))
             }
             EventType::StockFreezeFailed => {
                 let e: StockFreezeFailedEvent = message.decode()?;
                 (e.order_no, Fact::StockFreezeFailed { reason: e.reason })
             }
-            EventType::StockDeducted => (message.decode::<StockDeductedEvent>()?.order_no, Fact::StockDeducted),
+            EventType::StockDeducted => {
+                (message.decode::<StockDeductedEvent>()?.order_no, Fact::StockDeducted)
+            }
             EventType::PaymentFailed => {
                 let e: PaymentFailedEvent = message.decode()?;
                 (e.order_no, Fact::PaymentFailed { reason: e.reason })
             }
-            EventType::PaymentRefunded => (message.decode::<PaymentRefundedEvent>()?.order_no, Fact::PaymentRefunded),
-            other => return Err(HandleError::Permanent(format!("order service does not consume {}", other.tag()))),
+            EventType::PaymentRefunded => {
+                (message.decode::<PaymentRefundedEvent>()?.order_no, Fact::PaymentRefunded)
+            }
+            other => {
+                return Err(HandleError::Permanent(format!(
+                    "order service does not consume {}",
+                    other.tag()
+                )));
+            }
         })
     }
 }
@@ -155,7 +184,12 @@ impl TxHandler for FactHandler {
             if let Some(reason) = d.cancel {
                 self.svc.announce_cancellation(tx, &order_no, *order_id, *user_id, reason).await?;
             }
-            tracing::info!(order_no, event = self.kind.tag(), status = d.state.status.as_str(), "order updated");
+            tracing::info!(
+                order_no,
+                event = self.kind.tag(),
+                status = d.state.status.as_str(),
+                "order updated"
+            );
             *state = d.state;
         }
         Ok(())

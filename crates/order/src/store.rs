@@ -10,11 +10,12 @@ use std::{
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
-use stream::{Tx, rows, tx::Statement};
+use storage::{Statement, Tx, decode, rows};
 
 use crate::domain::{OrderState, OrderStatus, PaymentRef};
 
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE products (
     id BIGINT PRIMARY KEY, name TEXT NOT NULL, price TEXT NOT NULL, updated_at BIGINT NOT NULL);
 CREATE TABLE orders (
@@ -33,16 +34,19 @@ CREATE INDEX order_history_by_order ON order_history (order_no, id);
 CREATE TABLE idempotency_keys (
     idem_key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, order_no TEXT NOT NULL,
     created_at BIGINT NOT NULL);
-", "
+",
+    "
 CREATE TABLE order_messages (
     order_no TEXT NOT NULL, tags TEXT NOT NULL, topic TEXT NOT NULL, keys TEXT NOT NULL,
     properties TEXT NOT NULL, body TEXT NOT NULL,
     sent_at BIGINT NOT NULL, resends BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (order_no, tags));
 CREATE INDEX orders_by_status_age ON orders (status, created_at);
-", "
+",
+    "
 CREATE INDEX orders_by_update ON orders (updated_at);
-"];
+",
+];
 
 fn decimal(row: &AnyRow, col: &str) -> Result<Decimal, sqlx::Error> {
     let text: String = row.try_get(col)?;
@@ -51,8 +55,10 @@ fn decimal(row: &AnyRow, col: &str) -> Result<Decimal, sqlx::Error> {
 
 fn opt_decimal(row: &AnyRow, col: &str) -> Result<Option<Decimal>, sqlx::Error> {
     let text: Option<String> = row.try_get(col)?;
-    text.map(|t| Decimal::from_str(&t).map_err(|e| sqlx::Error::Decode(format!("{col}: {e}").into())))
-        .transpose()
+    text.map(|t| {
+        Decimal::from_str(&t).map_err(|e| sqlx::Error::Decode(format!("{col}: {e}").into()))
+    })
+    .transpose()
 }
 
 /// A product of the catalogue the order service prices from.
@@ -80,9 +86,16 @@ pub async fn upsert_product(tx: &mut Tx, p: &Product) -> Result<(), sqlx::Error>
 }
 
 pub async fn products(pool: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, name, price FROM products ORDER BY id").fetch_all(pool).await?;
+    let rows =
+        sqlx::query("SELECT id, name, price FROM products ORDER BY id").fetch_all(pool).await?;
     rows.iter()
-        .map(|r| Ok(Product { id: r.try_get("id")?, name: r.try_get("name")?, price: decimal(r, "price")? }))
+        .map(|r| {
+            Ok(Product {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                price: decimal(r, "price")?,
+            })
+        })
         .collect()
 }
 
@@ -90,7 +103,11 @@ pub async fn products(pool: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
 pub async fn prices(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
     let mut out = BTreeMap::new();
     for chunk in rows::chunks(ids) {
-        let mut q = sqlx::query(rows::in_list("SELECT id, price FROM products WHERE id IN", 1, chunk.len()));
+        let mut q = sqlx::query(rows::in_list(
+            "SELECT id, price FROM products WHERE id IN",
+            1,
+            chunk.len(),
+        ));
         for id in chunk {
             q = q.bind(*id);
         }
@@ -110,16 +127,20 @@ pub struct Created {
 
 /// Ids for `n` new orders, taken inside the write transaction, so each order's insert can
 /// carry its number and need no reply (it is queued with the group's other writes,
-/// [`stream::tx`]). PostgreSQL: the column's own sequence, one round trip (shared safely by
+/// [`storage::tx`]). PostgreSQL: the column's own sequence, one round trip (shared safely by
 /// several instances). SQLite: after `last`, the last id this process gave, read the first
 /// time from the file (the largest id ever given, `sqlite_sequence`, as AUTOINCREMENT
 /// would): one process owns the file and only its one creator inserts orders, so no round
 /// trip after the first. Ids of an order that is then not written are skipped.
-pub async fn order_ids(tx: &mut Tx, n: usize, last: &mut Option<i64>) -> Result<Vec<i64>, sqlx::Error> {
+pub async fn order_ids(
+    tx: &mut Tx,
+    n: usize,
+    last: &mut Option<i64>,
+) -> Result<Vec<i64>, sqlx::Error> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    if tx.backend() == stream::db::Backend::Postgres {
+    if tx.backend() == storage::Backend::Postgres {
         return tx
             .fetch_all(sqlx::query("SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)").bind(n as i64))
             .await?
@@ -185,27 +206,45 @@ const STATE_COLUMNS: &str =
 
 /// The orders of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
 /// orderNo order) inside the write transaction: one statement for a whole batch.
-pub async fn load_states(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<String, Loaded>, sqlx::Error> {
+pub async fn load_states(
+    tx: &mut Tx,
+    order_nos: &[&str],
+) -> Result<HashMap<String, Loaded>, sqlx::Error> {
     tx.fetch_locked(STATE_COLUMNS, "order_no", order_nos)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get("order_no")?, (r.try_get("id")?, r.try_get("user_id")?, state_of(r)?))))
+        .map(|r| {
+            Ok((r.try_get("order_no")?, (r.try_get("id")?, r.try_get("user_id")?, state_of(r)?)))
+        })
         .collect()
 }
 
 fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {
+    let id: i64 = r.try_get("id")?;
+    let key = || format!("id {id}");
     let status: String = r.try_get("status")?;
     let payment_id: Option<i64> = r.try_get("payment_id")?;
     let payment = match payment_id {
         Some(payment_id) => Some(PaymentRef {
             payment_id,
-            transaction_no: r.try_get::<Option<String>, _>("transaction_no")?.unwrap_or_default(),
-            amount: opt_decimal(r, "paid_amount")?.unwrap_or_default(),
+            transaction_no: decode::required(
+                r.try_get("transaction_no")?,
+                "orders",
+                "transaction_no",
+                key(),
+            )?,
+            amount: decode::required(
+                opt_decimal(r, "paid_amount")?,
+                "orders",
+                "paid_amount",
+                key(),
+            )?,
         }),
         None => None,
     };
     Ok(OrderState {
-        status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("status {status}").into()))?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| decode::corrupt("orders", "status", key(), format!("{status:?}")))?,
         total: decimal(r, "total")?,
         payment,
         stock_deducted: r.try_get::<i64, _>("stock_deducted")? != 0,
@@ -235,14 +274,21 @@ pub async fn save_state(tx: &mut Tx, order_no: &str, s: &OrderState) -> Result<(
 }
 
 /// Adds a line to the order's history; returns it.
-pub async fn record(tx: &mut Tx, order_no: &str, event: &str, detail: &str) -> Result<HistoryEntry, sqlx::Error> {
+pub async fn record(
+    tx: &mut Tx,
+    order_no: &str,
+    event: &str,
+    detail: &str,
+) -> Result<HistoryEntry, sqlx::Error> {
     let at = events::now_millis();
     tx.write(
-        sqlx::query("INSERT INTO order_history (order_no, at, event, detail) VALUES ($1, $2, $3, $4)")
-            .bind(order_no)
-            .bind(at)
-            .bind(event)
-            .bind(detail),
+        sqlx::query(
+            "INSERT INTO order_history (order_no, at, event, detail) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(order_no)
+        .bind(at)
+        .bind(event)
+        .bind(detail),
     )
     .await?;
     Ok(HistoryEntry { at, event: event.to_owned(), detail: detail.to_owned() })
@@ -250,7 +296,11 @@ pub async fn record(tx: &mut Tx, order_no: &str, event: &str, detail: &str) -> R
 
 /// Keeps the exact message the order announced (same eventId), for the compensation job to
 /// send again.
-pub async fn save_message(tx: &mut Tx, order_no: &str, m: &events::Message) -> Result<(), sqlx::Error> {
+pub async fn save_message(
+    tx: &mut Tx,
+    order_no: &str,
+    m: &events::Message,
+) -> Result<(), sqlx::Error> {
     tx.write(
         sqlx::query(
             "INSERT INTO order_messages (order_no, tags, topic, keys, properties, body, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -270,7 +320,12 @@ pub async fn save_message(tx: &mut Tx, order_no: &str, m: &events::Message) -> R
 /// Announced messages of orders that are still waiting on them, last sent before `cutoff`
 /// and sent again fewer than `max_resends` times: `ORDER_CREATED` of a PENDING order,
 /// `ORDER_CANCELLED` of a CANCELLED order whose captured payment is not refunded yet.
-pub async fn stale_messages(pool: &AnyPool, cutoff: i64, max_resends: i64, limit: i64) -> Result<Vec<(String, events::Message)>, sqlx::Error> {
+pub async fn stale_messages(
+    pool: &AnyPool,
+    cutoff: i64,
+    max_resends: i64,
+    limit: i64,
+) -> Result<Vec<(String, events::Message)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT m.order_no, m.tags, m.topic, m.keys, m.properties, m.body
          FROM order_messages m JOIN orders o ON o.order_no = m.order_no
@@ -286,15 +341,23 @@ pub async fn stale_messages(pool: &AnyPool, cutoff: i64, max_resends: i64, limit
     .await?;
     rows.iter()
         .map(|r| {
+            let order_no: String = r.try_get("order_no")?;
+            let tags: String = r.try_get("tags")?;
             let properties: String = r.try_get("properties")?;
             let body: String = r.try_get("body")?;
+            let properties = decode::json(
+                &properties,
+                "order_messages",
+                "properties",
+                format!("{order_no}/{tags}"),
+            )?;
             Ok((
-                r.try_get("order_no")?,
+                order_no,
                 events::Message {
                     topic: r.try_get("topic")?,
-                    tags: r.try_get("tags")?,
+                    tags,
                     keys: r.try_get("keys")?,
-                    properties: serde_json::from_str(&properties).unwrap_or_default(),
+                    properties,
                     body: body.into_bytes(),
                 },
             ))
@@ -305,11 +368,17 @@ pub async fn stale_messages(pool: &AnyPool, cutoff: i64, max_resends: i64, limit
 /// Forgets the announced messages an order no longer waits on: all of them once PAID or
 /// refunded, `order-created` once CANCELLED. (What remains is what the compensation job may
 /// have to send again, so its scan stays as small as the orders in flight.)
-pub async fn prune_messages(tx: &mut Tx, order_no: &str, s: &OrderState) -> Result<(), sqlx::Error> {
+pub async fn prune_messages(
+    tx: &mut Tx,
+    order_no: &str,
+    s: &OrderState,
+) -> Result<(), sqlx::Error> {
     let sql = match s.status {
         OrderStatus::Paid => "DELETE FROM order_messages WHERE order_no = $1",
         OrderStatus::Cancelled if s.refunded => "DELETE FROM order_messages WHERE order_no = $1",
-        OrderStatus::Cancelled => "DELETE FROM order_messages WHERE order_no = $1 AND tags = 'ORDER_CREATED'",
+        OrderStatus::Cancelled => {
+            "DELETE FROM order_messages WHERE order_no = $1 AND tags = 'ORDER_CREATED'"
+        }
         OrderStatus::Pending => return Ok(()),
     };
     tx.write(sqlx::query(sql).bind(order_no)).await
@@ -327,7 +396,11 @@ pub async fn message_resent(tx: &mut Tx, order_no: &str, tags: &str) -> Result<(
 }
 
 /// PENDING orders created before `cutoff`, oldest first.
-pub async fn pending_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+pub async fn pending_before(
+    pool: &AnyPool,
+    cutoff: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT order_no FROM orders WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at LIMIT $2")
         .bind(cutoff)
         .bind(limit)
@@ -337,11 +410,21 @@ pub async fn pending_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<V
 
 /// An earlier request under the same Idempotency-Key: its request hash and order.
 pub async fn idempotent(tx: &mut Tx, key: &str) -> Result<Option<(String, String)>, sqlx::Error> {
-    let row = tx.fetch_optional(sqlx::query("SELECT request_hash, order_no FROM idempotency_keys WHERE idem_key = $1").bind(key)).await?;
+    let row = tx
+        .fetch_optional(
+            sqlx::query("SELECT request_hash, order_no FROM idempotency_keys WHERE idem_key = $1")
+                .bind(key),
+        )
+        .await?;
     row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("order_no")?))).transpose()
 }
 
-pub async fn remember_key(tx: &mut Tx, key: &str, hash: &str, order_no: &str) -> Result<(), sqlx::Error> {
+pub async fn remember_key(
+    tx: &mut Tx,
+    key: &str,
+    hash: &str,
+    order_no: &str,
+) -> Result<(), sqlx::Error> {
     tx.write(
         sqlx::query("INSERT INTO idempotency_keys (idem_key, request_hash, order_no, created_at) VALUES ($1, $2, $3, $4)")
             .bind(key)
@@ -390,20 +473,30 @@ pub struct OrderView {
     pub events: Vec<HistoryEntry>,
 }
 
-const VIEW_COLUMNS: &str = "id, order_no, user_id, total, lines, remark, status, payment_id, transaction_no, paid_amount,
+const VIEW_COLUMNS: &str =
+    "id, order_no, user_id, total, lines, remark, status, payment_id, transaction_no, paid_amount,
                             stock_deducted, refunded, cancel_reason, created_at, updated_at";
 
 fn view_of(r: &AnyRow) -> Result<OrderView, sqlx::Error> {
     let state = state_of(r)?;
+    let id: i64 = r.try_get("id")?;
     let lines: String = r.try_get("lines")?;
-    let lines: BTreeMap<i64, i32> = serde_json::from_str(&lines).unwrap_or_default();
+    let lines: BTreeMap<i64, i32> = decode::json(&lines, "orders", "lines", format!("id {id}"))?;
     Ok(OrderView {
-        order_id: r.try_get("id")?,
-        order_no: r.try_get::<Option<String>, _>("order_no")?.unwrap_or_default(),
+        order_id: id,
+        order_no: decode::required(
+            r.try_get("order_no")?,
+            "orders",
+            "order_no",
+            format!("id {id}"),
+        )?,
         user_id: r.try_get("user_id")?,
         status: state.status,
         total_amount: state.total,
-        items: lines.into_iter().map(|(product_id, quantity)| Line { product_id, quantity }).collect(),
+        items: lines
+            .into_iter()
+            .map(|(product_id, quantity)| Line { product_id, quantity })
+            .collect(),
         remark: r.try_get("remark")?,
         cancel_reason: state.cancel_reason,
         payment_id: state.payment.as_ref().map(|p| p.payment_id),
@@ -418,14 +511,24 @@ fn view_of(r: &AnyRow) -> Result<OrderView, sqlx::Error> {
 
 impl Created {
     /// The new order as [`view`] would read it back, without reading it back.
-    pub fn view(&self, user_id: i64, total: Decimal, lines: &BTreeMap<i64, i32>, remark: Option<&str>, created: HistoryEntry) -> OrderView {
+    pub fn view(
+        &self,
+        user_id: i64,
+        total: Decimal,
+        lines: &BTreeMap<i64, i32>,
+        remark: Option<&str>,
+        created: HistoryEntry,
+    ) -> OrderView {
         OrderView {
             order_id: self.order_id,
             order_no: self.order_no.clone(),
             user_id,
             status: OrderStatus::Pending,
             total_amount: total,
-            items: lines.iter().map(|(&product_id, &quantity)| Line { product_id, quantity }).collect(),
+            items: lines
+                .iter()
+                .map(|(&product_id, &quantity)| Line { product_id, quantity })
+                .collect(),
             remark: remark.map(str::to_owned),
             cancel_reason: None,
             payment_id: None,
@@ -440,7 +543,10 @@ impl Created {
 }
 
 /// One order with its history.
-pub async fn view(conn: &mut AnyConnection, order_no: &str) -> Result<Option<OrderView>, sqlx::Error> {
+pub async fn view(
+    conn: &mut AnyConnection,
+    order_no: &str,
+) -> Result<Option<OrderView>, sqlx::Error> {
     let Some(order) = order_query(order_no).fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
@@ -456,24 +562,39 @@ pub async fn view_in(tx: &mut Tx, order_no: &str) -> Result<Option<OrderView>, s
 }
 
 fn order_query(order_no: &str) -> Statement<'_> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM orders WHERE order_no = $1"))).bind(order_no)
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM orders WHERE order_no = $1"
+    )))
+    .bind(order_no)
 }
 
 fn history_query(order_no: &str) -> Statement<'_> {
-    sqlx::query("SELECT at, event, detail FROM order_history WHERE order_no = $1 ORDER BY id").bind(order_no)
+    sqlx::query("SELECT at, event, detail FROM order_history WHERE order_no = $1 ORDER BY id")
+        .bind(order_no)
 }
 
 fn with_history(order: &AnyRow, history: &[AnyRow]) -> Result<OrderView, sqlx::Error> {
     let mut v = view_of(order)?;
     v.events = history
         .iter()
-        .map(|r| Ok(HistoryEntry { at: r.try_get("at")?, event: r.try_get("event")?, detail: r.try_get("detail")? }))
+        .map(|r| {
+            Ok(HistoryEntry {
+                at: r.try_get("at")?,
+                event: r.try_get("event")?,
+                detail: r.try_get("detail")?,
+            })
+        })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(v)
 }
 
 /// Orders, newest first, optionally of one user and one status.
-pub async fn list(pool: &AnyPool, user_id: Option<i64>, status: Option<OrderStatus>, limit: i64) -> Result<Vec<OrderView>, sqlx::Error> {
+pub async fn list(
+    pool: &AnyPool,
+    user_id: Option<i64>,
+    status: Option<OrderStatus>,
+    limit: i64,
+) -> Result<Vec<OrderView>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM orders
          WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR status = $2)
@@ -489,6 +610,76 @@ pub async fn list(pool: &AnyPool, user_id: Option<i64>, status: Option<OrderStat
 
 /// Order counts by status (for `/metrics`).
 pub async fn count_by_status(pool: &AnyPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status").fetch_all(pool).await?;
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+        .fetch_all(pool)
+        .await?;
     rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+}
+
+// The checker's questions (`orderflow check` and the invariant gauges): one function each,
+// here beside the table they read.
+
+/// What the checker judges of an order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderAudit {
+    pub order_no: String,
+    pub status: OrderStatus,
+    pub total: Decimal,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const AUDIT_SELECT: &str = "SELECT order_no, status, total, created_at, updated_at FROM orders";
+
+fn audit_of(r: &AnyRow) -> Result<OrderAudit, sqlx::Error> {
+    let order_no: String = r.try_get("order_no")?;
+    let status: String = r.try_get("status")?;
+    let total: String = r.try_get("total")?;
+    Ok(OrderAudit {
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| decode::corrupt("orders", "status", &order_no, format!("{status:?}")))?,
+        total: Decimal::from_str(&total)
+            .map_err(|e| decode::corrupt("orders", "total", &order_no, e))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        order_no,
+    })
+}
+
+/// Up to `limit` orders after `after` in orderNo order: a page of a full check.
+pub async fn audit_page(
+    pool: &AnyPool,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<OrderAudit>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{AUDIT_SELECT} WHERE order_no > $1 ORDER BY order_no LIMIT $2"
+    )))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(audit_of).collect()
+}
+
+/// The named orders (those of them that exist).
+pub async fn audit(pool: &AnyPool, order_nos: &[String]) -> Result<Vec<OrderAudit>, sqlx::Error> {
+    let select = format!("{AUDIT_SELECT} WHERE");
+    let rows = rows::fetch_keys(pool, &select, "order_no", rows::Keys::Named(order_nos)).await?;
+    rows.iter().map(audit_of).collect()
+}
+
+/// Orders last changed in `(since, until]` (by `updated_at`, indexed).
+pub async fn changed_between(
+    pool: &AnyPool,
+    since: i64,
+    until: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT order_no FROM orders WHERE updated_at > $1 AND updated_at <= $2 AND order_no IS NOT NULL",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(pool)
+    .await
 }

@@ -31,8 +31,9 @@ use std::{
 
 use anyhow::Context;
 use async_trait::async_trait;
+use binding::{Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome};
+use embedded::EmbeddedBinder;
 use serde_json::Value;
-use stream::{Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome, embedded::EmbeddedBinder};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -107,12 +108,33 @@ pub struct BenchReport {
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let l = |x: &Latency| format!("p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} ms ({} samples)", x.p50, x.p90, x.p99, x.max, x.samples);
-        let opt = |x: Option<f64>, unit: &str| x.map(|v| format!("{v:.1}{unit}")).unwrap_or_else(|| "-".into());
-        writeln!(f, "orders                 {} ({} paid, {} cancelled)", self.orders, self.paid, self.cancelled)?;
-        writeln!(f, "offered                {}", self.offered_rate.map(|r| format!("{r:.0} orders/s")).unwrap_or_else(|| "flat out".into()))?;
+        let l = |x: &Latency| {
+            format!(
+                "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} ms ({} samples)",
+                x.p50, x.p90, x.p99, x.max, x.samples
+            )
+        };
+        let opt = |x: Option<f64>, unit: &str| {
+            x.map(|v| format!("{v:.1}{unit}")).unwrap_or_else(|| "-".into())
+        };
+        writeln!(
+            f,
+            "orders                 {} ({} paid, {} cancelled)",
+            self.orders, self.paid, self.cancelled
+        )?;
+        writeln!(
+            f,
+            "offered                {}",
+            self.offered_rate
+                .map(|r| format!("{r:.0} orders/s"))
+                .unwrap_or_else(|| "flat out".into())
+        )?;
         writeln!(f, "created                {:.1} orders/s", self.create_rate)?;
-        writeln!(f, "end to end             {:.1} orders/s (create -> terminal)", self.end_to_end_rate)?;
+        writeln!(
+            f,
+            "end to end             {:.1} orders/s (create -> terminal)",
+            self.end_to_end_rate
+        )?;
         writeln!(f, "create latency         {}", l(&self.create_latency_ms))?;
         writeln!(f, "create -> PAID         {}", l(&self.create_to_paid_ms))?;
         writeln!(f, "messages per order     {:.2}", self.messages_per_order)?;
@@ -122,18 +144,29 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "CPU                    {}", opt(self.cpu_percent, " % (100 = one core)"))?;
         writeln!(f, "peak RSS               {}", opt(self.peak_rss_mb, " MB"))?;
         writeln!(f, "raw binder round trip  {}", opt(self.raw_binder_rate, " msg/s"))?;
-        writeln!(f, "  end to end / (raw / messages per order) = {}", opt(self.ratio_to_raw.map(|r| r * 100.0), " %"))?;
+        writeln!(
+            f,
+            "  end to end / (raw / messages per order) = {}",
+            opt(self.ratio_to_raw.map(|r| r * 100.0), " %")
+        )?;
         write!(f, "disk durable commits   {}", opt(self.disk_commit_rate, " commits/s"))
     }
 }
 
 /// Runs the load, then the baselines; `progress` gets a line now and then.
-pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyhow::Result<BenchReport> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(cfg.concurrency.max(1) * 2).build()?;
+pub async fn run(
+    cfg: &BenchConfig,
+    progress: &(dyn Fn(String) + Sync),
+) -> anyhow::Result<BenchReport> {
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(cfg.concurrency.max(1) * 2).build()?;
     anyhow::ensure!(cfg.count.is_some() || cfg.duration.is_some(), "give a count or a duration");
     let planned = cfg.count.unwrap_or(usize::MAX);
     // Enough stock that every order can be paid.
-    let units = cfg.count.map(|n| n as i64).unwrap_or_else(|| (cfg.rate.unwrap_or(5_000.0) * cfg.duration.map(|d| d.as_secs_f64()).unwrap_or(60.0) * 2.0) as i64);
+    let units = cfg.count.map(|n| n as i64).unwrap_or_else(|| {
+        (cfg.rate.unwrap_or(5_000.0) * cfg.duration.map(|d| d.as_secs_f64()).unwrap_or(60.0) * 2.0)
+            as i64
+    });
     let r = http
         .put(format!("{}/api/admin/stock/{}", cfg.stock_url, cfg.product))
         .bearer_auth(&cfg.admin_token)
@@ -141,7 +174,12 @@ pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyho
         .send()
         .await
         .with_context(|| format!("{}: no answer (is the system running?)", cfg.stock_url))?;
-    anyhow::ensure!(r.status().is_success(), "topping up stock of product {}: {}", cfg.product, r.status());
+    anyhow::ensure!(
+        r.status().is_success(),
+        "topping up stock of product {}: {}",
+        cfg.product,
+        r.status()
+    );
 
     let terminal_before = terminal_orders(&http, &cfg.order_url).await?;
     let published_before = published(&http, &cfg.service_urls).await?;
@@ -155,7 +193,8 @@ pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyho
     let mut workers = tokio::task::JoinSet::new();
     let workers_n = cfg.concurrency.max(1);
     for _ in 0..workers_n {
-        let (http, url, next, created) = (http.clone(), format!("{}/api/orders", cfg.order_url), next.clone(), created.clone());
+        let (http, url, next, created) =
+            (http.clone(), format!("{}/api/orders", cfg.order_url), next.clone(), created.clone());
         let (rate, product) = (cfg.rate, cfg.product);
         workers.spawn(async move {
             loop {
@@ -205,7 +244,12 @@ pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyho
         if done >= orders {
             break (p - terminal_before.0, c - terminal_before.1);
         }
-        anyhow::ensure!(settle_start.elapsed() < cfg.settle_limit, "{} orders still not terminal after {:?}", orders - done, cfg.settle_limit);
+        anyhow::ensure!(
+            settle_start.elapsed() < cfg.settle_limit,
+            "{} orders still not terminal after {:?}",
+            orders - done,
+            cfg.settle_limit
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -225,16 +269,23 @@ pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyho
     let mut to_paid = Vec::new();
     let step = (orders / 5_000).max(1);
     for (no, _) in created.iter().step_by(step) {
-        let v: Value = http.get(format!("{}/api/orders/{no}", cfg.order_url)).send().await?.json().await?;
+        let v: Value =
+            http.get(format!("{}/api/orders/{no}", cfg.order_url)).send().await?.json().await?;
         if v["status"] == "PAID" {
-            let (c, u) = (v["createdAt"].as_i64().unwrap_or(0), v["updatedAt"].as_i64().unwrap_or(0));
+            let (c, u) =
+                (v["createdAt"].as_i64().unwrap_or(0), v["updatedAt"].as_i64().unwrap_or(0));
             to_paid.push((u - c) as f64);
         }
     }
 
     let (raw_binder_rate, disk_commit_rate) = if cfg.baseline_messages > 0 {
         progress(format!("baseline: raw binder round trip of {} messages", cfg.baseline_messages));
-        let raw = raw_binder_rate(&cfg.scratch_dir, cfg.raw_name_server.as_deref(), cfg.baseline_messages).await?;
+        let raw = raw_binder_rate(
+            &cfg.scratch_dir,
+            cfg.raw_name_server.as_deref(),
+            cfg.baseline_messages,
+        )
+        .await?;
         progress("baseline: durable commits".into());
         (Some(raw), Some(disk_commit_rate(&cfg.scratch_dir, 500).await?))
     } else {
@@ -256,18 +307,30 @@ pub async fn run(cfg: &BenchConfig, progress: &(dyn Fn(String) + Sync)) -> anyho
         cpu_percent,
         peak_rss_mb,
         raw_binder_rate,
-        ratio_to_raw: raw_binder_rate.filter(|_| messages_per_order > 0.0).map(|raw| end_to_end_rate / (raw / messages_per_order)),
+        ratio_to_raw: raw_binder_rate
+            .filter(|_| messages_per_order > 0.0)
+            .map(|raw| end_to_end_rate / (raw / messages_per_order)),
         disk_commit_rate,
         seconds,
     })
 }
 
 fn rand_u16() -> u16 {
-    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 65_521) as u16
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        % 65_521) as u16
 }
 
 async fn metrics_text(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    Ok(http.get(format!("{base}/metrics")).send().await.with_context(|| format!("{base}/metrics"))?.text().await?)
+    Ok(http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .with_context(|| format!("{base}/metrics"))?
+        .text()
+        .await?)
 }
 
 /// The value of each `name{label="x"}` line, by x.
@@ -287,13 +350,19 @@ fn family(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
     out
 }
 
-async fn terminal_orders(http: &reqwest::Client, order_url: &str) -> anyhow::Result<(usize, usize)> {
+async fn terminal_orders(
+    http: &reqwest::Client,
+    order_url: &str,
+) -> anyhow::Result<(usize, usize)> {
     let by_status = family(&metrics_text(http, order_url).await?, "orderflow_orders", "status");
     let n = |s: &str| by_status.get(s).copied().unwrap_or(0.0) as usize;
     Ok((n("PAID"), n("CANCELLED")))
 }
 
-async fn published(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
+async fn published(
+    http: &reqwest::Client,
+    urls: &[String],
+) -> anyhow::Result<BTreeMap<String, f64>> {
     let mut total = BTreeMap::new();
     for url in urls {
         let text = metrics_text(http, url).await?;
@@ -312,7 +381,10 @@ struct ProcessSampler {
 
 impl ProcessSampler {
     fn start(urls: &[String]) -> ProcessSampler {
-        let ports: Vec<u16> = urls.iter().filter_map(|u| u.rsplit(':').next()?.trim_end_matches('/').parse().ok()).collect();
+        let ports: Vec<u16> = urls
+            .iter()
+            .filter_map(|u| u.rsplit(':').next()?.trim_end_matches('/').parse().ok())
+            .collect();
         let pids = listening_pids(&ports);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
@@ -349,7 +421,10 @@ fn listening_pids(ports: &[u16]) -> Vec<u32> {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else { continue };
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
             let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
             if *state == "0A" && port.is_some_and(|p| ports.contains(&p)) {
                 inodes.insert(format!("socket:[{inode}]"));
@@ -361,7 +436,9 @@ fn listening_pids(ports: &[u16]) -> Vec<u32> {
     for p in procs.flatten() {
         let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
-        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| inodes.contains(&*l.to_string_lossy()))) {
+        if fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| inodes.contains(&*l.to_string_lossy()))
+        }) {
             pids.push(pid);
         }
     }
@@ -386,7 +463,7 @@ fn cpu_ticks(pid: u32) -> Option<f64> {
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
-    Some(stream::metrics::resident_bytes(&pid.to_string())? as f64 / 1_048_576.0)
+    Some(binding::metrics::resident_bytes(&pid.to_string())? as f64 / 1_048_576.0)
 }
 
 /// Counts deliveries; signals when `target` were seen.
@@ -410,11 +487,17 @@ impl MessageHandler for Counter {
 /// group with the seed's settings; messages per second from first publish to last ack. On
 /// the embedded binder in a scratch file under `dir`, or on the RocketMQ cluster of
 /// `name_server`.
-pub async fn raw_binder_rate(dir: &Path, name_server: Option<&str>, n: usize) -> anyhow::Result<f64> {
+pub async fn raw_binder_rate(
+    dir: &Path,
+    name_server: Option<&str>,
+    n: usize,
+) -> anyhow::Result<f64> {
     const TOPIC: &str = "orderflow-raw-bench";
     let scratch = tempfile::tempdir_in(dir).context("scratch directory for the baseline")?;
     let binder: Arc<dyn Binder> = match name_server {
-        None => Arc::new(EmbeddedBinder::open(&scratch.path().join("raw.db"), Metrics::new()).await?),
+        None => {
+            Arc::new(EmbeddedBinder::open(&scratch.path().join("raw.db"), Metrics::new()).await?)
+        }
         Some(ns) => {
             let settings = rocketmq_binder::RocketMqSettings {
                 name_server: ns.to_owned(),
@@ -425,9 +508,18 @@ pub async fn raw_binder_rate(dir: &Path, name_server: Option<&str>, n: usize) ->
             Arc::new(rocketmq_binder::RocketMqBinder::connect(settings, Metrics::new()).await?)
         }
     };
-    let counter = Arc::new(Counter { seen: AtomicUsize::new(0), target: n, done: tokio::sync::Notify::new() });
+    let counter = Arc::new(Counter {
+        seen: AtomicUsize::new(0),
+        target: n,
+        done: tokio::sync::Notify::new(),
+    });
     let group = format!("orderflow-raw-bench-{}", rand_u16());
-    binder.bind_consumer(ConsumerBinding::with_defaults("raw-in-0", TOPIC, &group, "RAW"), counter.clone()).await?;
+    binder
+        .bind_consumer(
+            ConsumerBinding::with_defaults("raw-in-0", TOPIC, &group, "RAW"),
+            counter.clone(),
+        )
+        .await?;
     binder.start().await?;
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -440,7 +532,13 @@ pub async fn raw_binder_rate(dir: &Path, name_server: Option<&str>, n: usize) ->
                 if i >= n {
                     return Ok::<_, anyhow::Error>(());
                 }
-                let m = Message { topic: TOPIC.into(), tags: "RAW".into(), keys: format!("k{i}"), properties: Default::default(), body: b"{}".to_vec() };
+                let m = Message {
+                    topic: TOPIC.into(),
+                    tags: "RAW".into(),
+                    keys: format!("k{i}"),
+                    properties: Default::default(),
+                    body: b"{}".to_vec(),
+                };
                 binder.publish(&[m]).await?;
             }
         });
@@ -450,7 +548,9 @@ pub async fn raw_binder_rate(dir: &Path, name_server: Option<&str>, n: usize) ->
     }
     let done = counter.done.notified();
     if counter.seen.load(Ordering::SeqCst) < n {
-        tokio::time::timeout(Duration::from_secs(600), done).await.context("raw binder round trip did not finish")?;
+        tokio::time::timeout(Duration::from_secs(600), done)
+            .await
+            .context("raw binder round trip did not finish")?;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     binder.shutdown().await;
@@ -460,8 +560,12 @@ pub async fn raw_binder_rate(dir: &Path, name_server: Option<&str>, n: usize) ->
 /// Durable one-row commits per second on `dir`'s disk (SQLite WAL, `synchronous=FULL`).
 pub async fn disk_commit_rate(dir: &Path, n: usize) -> anyhow::Result<f64> {
     let scratch = tempfile::tempdir_in(dir).context("scratch directory for the baseline")?;
-    let db = stream::Db::open_sqlite(&scratch.path().join("commits.db")).await?;
-    db.migrate("bench", &["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v BIGINT NOT NULL)"]).await?;
+    let db = storage::Db::open_sqlite(&scratch.path().join("commits.db")).await?;
+    db.migrate(
+        "bench",
+        &["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v BIGINT NOT NULL)"],
+    )
+    .await?;
     let mut writer = db.writer().await?;
     let started = Instant::now();
     for i in 0..n {

@@ -15,18 +15,21 @@
 //! It only reads, a page of orders at a time (memory stays flat however large the tables
 //! grow); it can run against live databases (a violation seen mid-flight, such as a
 //! reservation a moment before its release, shows up again only if it persists).
-//! Sums are cast to BIGINT: PostgreSQL's SUM of BIGINT is NUMERIC.
+//! The queries are the services' own (`order::store::audit*`, `stock::store::balances` and
+//! `reservation_states`, `payment::store::outcomes`), beside the tables they read; this
+//! module only composes and judges.
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    str::FromStr,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use order::{domain::OrderStatus, store::OrderAudit};
+use payment::domain::PaymentStatus;
 use rust_decimal::Decimal;
-use sqlx::{Row, any::AnyRow};
-use stream::Db;
+use stock::domain::ReservationState;
+use storage::{Db, rows::Keys};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
@@ -54,10 +57,6 @@ pub const KINDS: [&str; 4] = ["conservation", "paid", "cancelled", "deadline"];
 /// Orders read (with their reservations and payments) per round.
 const PAGE: i64 = 1000;
 
-fn decimal(text: Option<String>) -> Option<Decimal> {
-    text.and_then(|t| Decimal::from_str(&t).ok())
-}
-
 /// Checks the databases of the order, stock and payment services.
 /// Orders changed within `grace` of `now_millis` are not judged on PAID/CANCELLED consistency
 /// yet (on a live system their last events may still be in flight); 0 judges everything.
@@ -76,84 +75,41 @@ pub async fn check(
     // so memory stays bounded however many orders there are.
     let mut after = String::new();
     loop {
-        let orders = sqlx::query(
-            "SELECT order_no, status, total, created_at, updated_at FROM orders WHERE order_no > $1 ORDER BY order_no LIMIT $2",
-        )
-        .bind(&after)
-        .bind(PAGE)
-        .fetch_all(order.reader())
-        .await?;
-        let Some(last) = orders.last().map(|r| r.try_get::<String, _>("order_no")).transpose()? else { break };
+        let orders = order::store::audit_page(order.reader(), &after, PAGE).await?;
+        let Some(last) = orders.last().map(|o| o.order_no.clone()) else {
+            break;
+        };
         report.orders += orders.len();
-        let reservations = reservations_of(
-            sqlx::query("SELECT order_no, state FROM reservations WHERE order_no > $1 AND order_no <= $2")
-                .bind(&after)
-                .bind(&last)
-                .fetch_all(stock.reader())
-                .await?,
-        )?;
-        let payments = payments_of(
-            sqlx::query("SELECT order_no, status, amount FROM payments WHERE order_no > $1 AND order_no <= $2")
-                .bind(&after)
-                .bind(&last)
-                .fetch_all(payment.reader())
-                .await?,
-        )?;
-        after = last;
-        for r in &orders {
-            judge.order(r, &reservations, &payments, &mut report.violations)?;
+        let keys = Keys::Range { after: &after, through: &last };
+        let reservations = stock::store::reservation_states(stock.reader(), keys).await?;
+        let payments = payment::store::outcomes(payment.reader(), keys).await?;
+        for o in &orders {
+            judge.order(o, &reservations, &payments, &mut report.violations);
         }
+        after = last;
     }
     Ok(report)
 }
 
 /// Conservation, per product: one aggregate over the movements.
 async fn conservation(stock: &Db, report: &mut Report) -> anyhow::Result<()> {
-    let rows = sqlx::query(
-        // The movements are summed per product in index order, a row at a time: grouping
-        // the join itself made SQLite sort every movement in memory, on each pass.
-        "SELECT p.id, p.available, p.frozen, p.sold,
-                CAST(COALESCE(m.ma, 0) AS BIGINT) AS ma,
-                CAST(COALESCE(m.mf, 0) AS BIGINT) AS mf,
-                CAST(COALESCE(m.ms, 0) AS BIGINT) AS ms
-         FROM products p LEFT JOIN (
-             SELECT product_id, SUM(d_available) AS ma, SUM(d_frozen) AS mf, SUM(d_sold) AS ms
-             FROM stock_movements GROUP BY product_id) m ON m.product_id = p.id
-         ORDER BY p.id",
-    )
-    .fetch_all(stock.reader())
-    .await?;
-    report.products = rows.len();
-    for r in &rows {
-        let id: i64 = r.try_get("id")?;
-        let now: [i64; 3] = [r.try_get("available")?, r.try_get("frozen")?, r.try_get("sold")?];
-        let history: [i64; 3] = [r.try_get("ma")?, r.try_get("mf")?, r.try_get("ms")?];
-        if now != history {
-            report.violations.push(violation(
-                "conservation",
-                format!("product {id}"),
-                format!("available/frozen/sold are {now:?} but its movements add up to {history:?}"),
-            ));
-        }
+    let balances = stock::store::balances(stock.reader()).await?;
+    report.products = balances.len();
+    for b in balances.iter().filter(|b| b.counters != b.movements) {
+        report.violations.push(violation(
+            "conservation",
+            format!("product {}", b.product_id),
+            format!(
+                "available/frozen/sold are {:?} but its movements add up to {:?}",
+                b.counters, b.movements
+            ),
+        ));
     }
     Ok(())
 }
 
-/// orderNo → reservation state, from rows of (order_no, state).
-fn reservations_of(rows: Vec<AnyRow>) -> Result<HashMap<String, String>, sqlx::Error> {
-    rows.iter().map(|r| Ok((r.try_get("order_no")?, r.try_get("state")?))).collect()
-}
-
-/// orderNo → its payments' (status, amount), from rows of (order_no, status, amount).
-type Payments = HashMap<String, Vec<(String, Option<Decimal>)>>;
-
-fn payments_of(rows: Vec<AnyRow>) -> Result<Payments, sqlx::Error> {
-    let mut payments: Payments = HashMap::new();
-    for r in rows {
-        payments.entry(r.try_get("order_no")?).or_default().push((r.try_get("status")?, decimal(r.try_get("amount")?)));
-    }
-    Ok(payments)
-}
+/// orderNo → its payments' (status, amount).
+type Payments = BTreeMap<String, Vec<(PaymentStatus, Option<Decimal>)>>;
 
 /// The per-order rules, as of one instant.
 struct Judge {
@@ -167,62 +123,97 @@ impl Judge {
     fn new(deadline: Duration, grace: Duration, now_millis: i64) -> Judge {
         Judge {
             deadline_ms: i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX),
-            settled_before: now_millis.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)),
+            settled_before: now_millis
+                .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)),
             now_millis,
         }
     }
 
-    /// Judges one row of `orders` (order_no, status, total, created_at, updated_at).
+    /// Judges one order against its reservation and payments.
     fn order(
         &self,
-        r: &AnyRow,
-        reservations: &HashMap<String, String>,
+        o: &OrderAudit,
+        reservations: &BTreeMap<String, ReservationState>,
         payments: &Payments,
         out: &mut Vec<Violation>,
-    ) -> Result<(), sqlx::Error> {
-        let order_no: String = r.try_get::<Option<String>, _>("order_no")?.unwrap_or_default();
-        let status: String = r.try_get("status")?;
-        let total = decimal(r.try_get("total")?);
-        let created_at: i64 = r.try_get("created_at")?;
-        let updated_at: i64 = r.try_get("updated_at")?;
-        let subject = format!("order {order_no}");
-        let reservation = reservations.get(&order_no).map(String::as_str);
-        let pays = payments.get(&order_no).map(Vec::as_slice).unwrap_or_default();
-        let captured: Vec<&(String, Option<Decimal>)> = pays.iter().filter(|(s, _)| s == "SUCCESS").collect();
-        match status.as_str() {
-            "PAID" | "CANCELLED" if updated_at > self.settled_before => {}
-            "PAID" => {
+    ) {
+        let subject = format!("order {}", o.order_no);
+        let reservation = reservations.get(&o.order_no).copied();
+        let pays = payments.get(&o.order_no).map(Vec::as_slice).unwrap_or_default();
+        let captured: Vec<Option<Decimal>> = pays
+            .iter()
+            .filter(|(status, _)| *status == PaymentStatus::Success)
+            .map(|(_, amount)| *amount)
+            .collect();
+        match o.status {
+            OrderStatus::Paid | OrderStatus::Cancelled if o.updated_at > self.settled_before => {}
+            OrderStatus::Paid => {
                 match captured.as_slice() {
-                    [(_, amount)] if *amount == total => {}
-                    [(_, amount)] => {
-                        out.push(violation("paid", subject.clone(), format!("PAID {total:?} but the payment captured {amount:?}")))
-                    }
+                    [Some(amount)] if *amount == o.total => {}
+                    [amount] => out.push(violation(
+                        "paid",
+                        subject.clone(),
+                        format!("PAID {} but the payment captured {amount:?}", o.total),
+                    )),
                     other => out.push(violation(
                         "paid",
                         subject.clone(),
-                        format!("PAID with {} successful unrefunded payments (want exactly 1)", other.len()),
+                        format!(
+                            "PAID with {} successful unrefunded payments (want exactly 1)",
+                            other.len()
+                        ),
                     )),
                 }
-                if reservation != Some("DEDUCTED") {
-                    out.push(violation("paid", subject, format!("PAID but its reservation is {reservation:?}, not DEDUCTED")));
+                if reservation != Some(ReservationState::Deducted) {
+                    out.push(violation(
+                        "paid",
+                        subject,
+                        format!(
+                            "PAID but its reservation is {:?}, not DEDUCTED",
+                            reservation.map(ReservationState::as_str)
+                        ),
+                    ));
                 }
             }
-            "CANCELLED" => {
-                if matches!(reservation, Some("FROZEN" | "DEDUCTED" | "AWAITING_FREEZE")) {
-                    out.push(violation("cancelled", subject.clone(), format!("CANCELLED but its reservation is {reservation:?}")));
+            OrderStatus::Cancelled => {
+                if matches!(
+                    reservation,
+                    Some(
+                        ReservationState::Frozen
+                            | ReservationState::Deducted
+                            | ReservationState::AwaitingFreeze
+                    )
+                ) {
+                    out.push(violation(
+                        "cancelled",
+                        subject.clone(),
+                        format!(
+                            "CANCELLED but its reservation is {:?}",
+                            reservation.map(ReservationState::as_str)
+                        ),
+                    ));
                 }
                 if !captured.is_empty() {
-                    out.push(violation("cancelled", subject, "CANCELLED but a captured payment was not refunded"));
+                    out.push(violation(
+                        "cancelled",
+                        subject,
+                        "CANCELLED but a captured payment was not refunded",
+                    ));
                 }
             }
-            _ => {
-                if self.now_millis.saturating_sub(created_at) > self.deadline_ms {
-                    let age = Duration::from_millis(u64::try_from(self.now_millis - created_at).unwrap_or(0));
-                    out.push(violation("deadline", subject, format!("{status} for {}s, past the deadline", age.as_secs())));
+            OrderStatus::Pending => {
+                if self.now_millis.saturating_sub(o.created_at) > self.deadline_ms {
+                    let age = Duration::from_millis(
+                        u64::try_from(self.now_millis - o.created_at).unwrap_or(0),
+                    );
+                    out.push(violation(
+                        "deadline",
+                        subject,
+                        format!("PENDING for {}s, past the deadline", age.as_secs()),
+                    ));
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -237,22 +228,13 @@ async fn check_orders(
     order_nos: &[String],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    for chunk in stream::rows::chunks(order_nos) {
-        let fetch = |head: &str, db: &Db| {
-            let mut q = sqlx::query(stream::rows::in_list(head, 1, chunk.len()));
-            for no in chunk {
-                q = q.bind(no);
-            }
-            let pool = db.reader().clone();
-            async move { q.fetch_all(&pool).await }
-        };
-        let orders = fetch("SELECT order_no, status, total, created_at, updated_at FROM orders WHERE order_no IN", order).await?;
-        let reservations = reservations_of(fetch("SELECT order_no, state FROM reservations WHERE order_no IN", stock).await?)?;
-        let payments = payments_of(fetch("SELECT order_no, status, amount FROM payments WHERE order_no IN", payment).await?)?;
-        report.orders += orders.len();
-        for r in &orders {
-            judge.order(r, &reservations, &payments, &mut report.violations)?;
-        }
+    let orders = order::store::audit(order.reader(), order_nos).await?;
+    let reservations =
+        stock::store::reservation_states(stock.reader(), Keys::Named(order_nos)).await?;
+    let payments = payment::store::outcomes(payment.reader(), Keys::Named(order_nos)).await?;
+    report.orders += orders.len();
+    for o in &orders {
+        judge.order(o, &reservations, &payments, &mut report.violations);
     }
     Ok(())
 }
@@ -270,7 +252,7 @@ async fn check_orders(
 #[derive(Clone)]
 pub struct Gauges {
     pub dbs: [Db; 3],
-    pub metrics: stream::Metrics,
+    pub metrics: binding::Metrics,
     /// An order PENDING longer than this is a violation.
     pub deadline: Duration,
     pub state: Arc<Mutex<GaugeState>>,
@@ -293,7 +275,7 @@ const GAUGE_GRACE: Duration = Duration::from_secs(60);
 pub const FULL_EVERY: u64 = 20;
 
 impl Gauges {
-    pub fn new(dbs: [Db; 3], metrics: stream::Metrics, deadline: Duration) -> Gauges {
+    pub fn new(dbs: [Db; 3], metrics: binding::Metrics, deadline: Duration) -> Gauges {
         Gauges { dbs, metrics, deadline, state: Arc::default() }
     }
 
@@ -301,7 +283,7 @@ impl Gauges {
     pub async fn refresh(&self, now_millis: i64) -> anyhow::Result<Report> {
         let full = {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.judged_until.is_none() || st.passes % FULL_EVERY == 0
+            st.judged_until.is_none() || st.passes.is_multiple_of(FULL_EVERY)
         };
         self.pass(now_millis, full).await
     }
@@ -320,20 +302,14 @@ impl Gauges {
                 conservation(s, &mut report).await?;
                 let mut order_nos: BTreeSet<String> = open;
                 order_nos.extend(
-                    sqlx::query_scalar::<_, String>(
-                        "SELECT order_no FROM orders WHERE updated_at > $1 AND updated_at <= $2 AND order_no IS NOT NULL",
-                    )
-                    .bind(since)
-                    .bind(judge.settled_before)
-                    .fetch_all(o.reader())
-                    .await?,
+                    order::store::changed_between(o.reader(), since, judge.settled_before).await?,
                 );
                 order_nos.extend(
-                    sqlx::query_scalar::<_, String>(
-                        "SELECT order_no FROM orders WHERE status = 'PENDING' AND created_at < $1 AND order_no IS NOT NULL",
+                    order::store::pending_before(
+                        o.reader(),
+                        now_millis.saturating_sub(judge.deadline_ms),
+                        i64::MAX,
                     )
-                    .bind(now_millis.saturating_sub(judge.deadline_ms))
-                    .fetch_all(o.reader())
                     .await?,
                 );
                 let order_nos: Vec<String> = order_nos.into_iter().collect();
@@ -366,7 +342,12 @@ impl Gauges {
                 n as f64,
             );
         }
-        self.metrics.gauge("orderflow_invariant_orders_checked", "Orders the invariant checker read at its last run.", &[], report.orders as f64);
+        self.metrics.gauge(
+            "orderflow_invariant_orders_checked",
+            "Orders the invariant checker read at its last run.",
+            &[],
+            report.orders as f64,
+        );
         self.metrics.gauge(
             "orderflow_invariant_checked_at_seconds",
             "When the invariant checker last ran (Unix time).",

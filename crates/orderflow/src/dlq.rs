@@ -18,19 +18,30 @@ pub enum DlqAction {
 }
 
 /// The default service URLs of `orderflow up` and `orderflow serve`.
-pub const DEFAULT_URLS: [&str; 3] = ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
+pub const DEFAULT_URLS: [&str; 3] =
+    ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
 
 /// Runs `action` against `urls`; returns what to print.
-pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -> anyhow::Result<String> {
+pub async fn run(
+    action: &DlqAction,
+    urls: &[String],
+    token: &str,
+    json: bool,
+) -> anyhow::Result<String> {
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, url: String| {
         let request = client.request(method, url.clone()).bearer_auth(token);
         async move {
-            let response = request.send().await.with_context(|| format!("{url}: no answer (is the service running?)"))?;
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("{url}: no answer (is the service running?)"))?;
             let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             if status == reqwest::StatusCode::UNAUTHORIZED {
-                anyhow::bail!("{url}: refused: wrong or missing admin token (--admin-token or ORDERFLOW_ADMIN_TOKEN)");
+                anyhow::bail!(
+                    "{url}: refused: wrong or missing admin token (--admin-token or ORDERFLOW_ADMIN_TOKEN)"
+                );
             }
             Ok::<_, anyhow::Error>((status, body))
         }
@@ -39,7 +50,8 @@ pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -
         DlqAction::List { limit } => {
             let mut all = Vec::new();
             for base in urls {
-                let (status, body) = call(reqwest::Method::GET, format!("{base}/admin/dlq?limit={limit}")).await?;
+                let (status, body) =
+                    call(reqwest::Method::GET, format!("{base}/admin/dlq?limit={limit}")).await?;
                 if !status.is_success() {
                     anyhow::bail!("{base}: {status}: {}", error_message(&body));
                 }
@@ -50,7 +62,10 @@ pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -
             }
             let mut out = format!("{} dead letters\n", all.len());
             if !all.is_empty() {
-                out.push_str(&format!("{:<34} {:<26} {:<22} {:<22} {:>8} {:>7}  error\n", "id", "group", "topic", "key", "attempts", "replays"));
+                out.push_str(&format!(
+                    "{:<34} {:<26} {:<22} {:<22} {:>8} {:>7}  error\n",
+                    "id", "group", "topic", "key", "attempts", "replays"
+                ));
             }
             for d in &all {
                 out.push_str(&format!(
@@ -69,7 +84,8 @@ pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -
         DlqAction::PurgeAll => {
             let mut total = 0;
             for base in urls {
-                let (status, body) = call(reqwest::Method::DELETE, format!("{base}/admin/dlq")).await?;
+                let (status, body) =
+                    call(reqwest::Method::DELETE, format!("{base}/admin/dlq")).await?;
                 if !status.is_success() {
                     anyhow::bail!("{base}: {status}: {}", error_message(&body));
                 }
@@ -84,7 +100,8 @@ pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -
                 _ => (reqwest::Method::GET, "", ""),
             };
             for base in urls {
-                let (status, body) = call(method.clone(), format!("{base}/admin/dlq/{id}{suffix}")).await?;
+                let (status, body) =
+                    call(method.clone(), format!("{base}/admin/dlq/{id}{suffix}")).await?;
                 if status == reqwest::StatusCode::NOT_FOUND {
                     continue;
                 }
@@ -92,7 +109,11 @@ pub async fn run(action: &DlqAction, urls: &[String], token: &str, json: bool) -
                     anyhow::bail!("{base}: {status}: {}", error_message(&body));
                 }
                 let shown = serde_json::to_string_pretty(&body)?;
-                return Ok(if verb.is_empty() || json { shown } else { format!("{verb} {id} ({})\n{shown}", text(&body, "group")) });
+                return Ok(if verb.is_empty() || json {
+                    shown
+                } else {
+                    format!("{verb} {id} ({})\n{shown}", text(&body, "group"))
+                });
             }
             anyhow::bail!("no dead letter {id:?} at {}", urls.join(", "))
         }

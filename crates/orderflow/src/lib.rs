@@ -18,13 +18,16 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use axum::{Router, extract::DefaultBodyLimit};
+use binding::{Binder, Metrics, StreamConfig};
+use embedded::EmbeddedBinder;
 use httpkit::{BODY_LIMIT, Ops};
 use order::OrderService;
 use payment::{PaymentService, PaymentSettings};
+use rocketmq_binder::{RocketMqBinder, RocketMqSettings};
 use rust_decimal::Decimal;
 use stock::StockService;
-use rocketmq_binder::{RocketMqBinder, RocketMqSettings};
-use stream::{Binder, Db, Metrics, ServiceHost, StreamConfig, embedded::EmbeddedBinder};
+use storage::Db;
+use stream::ServiceHost;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Where the services keep their state.
@@ -84,7 +87,11 @@ struct Tasks {
 
 impl Tasks {
     fn new() -> Tasks {
-        Tasks { token: CancellationToken::new(), tracker: TaskTracker::new(), servers: TaskTracker::new() }
+        Tasks {
+            token: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            servers: TaskTracker::new(),
+        }
     }
 
     /// HTTP first (no new requests), then the consumers (in-flight batches settle), then the
@@ -125,13 +132,18 @@ impl App {
         wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
     ) -> anyhow::Result<App> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let metrics = Metrics::new();
         let embedded = usize::from(matches!(config.binder, BinderChoice::Embedded));
-        Db::plan_sqlite_databases(embedded + if matches!(config.storage, Storage::Sqlite) { 3 } else { 0 });
+        Db::plan_sqlite_databases(
+            embedded + if matches!(config.storage, Storage::Sqlite) { 3 } else { 0 },
+        );
         let (broker, inner): (Option<EmbeddedBinder>, Arc<dyn Binder>) = match &config.binder {
             BinderChoice::Embedded => {
-                let b = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone()).await.context("embedded binder")?;
+                let b = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone())
+                    .await
+                    .context("embedded binder")?;
                 (Some(b.clone()), Arc::new(b))
             }
             BinderChoice::RocketMq { name_server } => {
@@ -140,9 +152,16 @@ impl App {
                     name_server: name_server.clone(),
                     producer_group: "orderflow-producer-group".into(),
                     topics: events::EventType::ALL.iter().map(|t| t.topic().to_owned()).collect(),
-                    max_consume_threads: streams.iter().flat_map(|s| s.consumers.values()).map(|b| b.concurrency).sum::<usize>() + 8,
+                    max_consume_threads: streams
+                        .iter()
+                        .flat_map(|s| s.consumers.values())
+                        .map(|b| b.concurrency)
+                        .sum::<usize>()
+                        + 8,
                 };
-                let b = RocketMqBinder::connect(settings, metrics.clone()).await.context("RocketMQ binder")?;
+                let b = RocketMqBinder::connect(settings, metrics.clone())
+                    .await
+                    .context("RocketMQ binder")?;
                 (None, Arc::new(b))
             }
         };
@@ -150,8 +169,11 @@ impl App {
         let tasks = Tasks::new();
         let (token, tracker) = (&tasks.token, &tasks.tracker);
 
-        let host = |name: &'static str, migrations: &'static [&'static str], stream: StreamConfig| {
-            let (binder, metrics, tracker, token) = (binder.clone(), metrics.clone(), tracker.clone(), token.clone());
+        let host = |name: &'static str,
+                    migrations: &'static [&'static str],
+                    stream: StreamConfig| {
+            let (binder, metrics, tracker, token) =
+                (binder.clone(), metrics.clone(), tracker.clone(), token.clone());
             let location = match &config.storage {
                 Storage::Sqlite => dir.join(format!("{name}.db")).display().to_string(),
                 Storage::Postgres { order, stock, payment } => match name {
@@ -161,29 +183,46 @@ impl App {
                 },
             };
             async move {
-                let db = Db::open(&location).await.with_context(|| format!("{name} service database"))?;
+                let db = Db::open(&location)
+                    .await
+                    .with_context(|| format!("{name} service database"))?;
                 ServiceHost::open(name, db, migrations, stream, binder, metrics, &tracker, token)
                     .await
                     .map(Arc::new)
                     .with_context(|| format!("{name} service"))
             }
         };
-        let order_host = host(order::SERVICE, order::store::MIGRATIONS, config.order_stream.clone()).await?;
-        let stock_host = host(stock::SERVICE, stock::store::MIGRATIONS, config.stock_stream.clone()).await?;
-        let payment_host = host(payment::SERVICE, payment::store::MIGRATIONS, config.payment_stream.clone()).await?;
+        let order_host =
+            host(order::SERVICE, order::store::MIGRATIONS, config.order_stream.clone()).await?;
+        let stock_host =
+            host(stock::SERVICE, stock::store::MIGRATIONS, config.stock_stream.clone()).await?;
+        let payment_host =
+            host(payment::SERVICE, payment::store::MIGRATIONS, config.payment_stream.clone())
+                .await?;
 
-        let stock = StockService::start(stock_host.clone(), tracker, token.clone()).await.context("stock service")?;
-        let payment = PaymentService::start(payment_host.clone(), config.payment.clone(), tracker, token.clone())
+        let stock = StockService::start(stock_host.clone(), tracker, token.clone())
             .await
-            .context("payment service")?;
-        let order = OrderService::start(order_host.clone(), tracker, token.clone()).await.context("order service")?;
+            .context("stock service")?;
+        let payment = PaymentService::start(
+            payment_host.clone(),
+            config.payment.clone(),
+            tracker,
+            token.clone(),
+        )
+        .await
+        .context("payment service")?;
+        let order = OrderService::start(order_host.clone(), tracker, token.clone())
+            .await
+            .context("order service")?;
         binder.start().await.context("starting the consumers")?;
         if config.demo_products {
             seed_catalogue(&order.host).await.context("demo catalogue")?;
             seed_stock(&stock.host).await.context("demo stock")?;
         }
 
-        let cancel_after = order::compensation::CompensationSettings::from_config(&config.order_stream)?.cancel_after;
+        let cancel_after =
+            order::compensation::CompensationSettings::from_config(&config.order_stream)?
+                .cancel_after;
         let invariants = check::Gauges::new(
             [order.host.db.clone(), stock.host.db.clone(), payment.host.db.clone()],
             metrics.clone(),
@@ -244,7 +283,7 @@ impl App {
     /// its topic as were published — and no message moved while this was checked. Counts
     /// are this process's, so this holds for `up`, where every publisher is in process.
     pub async fn is_quiet(&self) -> anyhow::Result<bool> {
-        use stream::metrics::{CONSUMED, DEAD_LETTERED, FAILED, PUBLISHED};
+        use binding::metrics::{CONSUMED, DEAD_LETTERED, FAILED, PUBLISHED};
         let moved = || [PUBLISHED, CONSUMED, FAILED, DEAD_LETTERED].map(|n| self.metrics.total(n));
         let before = moved();
         let hosts = [&self.order.host, &self.stock.host, &self.payment.host];
@@ -264,7 +303,8 @@ impl App {
         for b in hosts.iter().flat_map(|h| h.bindings()) {
             let (topic, group) = (b.binding.destination.as_str(), b.binding.group.as_str());
             let labels = [("topic", topic), ("group", group)];
-            let settled = self.metrics.get(CONSUMED, &labels) + self.metrics.get(DEAD_LETTERED, &labels);
+            let settled =
+                self.metrics.get(CONSUMED, &labels) + self.metrics.get(DEAD_LETTERED, &labels);
             if settled < self.metrics.get(PUBLISHED, &[("topic", topic)]) {
                 return Ok(false);
             }
@@ -292,10 +332,14 @@ async fn seed_catalogue(host: &ServiceHost) -> anyhow::Result<()> {
     if !order::store::products(host.db.reader()).await?.is_empty() {
         return Ok(());
     }
-    let mut tx = stream::Tx::begin(&host.db).await?;
+    let mut tx = storage::Tx::begin(&host.db).await?;
     for &(id, name, price, _) in DEMO_PRODUCTS {
         let price: Decimal = price.parse().context("demo price")?;
-        order::store::upsert_product(&mut tx, &order::store::Product { id, name: name.into(), price }).await?;
+        order::store::upsert_product(
+            &mut tx,
+            &order::store::Product { id, name: name.into(), price },
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -303,7 +347,7 @@ async fn seed_catalogue(host: &ServiceHost) -> anyhow::Result<()> {
 
 /// The demo units of the products stock does not know yet.
 async fn seed_stock(host: &ServiceHost) -> anyhow::Result<()> {
-    let mut tx = stream::Tx::begin(&host.db).await?;
+    let mut tx = storage::Tx::begin(&host.db).await?;
     for &(id, _, _, units) in DEMO_PRODUCTS {
         if stock::store::product(host.db.reader(), id).await?.is_none() {
             stock::store::set_available(&mut tx, id, units).await?;
@@ -372,10 +416,12 @@ impl Serving {
             name_server,
             producer_group,
             topics: events::EventType::ALL.iter().map(|t| t.topic().to_owned()).collect(),
-            max_consume_threads: stream.consumers.values().map(|b| b.concurrency).sum::<usize>() + 8,
+            max_consume_threads: stream.consumers.values().map(|b| b.concurrency).sum::<usize>()
+                + 8,
         };
-        let binder: Arc<dyn Binder> =
-            Arc::new(RocketMqBinder::connect(settings, metrics.clone()).await.context("RocketMQ binder")?);
+        let binder: Arc<dyn Binder> = Arc::new(
+            RocketMqBinder::connect(settings, metrics.clone()).await.context("RocketMQ binder")?,
+        );
         let tasks = Tasks::new();
         let (token, tracker) = (&tasks.token, &tasks.tracker);
         let (name, migrations) = match config.service {
@@ -384,37 +430,57 @@ impl Serving {
             ServiceName::Payment => (payment::SERVICE, payment::store::MIGRATIONS),
         };
         Db::plan_sqlite_databases(1);
-        let db = Db::open(&config.database).await.with_context(|| format!("{name} service database"))?;
+        let db =
+            Db::open(&config.database).await.with_context(|| format!("{name} service database"))?;
         let host = Arc::new(
-            ServiceHost::open(name, db, migrations, stream.clone(), binder.clone(), metrics.clone(), tracker, token.clone())
-                .await
-                .with_context(|| format!("{name} service"))?,
+            ServiceHost::open(
+                name,
+                db,
+                migrations,
+                stream.clone(),
+                binder.clone(),
+                metrics.clone(),
+                tracker,
+                token.clone(),
+            )
+            .await
+            .with_context(|| format!("{name} service"))?,
         );
         let (api, ops): (Router, Arc<dyn Ops>) = match config.service {
             ServiceName::Order => {
-                let svc = OrderService::start(host.clone(), tracker, token.clone()).await.context("order service")?;
+                let svc = OrderService::start(host.clone(), tracker, token.clone())
+                    .await
+                    .context("order service")?;
                 if config.demo_products {
                     seed_catalogue(&host).await.context("demo catalogue")?;
                 }
                 (order::http::routes(svc), Arc::new(OrderOps(host.clone())))
             }
             ServiceName::Stock => {
-                let svc = StockService::start(host.clone(), tracker, token.clone()).await.context("stock service")?;
+                let svc = StockService::start(host.clone(), tracker, token.clone())
+                    .await
+                    .context("stock service")?;
                 if config.demo_products {
                     seed_stock(&host).await.context("demo stock")?;
                 }
                 (stock::http::routes(svc), Arc::new(HostOps(host.clone())))
             }
             ServiceName::Payment => {
-                let svc = PaymentService::start(host.clone(), config.payment.clone(), tracker, token.clone())
-                    .await
-                    .context("payment service")?;
+                let svc = PaymentService::start(
+                    host.clone(),
+                    config.payment.clone(),
+                    tracker,
+                    token.clone(),
+                )
+                .await
+                .context("payment service")?;
                 (payment::http::routes(svc), Arc::new(HostOps(host.clone())))
             }
         };
         binder.start().await.context("starting the consumers")?;
         let admin: Arc<str> = Arc::from(config.admin_token.as_str());
-        let url = serve(&tasks.servers, token, &admin, config.http_addr, api, ops, host.clone()).await?;
+        let url =
+            serve(&tasks.servers, token, &admin, config.http_addr, api, ops, host.clone()).await?;
         Ok(Serving { url, metrics, binder, host, tasks })
     }
 
@@ -434,17 +500,24 @@ async fn serve(
     ops: Arc<dyn Ops>,
     host: Arc<ServiceHost>,
 ) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let app = api
         .merge(httpkit::ops_routes(ops))
         .merge(httpkit::binding_routes(host.clone()))
         .merge(httpkit::dlq_routes(host))
-        .layer(axum::middleware::from_fn_with_state(admin_token.clone(), httpkit::require_admin_token))
+        .layer(axum::middleware::from_fn_with_state(
+            admin_token.clone(),
+            httpkit::require_admin_token,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     let token = token.clone();
     servers.spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
         if let Err(e) = served {
             tracing::error!(error = %e, %local, "HTTP server failed");
         }
@@ -475,8 +548,17 @@ impl Ops for OrderOps {
         Box::pin(async move {
             if let Ok(counts) = order::store::count_by_status(self.0.db.reader()).await {
                 for status in order::domain::OrderStatus::ALL {
-                    let n = counts.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
-                    self.0.metrics.gauge("orderflow_orders", "Orders by status.", &[("status", status.as_str())], n as f64);
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == status.as_str())
+                        .map(|(_, n)| *n)
+                        .unwrap_or(0);
+                    self.0.metrics.gauge(
+                        "orderflow_orders",
+                        "Orders by status.",
+                        &[("status", status.as_str())],
+                        n as f64,
+                    );
                 }
             }
             self.0.render_metrics().await

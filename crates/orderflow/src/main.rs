@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use orderflow::{App, AppConfig, settings};
 
 #[derive(Parser)]
-#[command(name = "orderflow", version, about = "Order, stock and payment services over an event stream")]
+#[command(
+    name = "orderflow",
+    version,
+    about = "Order, stock and payment services over an event stream"
+)]
 struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, env = "ORDERFLOW_LOG_FORMAT", default_value = "text")]
@@ -128,7 +132,10 @@ struct Soak {
     #[arg(long)]
     units: Option<i64>,
     /// Faults to inject (see `up --chaos`).
-    #[arg(long, default_value = "duplicate=1,reorder=0.1,delay=0.02,delay-ms=10,fail=0.1,crash=0.1,seed=1")]
+    #[arg(
+        long,
+        default_value = "duplicate=1,reorder=0.1,delay=0.02,delay-ms=10,fail=0.1,crash=0.1,seed=1"
+    )]
     chaos: String,
     /// Orders in flight at once.
     #[arg(long, default_value_t = 16)]
@@ -297,17 +304,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(up) => run_up(up).await,
         Command::Serve(serve) => run_serve(serve).await,
-        Command::Check { data_dir, order_db, stock_db, payment_db, deadline_secs, grace_secs, json } => {
+        Command::Check {
+            data_dir,
+            order_db,
+            stock_db,
+            payment_db,
+            deadline_secs,
+            grace_secs,
+            json,
+        } => {
             let open = |given: Option<String>, name: &'static str| {
-                let location = given.unwrap_or_else(|| data_dir.join(format!("{name}.db")).display().to_string());
+                let location = given
+                    .unwrap_or_else(|| data_dir.join(format!("{name}.db")).display().to_string());
                 async move {
                     if !location.contains("://") && !std::path::Path::new(&location).is_file() {
-                        anyhow::bail!("{location}: no such database (give --{name}-db or --data-dir)");
+                        anyhow::bail!(
+                            "{location}: no such database (give --{name}-db or --data-dir)"
+                        );
                     }
-                    stream::Db::open(&location).await.with_context(|| format!("{name} database {location}"))
+                    storage::Db::open(&location)
+                        .await
+                        .with_context(|| format!("{name} database {location}"))
                 }
             };
-            let (o, s, p) = (open(order_db, "order").await?, open(stock_db, "stock").await?, open(payment_db, "payment").await?);
+            let (o, s, p) = (
+                open(order_db, "order").await?,
+                open(stock_db, "stock").await?,
+                open(payment_db, "payment").await?,
+            );
             let report = orderflow::check::check(
                 &o,
                 &s,
@@ -315,16 +339,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(deadline_secs),
                 std::time::Duration::from_secs(grace_secs),
                 events::now_millis(),
-            ).await?;
+            )
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("checked {} orders and {} products: {} violations", report.orders, report.products, report.violations.len());
+                println!(
+                    "checked {} orders and {} products: {} violations",
+                    report.orders,
+                    report.products,
+                    report.violations.len()
+                );
                 for v in &report.violations {
                     println!("  {}: {}", v.subject, v.problem);
                 }
             }
-            if report.violations.is_empty() { Ok(()) } else { anyhow::bail!("{} violations", report.violations.len()) }
+            if report.violations.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} violations", report.violations.len())
+            }
         }
         Command::Rocketmq { dir, namesrv_port } => {
             let cluster = rocketmq_binder::LocalCluster::start_on(&dir, Some(namesrv_port)).await?;
@@ -340,7 +374,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Soak(soak) => run_soak(soak).await,
         Command::Bench(b) => {
             let duration = b.duration_secs.map(std::time::Duration::from_secs_f64);
-            std::fs::create_dir_all(&b.scratch_dir).with_context(|| format!("cannot create {}", b.scratch_dir.display()))?;
+            std::fs::create_dir_all(&b.scratch_dir)
+                .with_context(|| format!("cannot create {}", b.scratch_dir.display()))?;
             let config = orderflow::bench::BenchConfig {
                 service_urls: if b.service_urls.is_empty() { vec![b.url.clone()] } else { b.service_urls },
                 order_url: b.url,
@@ -378,23 +413,39 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 dlq.urls
             };
-            let token = dlq.admin_token.context("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")?;
+            let token = dlq
+                .admin_token
+                .context("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")?;
             println!("{}", orderflow::dlq::run(&action, &urls, &token, dlq.json).await?);
             Ok(())
         }
         Command::CheckConfig { files } => {
             for file in files {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                let config = stream::StreamConfig::from_yaml(&text).with_context(|| format!("{}", file.display()))?;
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let config = binding::StreamConfig::from_yaml(&text)
+                    .with_context(|| format!("{}", file.display()))?;
                 println!("{}: ok", file.display());
                 for b in config.consumers.values() {
                     println!(
                         "  in   {:<32} {} <- {} [{}] orderly={} max-attempts={} concurrency={} batch-size={}",
-                        b.name, b.group, b.destination, b.subscription, b.orderly, b.max_attempts, b.concurrency, b.batch_size
+                        b.name,
+                        b.group,
+                        b.destination,
+                        b.subscription,
+                        b.orderly,
+                        b.max_attempts,
+                        b.concurrency,
+                        b.batch_size
                     );
                 }
                 for p in config.producers.values() {
-                    println!("  out  {:<32} -> {} (group {})", p.name, p.destination, p.group.as_deref().unwrap_or("-"));
+                    println!(
+                        "  out  {:<32} -> {} (group {})",
+                        p.name,
+                        p.destination,
+                        p.group.as_deref().unwrap_or("-")
+                    );
                 }
             }
             Ok(())
@@ -408,39 +459,75 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     let order_stream = settings::load_stream(dir, of, oy)?;
     let stock_stream = settings::load_stream(dir, sf, sy)?;
     let payment_stream = settings::load_stream(dir, pf, py)?;
-    let (admin_token, generated) = settings::admin_token(up.admin.admin_token.as_deref(), &order_stream)?;
+    let (admin_token, generated) =
+        settings::admin_token(up.admin.admin_token.as_deref(), &order_stream)?;
     let config = AppConfig {
         admin_token: admin_token.clone(),
         data_dir: up.data_dir.clone(),
         storage: orderflow::Storage::Sqlite,
         binder: orderflow::BinderChoice::Embedded,
-        order_addr: settings::address(up.order_addr.as_deref(), &order_stream, "127.0.0.1:8081", "order")?,
-        stock_addr: settings::address(up.stock_addr.as_deref(), &stock_stream, "127.0.0.1:8082", "stock")?,
-        payment_addr: settings::address(up.payment_addr.as_deref(), &payment_stream, "127.0.0.1:8083", "payment")?,
-        payment: settings::payment(up.payment.payment_outcome.as_deref(), up.payment.payment_delay_ms, &payment_stream)?,
+        order_addr: settings::address(
+            up.order_addr.as_deref(),
+            &order_stream,
+            "127.0.0.1:8081",
+            "order",
+        )?,
+        stock_addr: settings::address(
+            up.stock_addr.as_deref(),
+            &stock_stream,
+            "127.0.0.1:8082",
+            "stock",
+        )?,
+        payment_addr: settings::address(
+            up.payment_addr.as_deref(),
+            &payment_stream,
+            "127.0.0.1:8083",
+            "payment",
+        )?,
+        payment: settings::payment(
+            up.payment.payment_outcome.as_deref(),
+            up.payment.payment_delay_ms,
+            &payment_stream,
+        )?,
         order_stream,
         stock_stream,
         payment_stream,
         demo_products: !up.no_demo,
     };
     let chaos = match up.chaos.as_deref() {
-        Some(text) => Some(text.parse::<stream::chaos::ChaosConfig>().map_err(|e| anyhow::anyhow!("--chaos: {e}"))?),
+        Some(text) => Some(
+            text.parse::<binding::chaos::ChaosConfig>()
+                .map_err(|e| anyhow::anyhow!("--chaos: {e}"))?,
+        ),
         None => None,
     };
     let app = match chaos.clone() {
-        Some(c) => App::start_with(config, move |b| std::sync::Arc::new(stream::chaos::ChaosBinder::new(b, c))).await?,
+        Some(c) => {
+            App::start_with(config, move |b| {
+                std::sync::Arc::new(binding::chaos::ChaosBinder::new(b, c))
+            })
+            .await?
+        }
         None => App::start(config).await?,
     };
     println!("orderflow is up (embedded binder, data in {})", up.data_dir.display());
     if let Some(c) = &chaos {
         println!("  CHAOS: {c:?}");
     }
-    println!("  order    {}   POST /api/orders, GET /api/orders/{{orderNo}}, GET /api/products", app.order_url);
-    println!("  stock    {}   GET /api/stock/{{productId}}, PUT /api/admin/stock/{{productId}}", app.stock_url);
+    println!(
+        "  order    {}   POST /api/orders, GET /api/orders/{{orderNo}}, GET /api/products",
+        app.order_url
+    );
+    println!(
+        "  stock    {}   GET /api/stock/{{productId}}, PUT /api/admin/stock/{{productId}}",
+        app.stock_url
+    );
     println!("  payment  {}   GET /api/payments?orderNo=", app.payment_url);
     println!("  each also serves /health, /ready, /metrics, /admin/bindings and /admin/dlq");
     if generated {
-        println!("  admin token (for /api/admin/..., /admin/...): {admin_token}   (set ORDERFLOW_ADMIN_TOKEN to choose it)");
+        println!(
+            "  admin token (for /api/admin/..., /admin/...): {admin_token}   (set ORDERFLOW_ADMIN_TOKEN to choose it)"
+        );
     }
     if !up.no_demo {
         let ids: Vec<String> = orderflow::DEMO_PRODUCTS.iter().map(|p| p.0.to_string()).collect();
@@ -456,18 +543,20 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
 
 async fn run_soak(args: Soak) -> anyhow::Result<()> {
     use orderflow::soak;
-    let chaos: stream::chaos::ChaosConfig = args.chaos.parse().map_err(|e| anyhow::anyhow!("--chaos: {e}"))?;
+    let chaos: binding::chaos::ChaosConfig =
+        args.chaos.parse().map_err(|e| anyhow::anyhow!("--chaos: {e}"))?;
     anyhow::ensure!(args.orders > 0, "--orders: must be at least 1");
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.path().to_owned());
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let mut streams = Vec::new();
     for (file, yaml) in settings::FILES {
         let mut s = settings::load_stream(None, file, yaml)?;
         soak::tune_for_chaos(&mut s);
         streams.push(s);
     }
-    let [order_stream, stock_stream, payment_stream]: [stream::StreamConfig; 3] =
+    let [order_stream, stock_stream, payment_stream]: [binding::StreamConfig; 3] =
         streams.try_into().map_err(|_| anyhow::anyhow!("three service configurations"))?;
     let mut databases = Vec::new();
     let storage = match &args.postgres {
@@ -478,9 +567,14 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
                 let name = format!("orderflow_soak_{tag}_{svc}");
                 databases.push(name.clone());
                 let server = server.clone();
-                async move { stream::Db::create_postgres_database(&server, &name).await.with_context(|| format!("creating database {name}")) }
+                async move {
+                    storage::Db::create_postgres_database(&server, &name)
+                        .await
+                        .with_context(|| format!("creating database {name}"))
+                }
             };
-            let (order, stock, payment) = (url("order").await?, url("stock").await?, url("payment").await?);
+            let (order, stock, payment) =
+                (url("order").await?, url("stock").await?, url("payment").await?);
             orderflow::Storage::Postgres { order, stock, payment }
         }
     };
@@ -506,13 +600,21 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         settle_limit: std::time::Duration::from_secs(args.settle_limit_secs),
     };
-    eprintln!("soak: {} orders, {} units, chaos {chaos:?}, data in {}", load.orders, load.units, data_dir.display());
-    let app = App::start_with(config, move |b| std::sync::Arc::new(stream::chaos::ChaosBinder::new(b, chaos))).await?;
+    eprintln!(
+        "soak: {} orders, {} units, chaos {chaos:?}, data in {}",
+        load.orders,
+        load.units,
+        data_dir.display()
+    );
+    let app = App::start_with(config, move |b| {
+        std::sync::Arc::new(binding::chaos::ChaosBinder::new(b, chaos))
+    })
+    .await?;
     let result = soak::run(&app, &admin_token, &load, &|line| eprintln!("soak: {line}")).await;
     app.shutdown().await;
     if let Some(server) = &args.postgres {
         for name in &databases {
-            stream::Db::drop_postgres_database(server, name).await?;
+            storage::Db::drop_postgres_database(server, name).await?;
         }
     }
     let report = result?;
@@ -521,15 +623,22 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
     } else {
         println!("{report}");
     }
-    anyhow::ensure!(report.clean(), "the soak run found {} lost, {} doubled, {} violations", report.lost, report.double_effects, report.violations.len());
+    anyhow::ensure!(
+        report.clean(),
+        "the soak run found {} lost, {} doubled, {} violations",
+        report.lost,
+        report.double_effects,
+        report.violations.len()
+    );
     Ok(())
 }
 
 async fn run_serve(args: Serve) -> anyhow::Result<()> {
     let service = orderflow::ServiceName::parse(&args.service)
         .with_context(|| format!("service {:?}: must be order, stock or payment", args.service))?;
-    let text = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
-    let stream = stream::StreamConfig::from_yaml(&text)
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let stream = binding::StreamConfig::from_yaml(&text)
         .with_context(|| format!("{}: invalid configuration", args.config.display()))?;
     let default_addr = match service {
         orderflow::ServiceName::Order => "127.0.0.1:8081",
@@ -539,17 +648,23 @@ async fn run_serve(args: Serve) -> anyhow::Result<()> {
     let database = match args.database {
         Some(d) => d,
         None => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+            std::fs::create_dir_all(&args.data_dir).with_context(|| {
+                format!("cannot create data directory {}", args.data_dir.display())
+            })?;
             args.data_dir.join(format!("{}.db", args.service)).display().to_string()
         }
     };
-    let (admin_token, generated) = settings::admin_token(args.admin.admin_token.as_deref(), &stream)?;
+    let (admin_token, generated) =
+        settings::admin_token(args.admin.admin_token.as_deref(), &stream)?;
     let config = orderflow::ServeConfig {
         admin_token: admin_token.clone(),
         service,
         http_addr: settings::address(args.http_addr.as_deref(), &stream, default_addr, "http")?,
-        payment: settings::payment(args.payment.payment_outcome.as_deref(), args.payment.payment_delay_ms, &stream)?,
+        payment: settings::payment(
+            args.payment.payment_outcome.as_deref(),
+            args.payment.payment_delay_ms,
+            &stream,
+        )?,
         stream,
         database,
         demo_products: !args.no_demo,

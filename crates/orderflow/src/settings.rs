@@ -10,23 +10,27 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
+use binding::StreamConfig;
 use payment::{PaymentSettings, domain::Completion};
-use stream::StreamConfig;
 
-pub const ORDER_YAML: &str = include_str!("../../../config/order-service.yml");
-pub const STOCK_YAML: &str = include_str!("../../../config/stock-service.yml");
-pub const PAYMENT_YAML: &str = include_str!("../../../config/payment-service.yml");
+pub const ORDER_YAML: &str = include_str!("../../../fixtures/config/order-service.yml");
+pub const STOCK_YAML: &str = include_str!("../../../fixtures/config/stock-service.yml");
+pub const PAYMENT_YAML: &str = include_str!("../../../fixtures/config/payment-service.yml");
 
 /// The file names the services read from a config directory.
-pub const FILES: [(&str, &str); 3] =
-    [("order-service.yml", ORDER_YAML), ("stock-service.yml", STOCK_YAML), ("payment-service.yml", PAYMENT_YAML)];
+pub const FILES: [(&str, &str); 3] = [
+    ("order-service.yml", ORDER_YAML),
+    ("stock-service.yml", STOCK_YAML),
+    ("payment-service.yml", PAYMENT_YAML),
+];
 
 /// Loads one service's YAML from `dir`, or the built-in copy when `dir` is `None`.
 pub fn load_stream(dir: Option<&Path>, file: &str, builtin: &str) -> anyhow::Result<StreamConfig> {
     let (text, origin) = match dir {
         Some(d) => {
             let path = d.join(file);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             (text, path.display().to_string())
         }
         None => (builtin.to_owned(), format!("(built-in) {file}")),
@@ -36,7 +40,12 @@ pub fn load_stream(dir: Option<&Path>, file: &str, builtin: &str) -> anyhow::Res
 
 /// The HTTP address: the flag or environment, else the YAML's `orderflow.http.address`,
 /// else `default`.
-pub fn address(flag: Option<&str>, yaml: &StreamConfig, default: &str, what: &str) -> anyhow::Result<SocketAddr> {
+pub fn address(
+    flag: Option<&str>,
+    yaml: &StreamConfig,
+    default: &str,
+    what: &str,
+) -> anyhow::Result<SocketAddr> {
     let (text, key) = match (flag, yaml.setting("http.address")) {
         (Some(f), _) => (f.to_owned(), format!("--{what}-addr")),
         (None, Some(v)) => (yaml_text(v), "orderflow.http.address".to_owned()),
@@ -46,26 +55,40 @@ pub fn address(flag: Option<&str>, yaml: &StreamConfig, default: &str, what: &st
 }
 
 /// Payment simulation: flag/env, else the payment YAML's `orderflow.payment.*`.
-pub fn payment(outcome: Option<&str>, delay_ms: Option<u64>, yaml: &StreamConfig) -> anyhow::Result<PaymentSettings> {
-    let outcome = match outcome.map(str::to_owned).or_else(|| yaml.setting("payment.outcome").map(yaml_text)) {
-        None => Completion::Succeed,
-        Some(o) => match o.to_ascii_lowercase().as_str() {
-            "success" | "succeed" => Completion::Succeed,
-            "fail" | "failure" => Completion::Fail { reason: "declined by the payment provider (simulated)".into() },
-            _ => bail!("payment outcome: {o:?} must be success or fail"),
-        },
-    };
+pub fn payment(
+    outcome: Option<&str>,
+    delay_ms: Option<u64>,
+    yaml: &StreamConfig,
+) -> anyhow::Result<PaymentSettings> {
+    let outcome =
+        match outcome.map(str::to_owned).or_else(|| yaml.setting("payment.outcome").map(yaml_text))
+        {
+            None => Completion::Succeed,
+            Some(o) => match o.to_ascii_lowercase().as_str() {
+                "success" | "succeed" => Completion::Succeed,
+                "fail" | "failure" => Completion::Fail {
+                    reason: "declined by the payment provider (simulated)".into(),
+                },
+                _ => bail!("payment outcome: {o:?} must be success or fail"),
+            },
+        };
     let delay_ms = match delay_ms {
         Some(d) => d,
         None => match yaml.setting("payment.delay-ms") {
-            Some(v) => yaml_text(v).parse().with_context(|| "orderflow.payment.delay-ms: must be a whole number")?,
+            Some(v) => yaml_text(v)
+                .parse()
+                .with_context(|| "orderflow.payment.delay-ms: must be a whole number")?,
             None => 0,
         },
     };
     if delay_ms > 3_600_000 {
         bail!("payment delay: {delay_ms} ms is over an hour");
     }
-    Ok(PaymentSettings { outcome, delay: Duration::from_millis(delay_ms), ..PaymentSettings::default() })
+    Ok(PaymentSettings {
+        outcome,
+        delay: Duration::from_millis(delay_ms),
+        ..PaymentSettings::default()
+    })
 }
 
 /// The admin token: the flag or environment, else the YAML's `orderflow.admin.token`, else a
@@ -86,16 +109,21 @@ fn random_u128() -> u128 {
     for i in 0..2u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(i);
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         out = (out << 64) | u128::from(h.finish());
     }
     out
 }
 
-fn yaml_text(v: &serde_yaml::Value) -> String {
+fn yaml_text(v: &yaml_serde::Value) -> String {
     match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).map(|s| s.trim().to_owned()).unwrap_or_default(),
+        yaml_serde::Value::String(s) => s.clone(),
+        other => yaml_serde::to_string(other).map(|s| s.trim().to_owned()).unwrap_or_default(),
     }
 }
 
@@ -104,7 +132,10 @@ mod tests {
     use super::*;
 
     fn yaml_with(section: &str) -> StreamConfig {
-        StreamConfig::from_yaml_with_env(&format!("{PAYMENT_YAML}\norderflow:\n{section}"), &|_| None).unwrap()
+        StreamConfig::from_yaml_with_env(&format!("{PAYMENT_YAML}\norderflow:\n{section}"), &|_| {
+            None
+        })
+        .unwrap()
     }
 
     #[test]
@@ -113,8 +144,13 @@ mod tests {
         let yaml = yaml_with("  http:\n    address: 127.0.0.1:9100\n");
         assert_eq!(address(None, &plain, "127.0.0.1:8083", "payment").unwrap().port(), 8083);
         assert_eq!(address(None, &yaml, "127.0.0.1:8083", "payment").unwrap().port(), 9100);
-        assert_eq!(address(Some("127.0.0.1:9200"), &yaml, "127.0.0.1:8083", "payment").unwrap().port(), 9200);
-        let err = address(None, &yaml_with("  http:\n    address: nowhere\n"), "127.0.0.1:1", "payment").unwrap_err();
+        assert_eq!(
+            address(Some("127.0.0.1:9200"), &yaml, "127.0.0.1:8083", "payment").unwrap().port(),
+            9200
+        );
+        let err =
+            address(None, &yaml_with("  http:\n    address: nowhere\n"), "127.0.0.1:1", "payment")
+                .unwrap_err();
         assert!(err.to_string().contains("orderflow.http.address"), "{err}");
     }
 
@@ -126,7 +162,12 @@ mod tests {
         assert_eq!(s.delay, Duration::from_millis(250));
         let s = payment(Some("success"), Some(0), &yaml).unwrap();
         assert_eq!((s.outcome, s.delay), (Completion::Succeed, Duration::ZERO));
-        assert!(payment(Some("maybe"), None, &yaml).unwrap_err().to_string().contains("success or fail"));
+        assert!(
+            payment(Some("maybe"), None, &yaml)
+                .unwrap_err()
+                .to_string()
+                .contains("success or fail")
+        );
         assert!(payment(None, Some(10_000_000), &yaml).is_err());
     }
 
@@ -138,18 +179,12 @@ mod tests {
         assert!(generated && a.len() == 32 && a != b, "random when not configured: {a} {b}");
         let yaml = yaml_with("  admin:\n    token: from-the-yaml-0123456\n");
         assert_eq!(admin_token(None, &yaml).unwrap(), ("from-the-yaml-0123456".to_owned(), false));
-        assert_eq!(admin_token(Some("from-the-flag-0123456"), &yaml).unwrap().0, "from-the-flag-0123456");
-        assert!(admin_token(Some("short"), &yaml).unwrap_err().to_string().contains("16 characters"));
-    }
-
-    #[test]
-    fn the_built_in_yaml_files_are_the_seeds() {
-        for (name, text) in FILES {
-            let seed = std::fs::read_to_string(
-                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/config").join(name),
-            )
-            .unwrap();
-            assert_eq!(text, seed, "{name}");
-        }
+        assert_eq!(
+            admin_token(Some("from-the-flag-0123456"), &yaml).unwrap().0,
+            "from-the-flag-0123456"
+        );
+        assert!(
+            admin_token(Some("short"), &yaml).unwrap_err().to_string().contains("16 characters")
+        );
     }
 }

@@ -17,8 +17,8 @@ use std::{
 };
 
 use anyhow::Context;
+use binding::{StreamConfig, config::Backoff, metrics};
 use events::EventType;
-use stream::{StreamConfig, config::Backoff, metrics};
 
 use crate::{App, check};
 
@@ -75,7 +75,12 @@ impl std::fmt::Display for SoakReport {
         writeln!(f, "  cancelled         {}", self.cancelled)?;
         writeln!(f, "lost                {}", self.lost)?;
         writeln!(f, "double effects      {}", self.double_effects)?;
-        writeln!(f, "invariant violations {} ({} orders checked)", self.violations.len(), self.checked)?;
+        writeln!(
+            f,
+            "invariant violations {} ({} orders checked)",
+            self.violations.len(),
+            self.checked
+        )?;
         for v in &self.violations {
             writeln!(f, "  {}: {}", v.subject, v.problem)?;
         }
@@ -104,12 +109,21 @@ pub fn tune_for_chaos(stream: &mut StreamConfig) {
     }
     for b in stream.consumers.values_mut() {
         b.max_attempts = 40;
-        b.backoff = Backoff { initial: Duration::from_millis(5), multiplier: 2.0, max: Duration::from_millis(50) };
+        b.backoff = Backoff {
+            initial: Duration::from_millis(5),
+            multiplier: 2.0,
+            max: Duration::from_millis(50),
+        };
     }
 }
 
 /// Runs `load` against `app`; `progress` gets a line now and then.
-pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn Fn(String) + Sync)) -> anyhow::Result<SoakReport> {
+pub async fn run(
+    app: &App,
+    admin_token: &str,
+    load: &SoakLoad,
+    progress: &(dyn Fn(String) + Sync),
+) -> anyhow::Result<SoakReport> {
     let http = reqwest::Client::new();
     let r = http
         .put(format!("{}/api/admin/stock/{PRODUCT}", app.stock_url))
@@ -124,7 +138,8 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..load.concurrency.max(1) {
-        let (http, url, next, n) = (http.clone(), format!("{}/api/orders", app.order_url), next.clone(), load.orders);
+        let (http, url, next, n) =
+            (http.clone(), format!("{}/api/orders", app.order_url), next.clone(), load.orders);
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::SeqCst) < n {
                 let user = 1 + (next.load(Ordering::Relaxed) % 50) as i64;
@@ -147,18 +162,25 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
         }
     }
     let create_secs = started.elapsed().as_secs_f64();
-    progress(format!("created {} orders in {create_secs:.1} s; waiting for them to settle", load.orders));
+    progress(format!(
+        "created {} orders in {create_secs:.1} s; waiting for them to settle",
+        load.orders
+    ));
 
     let settled_at = Instant::now();
     let order_db = &app.order.host.db;
     let mut said = Instant::now();
     loop {
-        let pending = count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'PENDING'").await?;
+        let pending =
+            count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'PENDING'").await?;
         if pending == 0 && app.is_quiet().await? {
             break;
         }
         if settled_at.elapsed() > load.settle_limit {
-            progress(format!("gave up waiting after {:.0} s: {pending} orders still pending", load.settle_limit.as_secs_f64()));
+            progress(format!(
+                "gave up waiting after {:.0} s: {pending} orders still pending",
+                load.settle_limit.as_secs_f64()
+            ));
             break;
         }
         if said.elapsed() >= Duration::from_secs(1) {
@@ -170,7 +192,15 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
     let quiesce_secs = settled_at.elapsed().as_secs_f64();
 
     let (stock_db, payment_db) = (&app.stock.host.db, &app.payment.host.db);
-    let report = check::check(order_db, stock_db, payment_db, load.settle_limit + Duration::from_secs(600), Duration::ZERO, events::now_millis()).await?;
+    let report = check::check(
+        order_db,
+        stock_db,
+        payment_db,
+        load.settle_limit + Duration::from_secs(600),
+        Duration::ZERO,
+        events::now_millis(),
+    )
+    .await?;
     let double_payments = count(payment_db, "SELECT COUNT(*) FROM (SELECT order_no FROM payments GROUP BY order_no HAVING COUNT(*) > 1) d").await?;
     let double_deductions = count(
         stock_db,
@@ -186,8 +216,10 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
     Ok(SoakReport {
         orders: load.orders,
         paid: count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'PAID'").await? as usize,
-        cancelled: count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await? as usize,
-        lost: count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'PENDING'").await? as usize,
+        cancelled: count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await?
+            as usize,
+        lost: count(order_db, "SELECT COUNT(*) FROM orders WHERE status = 'PENDING'").await?
+            as usize,
         double_effects: (double_payments + double_deductions) as usize,
         sold: sqlx::query_scalar::<_, i64>("SELECT sold FROM products WHERE id = $1")
             .bind(PRODUCT)
@@ -203,6 +235,6 @@ pub async fn run(app: &App, admin_token: &str, load: &SoakLoad, progress: &(dyn 
     })
 }
 
-async fn count(db: &stream::Db, sql: &'static str) -> anyhow::Result<i64> {
+async fn count(db: &storage::Db, sql: &'static str) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar::<_, i64>(sql).fetch_one(db.reader()).await?)
 }

@@ -1,12 +1,10 @@
 //! `orderflow bench` against a running system: the report adds up (every order counted and
 //! timed, three messages per paid order, the baselines measured).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use orderflow::bench::{self, BenchConfig};
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bench_run_reports_what_it_measured() {
@@ -32,10 +30,21 @@ async fn a_bench_run_reports_what_it_measured() {
     assert_eq!(r.create_to_paid_ms.samples, 60);
     assert!(r.create_to_paid_ms.p50 > 0.0 && r.create_to_paid_ms.p50 <= r.create_to_paid_ms.max);
     assert!(r.create_rate <= 200.0 * 1.2, "the offered rate is kept: {}", r.create_rate);
-    assert!((r.messages_per_order - 3.0).abs() < 1e-9, "order-created, payment-success, stock-deducted: {r}");
-    assert_eq!(r.messages_per_second.keys().collect::<Vec<_>>(), ["order-created", "payment-success", "stock-deducted"]);
-    assert!(r.cpu_percent.is_some_and(|c| c > 0.0) && r.peak_rss_mb.is_some_and(|m| m > 1.0), "this test process measured: {r}");
-    assert!(r.raw_binder_rate.is_some_and(|x| x > 0.0) && r.disk_commit_rate.is_some_and(|x| x > 0.0));
+    assert!(
+        (r.messages_per_order - 3.0).abs() < 1e-9,
+        "order-created, payment-success, stock-deducted: {r}"
+    );
+    assert_eq!(
+        r.messages_per_second.keys().collect::<Vec<_>>(),
+        ["order-created", "payment-success", "stock-deducted"]
+    );
+    assert!(
+        r.cpu_percent.is_some_and(|c| c > 0.0) && r.peak_rss_mb.is_some_and(|m| m > 1.0),
+        "this test process measured: {r}"
+    );
+    assert!(
+        r.raw_binder_rate.is_some_and(|x| x > 0.0) && r.disk_commit_rate.is_some_and(|x| x > 0.0)
+    );
     assert!(r.ratio_to_raw.is_some());
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["createToPaidMs"]["samples"], 60);

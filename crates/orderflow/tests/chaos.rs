@@ -3,14 +3,12 @@
 //! PAID or CANCELLED, with one payment each, no oversell, stock conserved, and the invariant
 //! checker clean. And the checker itself finds what is broken.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
-use common::*;
+use binding::chaos::{ChaosBinder, ChaosConfig};
 use orderflow::soak;
 use payment::PaymentSettings;
-use stream::chaos::{ChaosBinder, ChaosConfig};
+use testkit::*;
 
 /// The soak run of `orderflow soak`, as a test: 2,000 orders for 1,300 units with every
 /// event duplicated, 10% handler failures, reordering, delays, and 10% of acknowledgements
@@ -21,16 +19,34 @@ async fn chaos_run(v: Variant) {
     for s in [&mut config.order_stream, &mut config.stock_stream, &mut config.payment_stream] {
         soak::tune_for_chaos(s);
     }
-    let chaos: ChaosConfig = "duplicate=1,reorder=0.2,delay=0.05,delay-ms=20,fail=0.1,crash=0.1,seed=11".parse().unwrap();
+    let chaos: ChaosConfig =
+        "duplicate=1,reorder=0.2,delay=0.05,delay-ms=20,fail=0.1,crash=0.1,seed=11"
+            .parse()
+            .unwrap();
     let t = spawn_config(v, config, move |b| Arc::new(ChaosBinder::new(b, chaos))).await;
-    let load = soak::SoakLoad { orders: 2000, units: 1300, concurrency: 16, settle_limit: Duration::from_secs(600) };
+    let load = soak::SoakLoad {
+        orders: 2000,
+        units: 1300,
+        concurrency: 16,
+        settle_limit: Duration::from_secs(600),
+    };
     let report = soak::run(&t.app, ADMIN_TOKEN, &load, &|_| {}).await.unwrap();
     assert!(report.clean(), "{report}");
-    assert_eq!((report.paid, report.cancelled, report.sold), (1300, 700, 1300), "exactly the units on offer were sold: {report}");
+    assert_eq!(
+        (report.paid, report.cancelled, report.sold),
+        (1300, 700, 1300),
+        "exactly the units on offer were sold: {report}"
+    );
     assert_eq!(report.dead_letters, 0, "{report}");
     assert_eq!(report.checked, 2000, "the checker read every order, page after page: {report}");
-    assert!(report.duplicates_absorbed >= 2000.0 * 3.0, "every event was delivered twice and absorbed: {report}");
-    assert!(report.retries > 500.0, "failures and lost acknowledgements were injected and retried: {report}");
+    assert!(
+        report.duplicates_absorbed >= 2000.0 * 3.0,
+        "every event was delivered twice and absorbed: {report}"
+    );
+    assert!(
+        report.retries > 500.0,
+        "failures and lost acknowledgements were injected and retried: {report}"
+    );
     let s = t.stock(soak::PRODUCT).await;
     assert_eq!((s.available, s.frozen, s.sold), (0, 0, 1300), "no oversell, nothing left frozen");
     t.shutdown().await;
@@ -43,20 +59,29 @@ async fn chaos_run(v: Variant) {
 async fn chaos_run_with_the_redis_fast_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), PaymentSettings::default());
-    let redis = std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis =
+        std::env::var("ORDERFLOW_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     for s in [&mut config.order_stream, &mut config.stock_stream, &mut config.payment_stream] {
         soak::tune_for_chaos(s);
-        s.orderflow = serde_yaml::from_str(&format!("idempotency:\n  redis: {redis}\n")).unwrap();
+        s.orderflow = yaml_serde::from_str(&format!("idempotency:\n  redis: {redis}\n")).unwrap();
     }
     let chaos: ChaosConfig = "duplicate=1,reorder=0.2,fail=0.1,crash=0.1,seed=5".parse().unwrap();
-    let t = spawn_config(Variant::EmbeddedSqlite, config, move |b| Arc::new(ChaosBinder::new(b, chaos))).await;
-    let load = soak::SoakLoad { orders: 300, units: 200, concurrency: 8, settle_limit: Duration::from_secs(300) };
+    let t = spawn_config(Variant::EmbeddedSqlite, config, move |b| {
+        Arc::new(ChaosBinder::new(b, chaos))
+    })
+    .await;
+    let load = soak::SoakLoad {
+        orders: 300,
+        units: 200,
+        concurrency: 8,
+        settle_limit: Duration::from_secs(300),
+    };
     let report = soak::run(&t.app, ADMIN_TOKEN, &load, &|_| {}).await.unwrap();
     assert!(report.clean(), "{report}");
     assert_eq!((report.paid, report.sold), (200, 200), "{report}");
-    let hits = t.app.metrics.total(stream::metrics::FAST_HITS);
+    let hits = t.app.metrics.total(binding::metrics::FAST_HITS);
     assert!(hits > 100.0, "duplicates were acknowledged from Redis: {hits}");
-    assert_eq!(t.app.metrics.total(stream::metrics::REDIS_ERRORS), 0.0);
+    assert_eq!(t.app.metrics.total(binding::metrics::REDIS_ERRORS), 0.0);
     t.shutdown().await;
 }
 
@@ -70,10 +95,20 @@ async fn the_soak_command_prints_a_clean_report() {
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
-    for line in ["orders              60", "  paid              40", "lost                0", "double effects      0", "invariant violations 0 (60 orders checked)", "time to quiesce"] {
+    for line in [
+        "orders              60",
+        "  paid              40",
+        "lost                0",
+        "double effects      0",
+        "invariant violations 0 (60 orders checked)",
+        "time to quiesce",
+    ] {
         assert!(report.contains(line), "{line:?} in\n{report}");
     }
-    assert!(String::from_utf8_lossy(&out.stderr).contains("created 60 orders"), "progress is shown");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("created 60 orders"),
+        "progress is shown"
+    );
 }
 
 // On RocketMQ the broker's redelivery delays (10 s, 30 s, ...) make a chaos run too slow for
@@ -81,14 +116,14 @@ async fn the_soak_command_prints_a_clean_report() {
 mod chaos_embedded_sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chaos_run() {
-        super::chaos_run(super::common::Variant::EmbeddedSqlite).await
+        super::chaos_run(testkit::Variant::EmbeddedSqlite).await
     }
 }
 
 mod chaos_embedded_postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chaos_run() {
-        super::chaos_run(super::common::Variant::EmbeddedPostgres).await
+        super::chaos_run(testkit::Variant::EmbeddedPostgres).await
     }
 }
 
@@ -104,20 +139,50 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
     t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "PAUSED").await;
     let stuck = t.create_order(3, &[(1002, 1)]).await;
     let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
-    let check = |now: i64| orderflow::check::check(o, st, p, Duration::from_secs(600), Duration::ZERO, now);
-    assert!(check(events::now_millis()).await.unwrap().violations.is_empty(), "a healthy system checks clean");
+    let check =
+        |now: i64| orderflow::check::check(o, st, p, Duration::from_secs(600), Duration::ZERO, now);
+    assert!(
+        check(events::now_millis()).await.unwrap().violations.is_empty(),
+        "a healthy system checks clean"
+    );
     t.app.refresh_invariants(events::now_millis()).await.unwrap();
     let metrics = t.metrics(&t.app.order_url).await;
-    assert!(metrics.contains(r#"orderflow_invariant_violations{kind="conservation"} 0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"orderflow_invariant_violations{kind="conservation"} 0"#),
+        "{metrics}"
+    );
 
     // Break one thing of each kind.
-    st.writer().await.unwrap().execute(sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002")).await.unwrap();
-    st.writer().await.unwrap().execute(sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&paid)).await.unwrap();
-    p.writer().await.unwrap().execute(sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1").bind(&cancelled)).await.unwrap();
+    st.writer()
+        .await
+        .unwrap()
+        .execute(sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002"))
+        .await
+        .unwrap();
+    st.writer()
+        .await
+        .unwrap()
+        .execute(
+            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&paid),
+        )
+        .await
+        .unwrap();
+    p.writer()
+        .await
+        .unwrap()
+        .execute(
+            sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1")
+                .bind(&cancelled),
+        )
+        .await
+        .unwrap();
     let later = stuck.created_at + 601_000;
     let report = check(later).await.unwrap();
-    let found: Vec<(&str, &str)> = report.violations.iter().map(|v| (v.subject.as_str(), v.problem.as_str())).collect();
-    let has = |subject: &str, needle: &str| found.iter().any(|(s, p)| *s == subject && p.contains(needle));
+    let found: Vec<(&str, &str)> =
+        report.violations.iter().map(|v| (v.subject.as_str(), v.problem.as_str())).collect();
+    let has = |subject: &str, needle: &str| {
+        found.iter().any(|(s, p)| *s == subject && p.contains(needle))
+    };
     assert!(has("product 1002", "movements add up to"), "{found:?}");
     assert!(has(&format!("order {paid}"), "not DEDUCTED"), "{found:?}");
     assert!(has(&format!("order {cancelled}"), "not refunded"), "{found:?}");
@@ -129,7 +194,10 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
     assert_eq!(gauges.violations.len(), 4);
     let metrics = t.metrics(&t.app.order_url).await;
     for kind in ["conservation", "paid", "cancelled", "deadline"] {
-        assert!(metrics.contains(&format!("orderflow_invariant_violations{{kind=\"{kind}\"}} 1")), "{kind}: {metrics}");
+        assert!(
+            metrics.contains(&format!("orderflow_invariant_violations{{kind=\"{kind}\"}} 1")),
+            "{kind}: {metrics}"
+        );
     }
     assert!(metrics.contains("orderflow_invariant_orders_checked 3"), "{metrics}");
     t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
@@ -150,38 +218,103 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
     t.settled(&b).await;
     t.quiesce().await;
     let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
-    let gauges = orderflow::check::Gauges::new([o.clone(), st.clone(), p.clone()], stream::Metrics::new(), Duration::from_secs(600));
+    let gauges = orderflow::check::Gauges::new(
+        [o.clone(), st.clone(), p.clone()],
+        binding::Metrics::new(),
+        Duration::from_secs(600),
+    );
     let t0 = events::now_millis() + 61_000; // both orders are past the minute's grace
-    let seen = |r: &orderflow::check::Report| (r.orders, r.violations.iter().map(|v| v.subject.clone()).collect::<Vec<_>>());
+    let seen = |r: &orderflow::check::Report| {
+        (r.orders, r.violations.iter().map(|v| v.subject.clone()).collect::<Vec<_>>())
+    };
 
     assert_eq!(seen(&gauges.refresh(t0).await.unwrap()), (2, vec![]), "the first pass is full");
-    assert_eq!(seen(&gauges.refresh(t0 + 30_000).await.unwrap()), (0, vec![]), "nothing changed: nothing read");
+    assert_eq!(
+        seen(&gauges.refresh(t0 + 30_000).await.unwrap()),
+        (0, vec![]),
+        "nothing changed: nothing read"
+    );
 
     // Broken behind the order's back: the order row is untouched.
-    st.writer().await.unwrap().execute(sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&a)).await.unwrap();
-    assert_eq!(seen(&gauges.pass(t0 + 60_000, false).await.unwrap()), (0, vec![]), "an incremental pass does not see it");
-    assert_eq!(seen(&gauges.pass(t0 + 90_000, true).await.unwrap()), (2, vec![format!("order {a}")]), "a full pass does");
-    assert_eq!(seen(&gauges.pass(t0 + 120_000, false).await.unwrap()), (1, vec![format!("order {a}")]), "looked at again");
-    st.writer().await.unwrap().execute(sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1").bind(&a)).await.unwrap();
-    assert_eq!(seen(&gauges.pass(t0 + 150_000, false).await.unwrap()), (1, vec![]), "and seen to resolve");
+    st.writer()
+        .await
+        .unwrap()
+        .execute(
+            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&a),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&gauges.pass(t0 + 60_000, false).await.unwrap()),
+        (0, vec![]),
+        "an incremental pass does not see it"
+    );
+    assert_eq!(
+        seen(&gauges.pass(t0 + 90_000, true).await.unwrap()),
+        (2, vec![format!("order {a}")]),
+        "a full pass does"
+    );
+    assert_eq!(
+        seen(&gauges.pass(t0 + 120_000, false).await.unwrap()),
+        (1, vec![format!("order {a}")]),
+        "looked at again"
+    );
+    st.writer()
+        .await
+        .unwrap()
+        .execute(
+            sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1").bind(&a),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&gauges.pass(t0 + 150_000, false).await.unwrap()),
+        (1, vec![]),
+        "and seen to resolve"
+    );
 
     // An order updated since the last pass is judged by the next one (once past the grace).
-    o.writer().await.unwrap().execute(sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2").bind(t0 + 100_000).bind(&b)).await.unwrap();
-    p.writer().await.unwrap().execute(sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(&b)).await.unwrap();
-    assert_eq!(seen(&gauges.pass(t0 + 180_000, false).await.unwrap()), (1, vec![format!("order {b}")]));
+    o.writer()
+        .await
+        .unwrap()
+        .execute(
+            sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2")
+                .bind(t0 + 100_000)
+                .bind(&b),
+        )
+        .await
+        .unwrap();
+    p.writer()
+        .await
+        .unwrap()
+        .execute(
+            sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(&b),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&gauges.pass(t0 + 180_000, false).await.unwrap()),
+        (1, vec![format!("order {b}")])
+    );
     t.shutdown().await;
 }
 
 mod gauges_embedded_sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest() {
-        super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(super::common::Variant::EmbeddedSqlite).await
+        super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(
+            testkit::Variant::EmbeddedSqlite,
+        )
+        .await
     }
 }
 
 mod gauges_embedded_postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest() {
-        super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(super::common::Variant::EmbeddedPostgres).await
+        super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(
+            testkit::Variant::EmbeddedPostgres,
+        )
+        .await
     }
 }

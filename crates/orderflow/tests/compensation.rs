@@ -8,14 +8,15 @@
 //! - Stock frozen for an order whose payment never completes is released, and the order is
 //!   cancelled with the payment never charged.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use order::{compensation::{self, CompensationSettings}, domain::OrderStatus};
+use order::{
+    compensation::{self, CompensationSettings},
+    domain::OrderStatus,
+};
 use payment::{PaymentSettings, domain::PaymentStatus};
 use stock::expiry::{self, ExpirySettings};
+use testkit::*;
 
 const SETTINGS: CompensationSettings = CompensationSettings {
     resend_after: Duration::from_secs(60),
@@ -43,7 +44,8 @@ async fn a_lost_order_created_is_sent_again_and_the_order_completes(v: Variant) 
     let early = compensation::pass(&t.app.order, &SETTINGS, events::now_millis()).await.unwrap();
     assert_eq!(early, compensation::Pass::default(), "nothing is compensated before resend-after");
 
-    let pass = compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.resend_after)).await.unwrap();
+    let pass =
+        compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.resend_after)).await.unwrap();
     assert_eq!(pass, compensation::Pass { resent: 1, cancelled: 0 });
     let o = t.settled(&o.order_no).await;
     assert_eq!(o.status, OrderStatus::Paid);
@@ -51,12 +53,16 @@ async fn a_lost_order_created_is_sent_again_and_the_order_completes(v: Variant) 
     assert_eq!(t.stock(1002).await.available, before.available - 3, "deducted once");
     assert_eq!(t.payments(&o.order_no).await.len(), 1, "payment skipped the copy it had");
     assert_eq!(t.published("order-created"), 2.0, "the original and one re-send");
-    assert!(o.events.iter().any(|e| e.event == "COMPENSATION"), "the re-send is in the order's history");
+    assert!(
+        o.events.iter().any(|e| e.event == "COMPENSATION"),
+        "the re-send is in the order's history"
+    );
     let metrics = t.metrics(&t.app.order_url).await;
     assert!(metrics.contains(r#"orderflow_compensation_total{action="resent"} 1"#), "{metrics}");
 
     // A PAID order is never touched again.
-    let pass = compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.cancel_after)).await.unwrap();
+    let pass =
+        compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.cancel_after)).await.unwrap();
     assert_eq!(pass, compensation::Pass::default());
     t.shutdown().await;
 }
@@ -66,14 +72,22 @@ async fn an_order_pending_past_the_deadline_is_cancelled_and_refunded(v: Variant
     t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "PAUSED").await;
     let before = t.stock(1001).await;
     let o = t.create_order(32, &[(1001, 1)]).await;
-    eventually("payment captured", || async { t.order(&o.order_no).await.payment_id.map(|_| ()) }).await;
+    eventually("payment captured", || async { t.order(&o.order_no).await.payment_id.map(|_| ()) })
+        .await;
 
     // Re-sent while it waits, but not more than max-resends times.
     let once = CompensationSettings { max_resends: 1, ..SETTINGS };
-    assert_eq!(compensation::pass(&t.app.order, &once, later(SETTINGS.resend_after)).await.unwrap().resent, 1);
-    assert_eq!(compensation::pass(&t.app.order, &once, later(SETTINGS.resend_after)).await.unwrap().resent, 0);
+    assert_eq!(
+        compensation::pass(&t.app.order, &once, later(SETTINGS.resend_after)).await.unwrap().resent,
+        1
+    );
+    assert_eq!(
+        compensation::pass(&t.app.order, &once, later(SETTINGS.resend_after)).await.unwrap().resent,
+        0
+    );
 
-    let pass = compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.cancel_after)).await.unwrap();
+    let pass =
+        compensation::pass(&t.app.order, &SETTINGS, later(SETTINGS.cancel_after)).await.unwrap();
     assert_eq!(pass.cancelled, 1);
     t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
     let o = t.settled(&o.order_no).await;
@@ -93,14 +107,25 @@ async fn frozen_stock_of_an_order_never_paid_expires(v: Variant) {
     let t = spawn_with(v, slow, |b| b).await;
     let before = t.stock(1003).await;
     let o = t.create_order(33, &[(1003, 2)]).await;
-    eventually("stock frozen", || async { (t.stock(1003).await.frozen == before.frozen + 2).then_some(()) }).await;
-    let settings = ExpirySettings { after: Duration::from_secs(1800), interval: Duration::from_secs(5) };
-    assert_eq!(expiry::pass(&t.app.stock, &settings, events::now_millis()).await.unwrap(), 0, "not yet");
+    eventually("stock frozen", || async {
+        (t.stock(1003).await.frozen == before.frozen + 2).then_some(())
+    })
+    .await;
+    let settings =
+        ExpirySettings { after: Duration::from_secs(1800), interval: Duration::from_secs(5) };
+    assert_eq!(
+        expiry::pass(&t.app.stock, &settings, events::now_millis()).await.unwrap(),
+        0,
+        "not yet"
+    );
 
     assert_eq!(expiry::pass(&t.app.stock, &settings, later(settings.after)).await.unwrap(), 1);
     let o = t.settled(&o.order_no).await;
     assert_eq!(o.status, OrderStatus::Cancelled);
-    assert_eq!(o.cancel_reason.as_deref(), Some("stock freeze failed: reservation expired: not paid within 1800 s"));
+    assert_eq!(
+        o.cancel_reason.as_deref(),
+        Some("stock freeze failed: reservation expired: not paid within 1800 s")
+    );
     t.quiesce().await;
     assert_eq!(t.stock(1003).await, before, "released");
     assert_eq!(t.payments(&o.order_no).await[0].status, PaymentStatus::Cancelled, "never charged");

@@ -4,14 +4,11 @@
 //! stock frozen and deducted once; purging hides it. Through the admin API and the
 //! `orderflow dlq` client, with the admin token (and refused without).
 
-mod common;
-
-
-use common::*;
 use order::domain::OrderStatus;
 use orderflow::dlq::{DlqAction, run};
 use payment::PaymentSettings;
 use serde_json::Value;
+use testkit::*;
 
 async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     let t = spawn_with(v, PaymentSettings::default(), |inner| {
@@ -22,10 +19,22 @@ async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     let o = t.create_order(21, &[(1003, 2)]).await;
 
     // The stock group's copy of order-created is dead: nothing frozen, the order waits.
-    let dlq = eventually_within("the dead letter is listed", std::time::Duration::from_secs(60), || async {
-        let list: Vec<Value> = t.http.get(format!("{}/admin/dlq", t.app.stock_url)).send().await.unwrap().json().await.unwrap();
-        (!list.is_empty()).then_some(list)
-    })
+    let dlq = eventually_within(
+        "the dead letter is listed",
+        std::time::Duration::from_secs(60),
+        || async {
+            let list: Vec<Value> = t
+                .http
+                .get(format!("{}/admin/dlq", t.app.stock_url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (!list.is_empty()).then_some(list)
+        },
+    )
     .await;
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     let d = &dlq[0];
@@ -38,23 +47,43 @@ async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     let bad = t.http.get(format!("{}/admin/dlq?limit=lots", t.app.stock_url)).send().await.unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(bad.json::<Value>().await.unwrap()["error"]["field"], "limit");
-    assert!(d["properties"]["eventId"].as_str().is_some_and(|e| !e.is_empty()), "headers shown: {d}");
+    assert!(
+        d["properties"]["eventId"].as_str().is_some_and(|e| !e.is_empty()),
+        "headers shown: {d}"
+    );
     assert!(d["body"].as_str().unwrap().contains(&o.order_no), "payload shown: {d}");
     let id = d["messageId"].as_str().unwrap().to_owned();
     assert_eq!(t.order(&o.order_no).await.status, OrderStatus::Pending);
     assert_eq!(t.stock(1003).await, before, "nothing frozen while the event is dead");
     // The other services saw the event; only stock's copy died.
-    let order_dlq: Vec<Value> = t.http.get(format!("{}/admin/dlq", t.app.order_url)).send().await.unwrap().json().await.unwrap();
+    let order_dlq: Vec<Value> = t
+        .http
+        .get(format!("{}/admin/dlq", t.app.order_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(order_dlq.is_empty(), "{order_dlq:?}");
 
     // Without the token: refused, and nothing replayed.
-    let refused = run(&DlqAction::Replay(id.clone()), &[t.app.stock_url.clone()], "wrong-token-wrong-token", false).await;
+    let refused = run(
+        &DlqAction::Replay(id.clone()),
+        std::slice::from_ref(&t.app.stock_url),
+        "wrong-token-wrong-token",
+        false,
+    )
+    .await;
     assert!(refused.unwrap_err().to_string().contains("admin token"));
 
     // Replayed twice: the order completes, the stock moves once.
     let urls = [t.app.order_url.clone(), t.app.stock_url.clone(), t.app.payment_url.clone()];
     let shown = run(&DlqAction::Show(id.clone()), &urls, ADMIN_TOKEN, false).await.unwrap();
-    assert!(shown.contains("read-only") && shown.contains(r#""replays": 0"#), "nothing replayed yet: {shown}");
+    assert!(
+        shown.contains("read-only") && shown.contains(r#""replays": 0"#),
+        "nothing replayed yet: {shown}"
+    );
     let first = run(&DlqAction::Replay(id.clone()), &urls, ADMIN_TOKEN, false).await.unwrap();
     assert!(first.starts_with(&format!("replayed {id} (stock-consumer-group)")), "{first}");
     let r = t.http.post(format!("{}/admin/dlq/{id}/replay", t.app.stock_url)).send().await.unwrap();
@@ -65,7 +94,10 @@ async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
     assert_eq!(o.status, OrderStatus::Paid);
     t.quiesce().await;
     eventually_within("both replays consumed", std::time::Duration::from_secs(60), || async {
-        let duplicates = t.app.metrics.get(stream::metrics::DUPLICATES, &[("topic", "order-created"), ("group", "stock-consumer-group")]);
+        let duplicates = t.app.metrics.get(
+            binding::metrics::DUPLICATES,
+            &[("topic", "order-created"), ("group", "stock-consumer-group")],
+        );
         (duplicates >= 1.0).then_some(())
     })
     .await;
@@ -98,7 +130,11 @@ async fn a_dead_letter_replayed_twice_is_applied_once(v: Variant) {
         .await
         .unwrap();
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((shown["replays"].as_i64(), shown["messageId"].as_str()), (Some(2), Some(id.as_str())), "a purged one can still be shown");
+    assert_eq!(
+        (shown["replays"].as_i64(), shown["messageId"].as_str()),
+        (Some(2), Some(id.as_str())),
+        "a purged one can still be shown"
+    );
     let missing = run(&DlqAction::Replay("no-such-id".into()), &urls, ADMIN_TOKEN, false).await;
     assert!(missing.unwrap_err().to_string().contains("no dead letter \"no-such-id\""));
     t.shutdown().await;

@@ -4,13 +4,11 @@
 //! conserved. And each service, then the broker, SIGKILLed during load and restarted: every
 //! order ends PAID, once, and `orderflow check` finds nothing wrong.
 
-mod common;
-
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
-use common::*;
 use rocketmq_binder::LocalCluster;
 use serde_json::{Value, json};
+use testkit::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Service {
@@ -65,7 +63,10 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     let mut dbs = HashMap::new();
     for svc in ["order", "stock", "payment"] {
         let name = format!("orderflow_t_{}_{svc}", &id[..12]);
-        dbs.insert(svc, (name.clone(), stream::Db::create_postgres_database(&server, &name).await.unwrap()));
+        dbs.insert(
+            svc,
+            (name.clone(), storage::Db::create_postgres_database(&server, &name).await.unwrap()),
+        );
     }
     let order = serve("order", &ns, &dbs["order"].1, "127.0.0.1:0").await;
     let mut stock_a = serve("stock", &ns, &dbs["stock"].1, "127.0.0.1:0").await;
@@ -74,15 +75,24 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     let http = admin_client();
 
     let create = |items: Value| {
-        let req = http.post(format!("{}/api/orders", order.url)).json(&json!({"userId": 1, "items": items}));
-        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["orderNo"].as_str().unwrap().to_owned() }
+        let req = http
+            .post(format!("{}/api/orders", order.url))
+            .json(&json!({"userId": 1, "items": items}));
+        async move {
+            req.send().await.unwrap().json::<Value>().await.unwrap()["orderNo"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
     };
     let terminal = |no: String| {
         let (http, base) = (http.clone(), order.url.clone());
         async move {
             eventually(&format!("{no} terminal"), || async {
                 let o = get(&http, format!("{base}/api/orders/{no}")).await?;
-                let done = o["status"] == "PAID" || (o["status"] == "CANCELLED" && (o["paymentId"].is_null() || o["refunded"] == true));
+                let done = o["status"] == "PAID"
+                    || (o["status"] == "CANCELLED"
+                        && (o["paymentId"].is_null() || o["refunded"] == true));
                 done.then_some(o)
             })
             .await
@@ -134,7 +144,12 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     let refunded = terminal(doomed.clone()).await;
     assert_eq!(refunded["status"], "CANCELLED");
     assert_eq!(refunded["refunded"], true, "the captured payment was refunded");
-    let p: Vec<Value> = get(&http, format!("{}/api/payments?orderNo={doomed}", payment.url)).await.unwrap().as_array().unwrap().clone();
+    let p: Vec<Value> = get(&http, format!("{}/api/payments?orderNo={doomed}", payment.url))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(p[0]["status"], "REFUNDED");
 
     // Load, with one of the two stock instances killed in the middle.
@@ -159,8 +174,17 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     assert_eq!(cables["available"], 460, "500 = 460 available + 40 sold: conserved");
     let keyboards = get(&http, format!("{}/api/stock/1001", stock_b.url)).await.unwrap();
     assert_eq!((keyboards["available"].as_i64(), keyboards["sold"].as_i64()), (Some(98), Some(2)));
-    let payments: Vec<Value> = get(&http, format!("{}/api/payments", payment.url)).await.unwrap().as_array().unwrap().clone();
-    assert_eq!(payments.iter().filter(|p| p["status"] == "SUCCESS").count(), 42, "one payment per paid order");
+    let payments: Vec<Value> = get(&http, format!("{}/api/payments", payment.url))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        payments.iter().filter(|p| p["status"] == "SUCCESS").count(),
+        42,
+        "one payment per paid order"
+    );
 
     for mut s in [order, stock_b, payment] {
         let _ = s.child.start_kill();
@@ -168,7 +192,7 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     }
     cluster.stop().await;
     for (_, (name, _)) in dbs {
-        stream::Db::drop_postgres_database(&server, &name).await.unwrap();
+        storage::Db::drop_postgres_database(&server, &name).await.unwrap();
     }
 }
 
@@ -177,13 +201,16 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_service_and_the_broker_sigkilled_during_load_then_restarted_nothing_lost_or_doubled() {
+async fn each_service_and_the_broker_sigkilled_during_load_then_restarted_nothing_lost_or_doubled()
+{
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(&dir.path().join("rocketmq")).await.unwrap();
     let ns = cluster.name_server();
     let db = |svc: &str| dir.path().join(format!("{svc}.db")).display().to_string();
-    let addr: HashMap<&str, String> =
-        ["order", "stock", "payment"].into_iter().map(|s| (s, format!("127.0.0.1:{}", free_port()))).collect();
+    let addr: HashMap<&str, String> = ["order", "stock", "payment"]
+        .into_iter()
+        .map(|s| (s, format!("127.0.0.1:{}", free_port())))
+        .collect();
     let start = |svc: &'static str| {
         let (ns, database, addr) = (ns.clone(), db(svc), addr[svc].clone());
         async move { serve(svc, &ns, &database, &addr).await }
@@ -195,7 +222,9 @@ async fn each_service_and_the_broker_sigkilled_during_load_then_restarted_nothin
     let http = admin_client();
     let order_url = running["order"].url.clone();
     let create = || {
-        let req = http.post(format!("{order_url}/api/orders")).json(&json!({"userId": 2, "items": [{"productId": 1002, "quantity": 1}]}));
+        let req = http
+            .post(format!("{order_url}/api/orders"))
+            .json(&json!({"userId": 2, "items": [{"productId": 1002, "quantity": 1}]}));
         async move {
             let r = req.send().await.expect("the order service answers");
             assert_eq!(r.status(), 201);
@@ -244,13 +273,30 @@ async fn each_service_and_the_broker_sigkilled_during_load_then_restarted_nothin
         (s["frozen"] == 0 && s["sold"] == orders.len()).then_some(s)
     })
     .await;
-    assert_eq!(cables["available"].as_u64(), Some(500 - orders.len() as u64), "conserved, each order deducted once");
-    let payments: Vec<Value> = get(&http, format!("{}/api/payments", running["payment"].url)).await.unwrap().as_array().unwrap().clone();
+    assert_eq!(
+        cables["available"].as_u64(),
+        Some(500 - orders.len() as u64),
+        "conserved, each order deducted once"
+    );
+    let payments: Vec<Value> = get(&http, format!("{}/api/payments", running["payment"].url))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(payments.len(), orders.len(), "one payment per order, no double charge");
     assert!(payments.iter().all(|p| p["status"] == "SUCCESS"));
 
     let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["check", "--order-db", &db("order"), "--stock-db", &db("stock"), "--payment-db", &db("payment")])
+        .args([
+            "check",
+            "--order-db",
+            &db("order"),
+            "--stock-db",
+            &db("stock"),
+            "--payment-db",
+            &db("payment"),
+        ])
         .output()
         .await
         .unwrap();

@@ -2,22 +2,27 @@
 //! driven over HTTP. Every order must end PAID (stock deducted, one successful payment) or
 //! CANCELLED (reason recorded, nothing frozen, any capture refunded).
 
-mod common;
-
 use std::{collections::BTreeMap, sync::Arc};
 
-use common::*;
+use binding::Message;
 use order::domain::OrderStatus;
-use payment::{PaymentSettings, domain::{Completion, PaymentStatus}};
+use payment::{
+    PaymentSettings,
+    domain::{Completion, PaymentStatus},
+};
 use rust_decimal::Decimal;
-use stream::Message;
+use testkit::*;
 
 async fn flow_1_and_2_an_order_is_paid_and_its_stock_deducted(v: Variant) {
     let t = spawn(v).await;
     let before = (t.stock(1001).await, t.stock(1002).await);
     let o = t.create_order(7, &[(1001, 2), (1002, 1)]).await;
     assert_eq!(o.status, OrderStatus::Pending);
-    assert_eq!(o.total_amount, "149.80".parse::<Decimal>().unwrap(), "2 x 69.95 + 9.90, priced by the server");
+    assert_eq!(
+        o.total_amount,
+        "149.80".parse::<Decimal>().unwrap(),
+        "2 x 69.95 + 9.90, priced by the server"
+    );
 
     let o = t.settled(&o.order_no).await;
     assert_eq!(o.status, OrderStatus::Paid);
@@ -25,7 +30,12 @@ async fn flow_1_and_2_an_order_is_paid_and_its_stock_deducted(v: Variant) {
     let tx = o.transaction_no.clone().expect("transaction no recorded");
     assert!(tx.starts_with("TXN"), "{tx}");
     let events: Vec<&str> = o.events.iter().map(|e| e.event.as_str()).collect();
-    assert!(events.starts_with(&["ORDER_CREATED"]) && events.contains(&"PAYMENT_SUCCESS") && events.contains(&"STOCK_DEDUCTED"), "{events:?}");
+    assert!(
+        events.starts_with(&["ORDER_CREATED"])
+            && events.contains(&"PAYMENT_SUCCESS")
+            && events.contains(&"STOCK_DEDUCTED"),
+        "{events:?}"
+    );
 
     let (k, c) = (t.stock(1001).await, t.stock(1002).await);
     assert_eq!((k.available, k.frozen, k.sold), (before.0.available - 2, 0, 2));
@@ -86,7 +96,10 @@ async fn flow_3_insufficient_stock_cancels_with_the_product_named_and_nothing_fr
 }
 
 async fn a_failed_payment_cancels_the_order_and_releases_the_reservation(v: Variant) {
-    let settings = PaymentSettings { outcome: Completion::Fail { reason: "card declined".into() }, ..Default::default() };
+    let settings = PaymentSettings {
+        outcome: Completion::Fail { reason: "card declined".into() },
+        ..Default::default()
+    };
     let t = spawn_with(v, settings, |b| b).await;
     let before = t.stock(1003).await;
     let o = t.create_order(9, &[(1003, 2)]).await;
@@ -108,7 +121,9 @@ async fn fifty_concurrent_orders_for_the_last_ten_units_sell_exactly_ten(v: Vari
     let mut tasks = Vec::new();
     for user in 0..50 {
         let t = t.clone();
-        tasks.push(tokio::spawn(async move { t.create_order(100 + user, &[(1003, 1)]).await.order_no }));
+        tasks.push(tokio::spawn(
+            async move { t.create_order(100 + user, &[(1003, 1)]).await.order_no },
+        ));
     }
     let mut orders = Vec::new();
     for task in tasks {
@@ -129,7 +144,11 @@ async fn fifty_concurrent_orders_for_the_last_ten_units_sell_exactly_ten(v: Vari
         assert_eq!(p.len(), 1, "one payment per order");
         match o.status {
             OrderStatus::Paid => assert_eq!(p[0].status, PaymentStatus::Success),
-            _ => assert!(matches!(p[0].status, PaymentStatus::Refunded | PaymentStatus::Cancelled), "{no}: {:?}", p[0].status),
+            _ => assert!(
+                matches!(p[0].status, PaymentStatus::Refunded | PaymentStatus::Cancelled),
+                "{no}: {:?}",
+                p[0].status
+            ),
         }
     }
     let Ok(t) = Arc::try_unwrap(t) else { panic!("client tasks still hold the app") };
@@ -138,8 +157,11 @@ async fn fifty_concurrent_orders_for_the_last_ten_units_sell_exactly_ten(v: Vari
 
 async fn every_event_delivered_twice_has_one_effect(v: Variant) {
     // Every message is published twice (what a broker may do after a send timeout).
-    let twice: stream::chaos::ChaosConfig = "duplicate=1".parse().unwrap();
-    let t = spawn_with(v, PaymentSettings::default(), move |b| Arc::new(stream::chaos::ChaosBinder::new(b, twice))).await;
+    let twice: binding::chaos::ChaosConfig = "duplicate=1".parse().unwrap();
+    let t = spawn_with(v, PaymentSettings::default(), move |b| {
+        Arc::new(binding::chaos::ChaosBinder::new(b, twice))
+    })
+    .await;
     t.set_stock(1004, 3).await;
     let mut orders = Vec::new();
     for user in 0..5 {
@@ -167,7 +189,7 @@ async fn every_event_delivered_twice_has_one_effect(v: Variant) {
     assert_eq!(paid, 3);
     let s = t.stock(1004).await;
     assert_eq!((s.available, s.frozen, s.sold), (0, 0, 3), "each deduction applied once");
-    let dupes = t.app.metrics.total(stream::metrics::DUPLICATES);
+    let dupes = t.app.metrics.total(binding::metrics::DUPLICATES);
     assert!(dupes >= 10.0, "the inbox dropped the duplicates ({dupes})");
     assert_eq!(t.published("order-created"), 10.0, "every event really went twice");
     t.shutdown().await;
@@ -184,7 +206,11 @@ async fn payment_success_before_the_reservation_exists_still_ends_paid(v: Varian
     })
     .await;
     assert_eq!(r["state"], "AWAITING_FREEZE");
-    assert_eq!(t.order(&o.order_no).await.status, OrderStatus::Pending, "not PAID before stock is deducted");
+    assert_eq!(
+        t.order(&o.order_no).await.status,
+        OrderStatus::Pending,
+        "not PAID before stock is deducted"
+    );
     t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
 
     let o = t.settled(&o.order_no).await;
@@ -231,14 +257,22 @@ async fn a_malformed_event_is_dead_lettered_at_once_and_the_queue_keeps_flowing(
     };
     t.app.binder.publish(&[poison]).await.unwrap();
     let o = t.create_order(12, &[(1002, 1)]).await;
-    assert_eq!(t.settled(&o.order_no).await.status, OrderStatus::Paid, "the order behind the poison completes");
+    assert_eq!(
+        t.settled(&o.order_no).await.status,
+        OrderStatus::Paid,
+        "the order behind the poison completes"
+    );
     t.quiesce().await;
     for group in ["stock-consumer-group", "payment-consumer-group"] {
         let dlq = t.app.binder.dead_letters(group, 10).await.unwrap();
         assert_eq!(dlq.len(), 1, "{group}");
         assert_eq!(dlq[0].attempts, 1, "{group}: no retries for a malformed event");
         assert_eq!(dlq[0].origin_topic, "order-created");
-        assert!(dlq[0].error.contains("orderId"), "{group}: error names the field: {}", dlq[0].error);
+        assert!(
+            dlq[0].error.contains("orderId"),
+            "{group}: error names the field: {}",
+            dlq[0].error
+        );
     }
     let metrics = t.metrics(&t.app.stock_url).await;
     assert!(metrics.contains(r#"orderflow_messages_dead_lettered_total{topic="order-created",group="stock-consumer-group"} 1"#), "{metrics}");
@@ -268,7 +302,9 @@ async fn the_java_services_order_created_message_is_consumed(v: Variant) {
     // Stock may see payment-success first (another topic) and hold a reservation without
     // items until order-created arrives: wait for the freeze itself.
     let r = eventually("stock froze the Java order", || async {
-        t.reservation("ORD1736900000001").await.filter(|r| r["items"].as_object().is_some_and(|items| !items.is_empty()))
+        t.reservation("ORD1736900000001")
+            .await
+            .filter(|r| r["items"].as_object().is_some_and(|items| !items.is_empty()))
     })
     .await;
     assert_eq!(r["items"], serde_json::json!({"1001": 2, "1002": 1}));
@@ -300,20 +336,28 @@ async fn one_order_announced_three_times_in_one_batch_is_paid_and_frozen_once(v:
     t.binding(&t.app.stock_url, "orderCreatedConsumer-in-0", "RUNNING").await;
     t.binding(&t.app.payment_url, "orderCreatedConsumer-in-0", "RUNNING").await;
     eventually("payment captured", || async {
-        t.payments("ORD1736900000001").await.into_iter().find(|p| p.status == PaymentStatus::Success)
+        t.payments("ORD1736900000001")
+            .await
+            .into_iter()
+            .find(|p| p.status == PaymentStatus::Success)
     })
     .await;
     t.quiesce().await;
     assert_eq!(t.payments("ORD1736900000001").await.len(), 1, "one payment");
     assert_eq!(t.published("payment-success"), 1.0, "captured once");
     let after = t.stock(1001).await;
-    let moved = (after.available - before.available, after.frozen - before.frozen, after.sold - before.sold);
+    let moved = (
+        after.available - before.available,
+        after.frozen - before.frozen,
+        after.sold - before.sold,
+    );
     assert_eq!(moved, (-2, 0, 2), "the order's 2 units of 1001 frozen and deducted once");
     t.shutdown().await;
 }
 
 async fn events_wait_in_the_outbox_while_the_broker_refuses_them(v: Variant) {
-    let t = spawn_with(v, PaymentSettings::default(), |inner| Faulty::refusing_publishes(inner, 4)).await;
+    let t = spawn_with(v, PaymentSettings::default(), |inner| Faulty::refusing_publishes(inner, 4))
+        .await;
     let o = t.create_order(13, &[(1002, 1)]).await;
     assert_eq!(o.status, OrderStatus::Pending, "the order is accepted while the broker is down");
     let o = t.settled(&o.order_no).await;

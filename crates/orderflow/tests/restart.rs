@@ -1,14 +1,12 @@
 //! Stopping mid-flow — gracefully, or by SIGKILL of the real binary — and starting again on
 //! the same data directory leaves no order stuck and conserves stock.
 
-mod common;
-
 use std::{process::Stdio, time::Duration};
 
-use common::*;
 use order::domain::OrderStatus;
 use payment::PaymentSettings;
 use serde_json::{Value, json};
+use testkit::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order(v: Variant) {
@@ -19,7 +17,11 @@ async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order(v: Variant) 
         orders.push(t.create_order(300 + user, &[(1001, 1)]).await.order_no);
     }
     let pending = t.order(&orders[9]).await;
-    assert_eq!(pending.status, OrderStatus::Pending, "stopping mid-flow: payments still in progress");
+    assert_eq!(
+        pending.status,
+        OrderStatus::Pending,
+        "stopping mid-flow: payments still in progress"
+    );
 
     let t = t.restart(PaymentSettings::default()).await;
     for no in &orders {
@@ -27,7 +29,11 @@ async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order(v: Variant) 
     }
     t.quiesce().await;
     let s = t.stock(1001).await;
-    assert_eq!((s.available, s.frozen, s.sold), (90, 0, 10), "demo stock 100: conserved, not re-seeded");
+    assert_eq!(
+        (s.available, s.frozen, s.sold),
+        (90, 0, 10),
+        "demo stock 100: conserved, not re-seeded"
+    );
     for no in &orders {
         assert_eq!(t.payments(no).await.len(), 1);
     }
@@ -45,7 +51,15 @@ struct Process {
 /// Starts `orderflow up` on `dir` with free ports; returns once it printed its addresses.
 async fn start_binary(dir: &std::path::Path, payment_delay_ms: u64) -> Process {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["up", "--order-addr", "127.0.0.1:0", "--stock-addr", "127.0.0.1:0", "--payment-addr", "127.0.0.1:0"])
+        .args([
+            "up",
+            "--order-addr",
+            "127.0.0.1:0",
+            "--stock-addr",
+            "127.0.0.1:0",
+            "--payment-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir)
         .arg("--config-dir")
@@ -85,11 +99,25 @@ async fn sigkill_mid_flow_then_restart_leaves_no_order_stuck() {
     let mut orders = Vec::new();
     for user in 0..20 {
         let body = json!({"userId": 400 + user, "items": [{"productId": 1003, "quantity": 1}, {"productId": 1002, "quantity": 2}]});
-        let r: Value = http.post(format!("{}/api/orders", p.order_url)).json(&body).send().await.unwrap().json().await.unwrap();
+        let r: Value = http
+            .post(format!("{}/api/orders", p.order_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         orders.push(r["orderNo"].as_str().unwrap().to_owned());
     }
-    let pending: Vec<Value> =
-        http.get(format!("{}/api/orders?status=PENDING", p.order_url)).send().await.unwrap().json().await.unwrap();
+    let pending: Vec<Value> = http
+        .get(format!("{}/api/orders?status=PENDING", p.order_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(!pending.is_empty(), "killing mid-flow: some orders are still pending");
     p.child.start_kill().unwrap(); // SIGKILL: no chance to clean up
     p.child.wait().await.unwrap();
@@ -98,7 +126,14 @@ async fn sigkill_mid_flow_then_restart_leaves_no_order_stuck() {
     let mut paid = 0;
     for no in &orders {
         let o: Value = eventually(&format!("{no} terminal after restart"), || async {
-            let o: Value = http.get(format!("{}/api/orders/{no}", p.order_url)).send().await.ok()?.json().await.ok()?;
+            let o: Value = http
+                .get(format!("{}/api/orders/{no}", p.order_url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             (o["status"] != "PENDING").then_some(o)
         })
         .await;
@@ -107,7 +142,14 @@ async fn sigkill_mid_flow_then_restart_leaves_no_order_stuck() {
     // 20 monitors are on offer: all 20 orders fit.
     assert_eq!(paid, 20);
     let monitors: Value = eventually("monitor stock settled", || async {
-        let s: Value = http.get(format!("{}/api/stock/1003", p.stock_url)).send().await.ok()?.json().await.ok()?;
+        let s: Value = http
+            .get(format!("{}/api/stock/1003", p.stock_url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         (s["frozen"] == 0).then_some(s)
     })
     .await;
@@ -123,7 +165,10 @@ async fn ctrl_c_stops_the_binary_gracefully() {
     let pid = p.child.id().expect("running").to_string();
     let killed = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait()).await.expect("stops within 30 s").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
+        .await
+        .expect("stops within 30 s")
+        .unwrap();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -145,9 +190,11 @@ async fn broker_killed_mid_load_then_restarted(v: Variant) {
     let restarted = std::time::Instant::now();
     // The clients find the restarted broker on their next route refresh (tens of seconds).
     let last = orders.last().unwrap().clone();
-    eventually_within("the first order after the restart settles", Duration::from_secs(120), || async {
-        (t.order(&last).await.status != OrderStatus::Pending).then_some(())
-    })
+    eventually_within(
+        "the first order after the restart settles",
+        Duration::from_secs(120),
+        || async { (t.order(&last).await.status != OrderStatus::Pending).then_some(()) },
+    )
     .await;
     eprintln!("recovered {:?} after the broker restart", restarted.elapsed());
     for no in &orders {
@@ -159,19 +206,23 @@ async fn broker_killed_mid_load_then_restarted(v: Variant) {
         assert_eq!(payments.len(), 1, "{no}: one payment");
     }
     let cables = t.stock(1002).await;
-    assert_eq!((cables.available, cables.frozen, cables.sold), (480, 0, 20), "each deduction applied once");
+    assert_eq!(
+        (cables.available, cables.frozen, cables.sold),
+        (480, 0, 20),
+        "each deduction applied once"
+    );
     t.shutdown().await;
 }
 
 mod rocketmq_sqlite_broker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn broker_killed_mid_load_then_restarted() {
-        super::broker_killed_mid_load_then_restarted(super::common::Variant::RocketMqSqlite).await
+        super::broker_killed_mid_load_then_restarted(testkit::Variant::RocketMqSqlite).await
     }
 }
 mod rocketmq_postgres_broker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn broker_killed_mid_load_then_restarted() {
-        super::broker_killed_mid_load_then_restarted(super::common::Variant::RocketMqPostgres).await
+        super::broker_killed_mid_load_then_restarted(testkit::Variant::RocketMqPostgres).await
     }
 }

@@ -33,9 +33,15 @@ impl PaymentStatus {
     }
 
     pub fn parse(s: &str) -> Option<PaymentStatus> {
-        [PaymentStatus::Pending, PaymentStatus::Success, PaymentStatus::Failed, PaymentStatus::Refunded, PaymentStatus::Cancelled]
-            .into_iter()
-            .find(|p| p.as_str() == s)
+        [
+            PaymentStatus::Pending,
+            PaymentStatus::Success,
+            PaymentStatus::Failed,
+            PaymentStatus::Refunded,
+            PaymentStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
     }
 }
 
@@ -74,12 +80,18 @@ pub fn decide(current: Option<PaymentStatus>, fact: Fact) -> Decision {
     match (current, fact) {
         (None, Fact::OrderCreated) => Decision { status: Some(Pending), announce: None },
         (None, Fact::OrderCancelled) => Decision { status: Some(Cancelled), announce: None },
-        (Some(Pending), Fact::Completed(Completion::Succeed)) => Decision { status: Some(Success), announce: Some(Announce::Success) },
+        (Some(Pending), Fact::Completed(Completion::Succeed)) => {
+            Decision { status: Some(Success), announce: Some(Announce::Success) }
+        }
         (Some(Pending), Fact::Completed(Completion::Fail { reason })) => {
             Decision { status: Some(Failed), announce: Some(Announce::Failed { reason }) }
         }
-        (Some(Pending), Fact::OrderCancelled) => Decision { status: Some(Cancelled), announce: None },
-        (Some(Success), Fact::OrderCancelled) => Decision { status: Some(Refunded), announce: Some(Announce::Refunded) },
+        (Some(Pending), Fact::OrderCancelled) => {
+            Decision { status: Some(Cancelled), announce: None }
+        }
+        (Some(Success), Fact::OrderCancelled) => {
+            Decision { status: Some(Refunded), announce: Some(Announce::Refunded) }
+        }
         (None, Fact::Completed(_))
         | (Some(_), Fact::OrderCreated)
         | (Some(Success | Failed | Refunded | Cancelled), Fact::Completed(_))
@@ -97,7 +109,8 @@ mod tests {
         assert_eq!(decide(None, Fact::OrderCreated).status, Some(Pending));
         let ok = decide(Some(Pending), Fact::Completed(Completion::Succeed));
         assert_eq!((ok.status, ok.announce), (Some(Success), Some(Announce::Success)));
-        let ko = decide(Some(Pending), Fact::Completed(Completion::Fail { reason: "declined".into() }));
+        let ko =
+            decide(Some(Pending), Fact::Completed(Completion::Fail { reason: "declined".into() }));
         assert_eq!(ko.status, Some(Failed));
         assert_eq!(ko.announce, Some(Announce::Failed { reason: "declined".into() }));
     }
@@ -107,7 +120,11 @@ mod tests {
         assert_eq!(decide(Some(Success), Fact::OrderCancelled).announce, Some(Announce::Refunded));
         assert_eq!(decide(Some(Pending), Fact::OrderCancelled).status, Some(Cancelled));
         assert_eq!(decide(None, Fact::OrderCancelled).status, Some(Cancelled));
-        assert_eq!(decide(Some(Cancelled), Fact::OrderCreated), NOTHING, "late order-created never charges");
+        assert_eq!(
+            decide(Some(Cancelled), Fact::OrderCreated),
+            NOTHING,
+            "late order-created never charges"
+        );
         assert_eq!(decide(Some(Cancelled), Fact::Completed(Completion::Succeed)), NOTHING);
     }
 

@@ -23,7 +23,10 @@ struct ListQuery {
     order_no: Option<String>,
 }
 
-async fn list(State(svc): State<Arc<PaymentService>>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list(
+    State(svc): State<Arc<PaymentService>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let order_no = q.order_no.as_deref().map(str::trim).filter(|s| !s.is_empty());
     Ok(Json(store::list(svc.host.db.reader(), order_no, 100).await?).into_response())
 }

@@ -15,11 +15,12 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use events::{
-    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent, PaymentRefundedEvent,
-    PaymentSuccessEvent, ProductQuantities,
+    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent,
+    PaymentRefundedEvent, PaymentSuccessEvent, ProductQuantities,
 };
 
-use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
+use storage::Tx;
+use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::domain::{Announce, Completion, Fact, decide};
@@ -39,7 +40,11 @@ pub struct PaymentSettings {
 
 impl Default for PaymentSettings {
     fn default() -> Self {
-        PaymentSettings { outcome: Completion::Succeed, delay: Duration::ZERO, method: "ALIPAY".into() }
+        PaymentSettings {
+            outcome: Completion::Succeed,
+            delay: Duration::ZERO,
+            method: "ALIPAY".into(),
+        }
     }
 }
 
@@ -60,23 +65,37 @@ impl PaymentService {
     ) -> Result<Arc<PaymentService>, StartError> {
         let config = &host.config;
         let svc = Arc::new(PaymentService {
-            success_topic: config.destination_of("paymentSuccessProducer-out-0", EventType::PaymentSuccess),
-            failed_topic: config.destination_of("paymentFailedProducer-out-0", EventType::PaymentFailed),
-            refunded_topic: config.destination_of("paymentRefundedProducer-out-0", EventType::PaymentRefunded),
+            success_topic: config
+                .destination_of("paymentSuccessProducer-out-0", EventType::PaymentSuccess),
+            failed_topic: config
+                .destination_of("paymentFailedProducer-out-0", EventType::PaymentFailed),
+            refunded_topic: config
+                .destination_of("paymentRefundedProducer-out-0", EventType::PaymentRefunded),
             settings,
             host: host.clone(),
         });
-        let cancelled = config.added_consumer("orderCancelledConsumer", EventType::OrderCancelled, DEFAULT_GROUP);
-        host.bind(config.consumer("orderCreatedConsumer")?.clone(), Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCreated }))
-            .await?;
-        host.bind(cancelled, Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCancelled })).await?;
+        let cancelled = config.added_consumer(
+            "orderCancelledConsumer",
+            EventType::OrderCancelled,
+            DEFAULT_GROUP,
+        );
+        host.bind(
+            config.consumer("orderCreatedConsumer")?.clone(),
+            Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCreated }),
+        )
+        .await?;
+        host.bind(
+            cancelled,
+            Arc::new(FactHandler { svc: svc.clone(), kind: EventType::OrderCancelled }),
+        )
+        .await?;
         tracker.spawn(completer(svc.clone(), token));
         Ok(svc)
     }
 
     /// Completes the order's PENDING payment with the configured outcome.
     async fn complete(&self, tx: &mut Tx, order_no: &str) -> Result<(), HandleError> {
-        stream::db::lock_key(tx, order_no).await?;
+        storage::lock_key(tx, order_no).await?;
         match store::by_order(tx, order_no).await? {
             Some(p) => self.complete_payment(tx, p).await,
             None => Ok(()),
@@ -122,7 +141,9 @@ impl PaymentService {
                 };
                 Outbox::enqueue(tx, &e.to_message_on(&self.failed_topic)).await?;
             }
-            Some(Announce::Refunded) | None => store::set_status(tx, p.payment_id, status, None, None).await?,
+            Some(Announce::Refunded) | None => {
+                store::set_status(tx, p.payment_id, status, None, None).await?
+            }
         }
         tracing::info!(order_no, status = status.as_str(), "payment completed");
         Ok(())
@@ -138,14 +159,18 @@ impl FactHandler {
     /// Payments for orders seen for the first time, one insert for all of them. Any payment
     /// an order has already makes `order-created` a no-op (see `decide`), so the insert
     /// itself asks (`ON CONFLICT DO NOTHING`): one statement, not a read and an insert each.
-    async fn orders_created(&self, tx: &mut Tx, events: &[OrderCreatedEvent]) -> Result<(), HandleError> {
+    async fn orders_created(
+        &self,
+        tx: &mut Tx,
+        events: &[OrderCreatedEvent],
+    ) -> Result<(), HandleError> {
         let Some(status) = decide(None, Fact::OrderCreated).status else { return Ok(()) };
         // Ascending, so two instances locking overlapping batches never wait in a cycle.
         let mut keys: Vec<&str> = events.iter().map(|e| e.order_no.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
-            stream::db::lock_key(tx, key).await?;
+            storage::lock_key(tx, key).await?;
         }
         let settings = &self.svc.settings;
         let delay = i64::try_from(settings.delay.as_millis()).unwrap_or(i64::MAX);
@@ -155,7 +180,10 @@ impl FactHandler {
                 if store::by_order(tx, &e.order_no).await?.is_some() {
                     continue;
                 }
-                return Err(HandleError::Permanent(format!("order {} has a non-positive total {}", e.order_no, e.total_amount)));
+                return Err(HandleError::Permanent(format!(
+                    "order {} has a non-positive total {}",
+                    e.order_no, e.total_amount
+                )));
             }
             new.push(store::NewPayment {
                 order_no: &e.order_no,
@@ -177,8 +205,12 @@ impl FactHandler {
         Ok(())
     }
 
-    async fn order_cancelled(&self, tx: &mut Tx, e: OrderCancelledEvent) -> Result<(), HandleError> {
-        stream::db::lock_key(tx, &e.order_no).await?;
+    async fn order_cancelled(
+        &self,
+        tx: &mut Tx,
+        e: OrderCancelledEvent,
+    ) -> Result<(), HandleError> {
+        storage::lock_key(tx, &e.order_no).await?;
         let existing = store::by_order(tx, &e.order_no).await?;
         let d = decide(existing.as_ref().map(|p| p.status), Fact::OrderCancelled);
         let Some(status) = d.status else { return Ok(()) };
@@ -226,7 +258,10 @@ impl TxHandler for FactHandler {
     async fn apply_batch(&self, tx: &mut Tx, messages: &[&Message]) -> Result<(), HandleError> {
         match self.kind {
             EventType::OrderCreated => {
-                let events = messages.iter().map(|m| m.decode()).collect::<Result<Vec<OrderCreatedEvent>, _>>()?;
+                let events = messages
+                    .iter()
+                    .map(|m| m.decode())
+                    .collect::<Result<Vec<OrderCreatedEvent>, _>>()?;
                 self.orders_created(tx, &events).await
             }
             EventType::OrderCancelled => {
@@ -235,7 +270,10 @@ impl TxHandler for FactHandler {
                 }
                 Ok(())
             }
-            other => Err(HandleError::Permanent(format!("payment service does not consume {}", other.tag()))),
+            other => Err(HandleError::Permanent(format!(
+                "payment service does not consume {}",
+                other.tag()
+            ))),
         }
     }
 }
@@ -263,7 +301,7 @@ async fn completer(svc: Arc<PaymentService>, token: CancellationToken) {
         };
         for order_no in due {
             let result = async {
-                let mut tx = stream::Tx::begin(&svc.host.db).await?;
+                let mut tx = storage::Tx::begin(&svc.host.db).await?;
                 svc.complete(&mut tx, &order_no).await?;
                 tx.commit().await?;
                 Ok::<_, HandleError>(())
@@ -271,7 +309,9 @@ async fn completer(svc: Arc<PaymentService>, token: CancellationToken) {
             .await;
             match result {
                 Ok(()) => svc.host.relay.wake(),
-                Err(e) => tracing::warn!(order_no, error = %e, "payment completion failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(order_no, error = %e, "payment completion failed; will retry")
+                }
             }
         }
     }

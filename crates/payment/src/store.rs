@@ -1,12 +1,15 @@
 //! Payment's table: one row per order (`order_no` is unique), including CANCELLED records
 //! for orders cancelled before payment saw them.
 
-use std::{collections::HashMap, str::FromStr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    str::FromStr,
+};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
-use stream::{Tx, rows};
+use storage::{Tx, rows};
 
 use crate::domain::PaymentStatus;
 
@@ -58,10 +61,14 @@ fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
         order_no: r.try_get("order_no")?,
         user_id: r.try_get("user_id")?,
         amount: amount
-            .map(|a| Decimal::from_str(&a).map_err(|e| sqlx::Error::Decode(format!("amount: {e}").into())))
+            .map(|a| {
+                Decimal::from_str(&a)
+                    .map_err(|e| sqlx::Error::Decode(format!("amount: {e}").into()))
+            })
             .transpose()?,
         payment_method: r.try_get("method")?,
-        status: PaymentStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("status {status}").into()))?,
+        status: PaymentStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("status {status}").into()))?,
         transaction_no: r.try_get("transaction_no")?,
         reason: r.try_get("reason")?,
         lines: r.try_get("lines")?,
@@ -72,7 +79,7 @@ fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
 
 /// The order's payment, locked (PostgreSQL) for the rest of the transaction.
 pub async fn by_order(tx: &mut Tx, order_no: &str) -> Result<Option<Payment>, sqlx::Error> {
-    let select = stream::db::lock_rows(tx, select_payments!("WHERE order_no = $1"));
+    let select = storage::lock_rows(tx, select_payments!("WHERE order_no = $1"));
     let row = tx.fetch_optional(sqlx::query(select).bind(order_no)).await?;
     row.as_ref().map(payment_of).transpose()
 }
@@ -178,14 +185,39 @@ pub async fn due(pool: &AnyPool, now: i64) -> Result<Vec<String>, sqlx::Error> {
 
 /// Payments still PENDING (waiting for their completion).
 pub async fn pending(pool: &AnyPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'PENDING'").fetch_one(pool).await
+    sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'PENDING'")
+        .fetch_one(pool)
+        .await
 }
 
-pub async fn list(pool: &AnyPool, order_no: Option<&str>, limit: i64) -> Result<Vec<Payment>, sqlx::Error> {
-    let rows = sqlx::query(select_payments!("WHERE ($1 IS NULL OR order_no = $1) ORDER BY id DESC LIMIT $2"))
+pub async fn list(
+    pool: &AnyPool,
+    order_no: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    let rows = sqlx::query(select_payments!(
+        "WHERE ($1 IS NULL OR order_no = $1) ORDER BY id DESC LIMIT $2"
+    ))
     .bind(order_no)
     .bind(limit)
     .fetch_all(pool)
     .await?;
     rows.iter().map(payment_of).collect()
+}
+
+// The checker's question (`orderflow check` and the invariant gauges), here beside the table
+// it reads.
+
+/// The status and amount of every payment of each order among `keys`.
+pub async fn outcomes(
+    pool: &AnyPool,
+    keys: rows::Keys<'_>,
+) -> Result<BTreeMap<String, Vec<(PaymentStatus, Option<Decimal>)>>, sqlx::Error> {
+    let rows = rows::fetch_keys(pool, select_payments!("WHERE"), "order_no", keys).await?;
+    let mut out: BTreeMap<String, Vec<(PaymentStatus, Option<Decimal>)>> = BTreeMap::new();
+    for r in &rows {
+        let p = payment_of(r)?;
+        out.entry(p.order_no).or_default().push((p.status, p.amount));
+    }
+    Ok(out)
 }

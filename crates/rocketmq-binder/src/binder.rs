@@ -43,22 +43,23 @@ use std::{
 };
 
 use async_trait::async_trait;
+use binding::{
+    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, MessageHandler,
+    Metrics, Outcome, dlq_topic, metrics,
+};
 use events::Message;
 use rocketmq_client_rust::{
-    ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, ConsumeOrderlyContext,
-    ConsumeOrderlyStatus, DefaultMQProducer, DefaultMQPullConsumer, DefaultMQPushConsumer, MQPushConsumer,
-    MessageListenerConcurrently, MessageListenerOrderly,
+    ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
+    ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer, DefaultMQPullConsumer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently, MessageListenerOrderly,
 };
 use rocketmq_model::common::{
     consumer::consume_from_where::ConsumeFromWhere,
-    message::{message_ext::MessageExt, message_queue::MessageQueue, message_single::Message as MqMessage},
+    message::{
+        message_ext::MessageExt, message_queue::MessageQueue, message_single::Message as MqMessage,
+    },
 };
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
-use stream::{
-    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, MessageHandler, Metrics, Outcome,
-    binder::dlq_topic,
-    metrics,
-};
 use tokio::sync::mpsc;
 
 /// User properties a dead letter published by this binder carries. (RocketMQ reserves the
@@ -117,7 +118,10 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> BinderError {
 
 impl RocketMqBinder {
     /// Connects a producer to the name server and creates the missing topics.
-    pub async fn connect(settings: RocketMqSettings, metrics: Metrics) -> Result<RocketMqBinder, BinderError> {
+    pub async fn connect(
+        settings: RocketMqSettings,
+        metrics: Metrics,
+    ) -> Result<RocketMqBinder, BinderError> {
         let runtime = RuntimeConfig {
             thread_name: "rocketmq-client".into(),
             max_blocking_threads: (settings.max_consume_threads * 2).max(16),
@@ -176,22 +180,31 @@ impl Sender {
 
 /// A RocketMQ message from ours: TAGS, KEYS and the user properties.
 fn build(m: &Message) -> Result<MqMessage, BinderError> {
-    let mut builder = MqMessage::builder().topic(m.topic.as_str()).tags(m.tags.as_str()).body_slice(&m.body);
+    let mut builder =
+        MqMessage::builder().topic(m.topic.as_str()).tags(m.tags.as_str()).body_slice(&m.body);
     if !m.keys.is_empty() {
         builder = builder.key(m.keys.as_str());
     }
     for (k, v) in &m.properties {
-        builder = builder.raw_property(k.as_str(), v.as_str()).map_err(|e| unavailable(&format!("message property {k:?}"), e))?;
+        builder = builder
+            .raw_property(k.as_str(), v.as_str())
+            .map_err(|e| unavailable(&format!("message property {k:?}"), e))?;
     }
     builder.build().map_err(|e| unavailable("message", e))
 }
 
 impl RocketMqBinder {
     /// One push consumer for `group`, subscribed to every destination of its bindings.
-    async fn start_group(&self, group: &str, bound: Vec<Bound>) -> Result<DefaultMQPushConsumer, BinderError> {
+    async fn start_group(
+        &self,
+        group: &str,
+        bound: Vec<Bound>,
+    ) -> Result<DefaultMQPushConsumer, BinderError> {
         // The binder dead-letters permanent failures itself: the DLQ topic must exist first.
         let dlq = dlq_topic(group);
-        if let Err(e) = self.sender.producer.lock().await.create_topic("TBW102", &dlq, 1, HashMap::new()).await {
+        if let Err(e) =
+            self.sender.producer.lock().await.create_topic("TBW102", &dlq, 1, HashMap::new()).await
+        {
             tracing::warn!(topic = %dlq, error = %e, "could not create the dead-letter topic");
         }
         let bindings: Vec<&ConsumerBinding> = bound.iter().map(|b| &b.binding).collect();
@@ -221,7 +234,14 @@ impl RocketMqBinder {
             jobs.insert(binding.destination.clone(), tx);
             tracing::info!(binding = %binding.name, group = %binding.group, topic = %binding.destination,
                 subscription = %binding.subscription, orderly = binding.orderly, "rocketmq consumer bound");
-            tokio::spawn(serve_binding(binding, handler, control, queue, self.metrics.clone(), self.sender.clone()));
+            tokio::spawn(serve_binding(
+                binding,
+                handler,
+                control,
+                queue,
+                self.metrics.clone(),
+                self.sender.clone(),
+            ));
         }
         let bridge = Bridge { jobs };
         if orderly {
@@ -250,10 +270,20 @@ async fn serve_binding(
             .iter_mut()
             .map(|d| d.message.properties.remove(PROP_REPLAY_GROUP).is_some_and(|g| g != b.group))
             .collect();
-        let mine: Vec<Delivery> = batch.iter().zip(&others).filter(|(_, o)| !**o).map(|(d, _)| d.clone()).collect();
-        let mut handled = if mine.is_empty() { Vec::new() } else { handler.handle(&mine).await }.into_iter();
-        let mut outcomes: Vec<Outcome> =
-            others.iter().map(|o| if *o { Outcome::Done } else { handled.next().unwrap_or(Outcome::Retry("no outcome".into())) }).collect();
+        let mine: Vec<Delivery> =
+            batch.iter().zip(&others).filter(|(_, o)| !**o).map(|(d, _)| d.clone()).collect();
+        let mut handled =
+            if mine.is_empty() { Vec::new() } else { handler.handle(&mine).await }.into_iter();
+        let mut outcomes: Vec<Outcome> = others
+            .iter()
+            .map(|o| {
+                if *o {
+                    Outcome::Done
+                } else {
+                    handled.next().unwrap_or(Outcome::Retry("no outcome".into()))
+                }
+            })
+            .collect();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
         for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
             match o {
@@ -341,14 +371,19 @@ impl Bridge {
         // A batch comes from one queue, so from one topic.
         let Some(jobs) = batch.first().and_then(|d| self.jobs.get(&d.message.topic)) else {
             let topic = batch.first().map(|d| d.message.topic.as_str()).unwrap_or_default();
-            tracing::warn!(topic, "a message on a topic no binding of the group consumes; it will be redelivered");
+            tracing::warn!(
+                topic,
+                "a message on a topic no binding of the group consumes; it will be redelivered"
+            );
             return vec![Outcome::Retry("no binding for this topic".into()); n];
         };
         let (reply, outcomes) = std_mpsc::sync_channel(1);
         if jobs.send((batch, reply)).is_err() {
             return vec![Outcome::Retry("binder is shutting down".into()); n];
         }
-        outcomes.recv().unwrap_or_else(|_| vec![Outcome::Retry("handler dropped the batch".into()); n])
+        outcomes
+            .recv()
+            .unwrap_or_else(|_| vec![Outcome::Retry("handler dropped the batch".into()); n])
     }
 }
 
@@ -359,7 +394,11 @@ impl MessageListenerConcurrently for Bridge {
         _context: &ConsumeConcurrentlyContext,
     ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
         let retry = self.run(msgs).iter().any(|o| matches!(o, Outcome::Retry(_)));
-        Ok(if retry { ConsumeConcurrentlyStatus::ReconsumeLater } else { ConsumeConcurrentlyStatus::ConsumeSuccess })
+        Ok(if retry {
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        } else {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
     }
 }
 
@@ -370,7 +409,11 @@ impl MessageListenerOrderly for Bridge {
         _context: &mut ConsumeOrderlyContext,
     ) -> rocketmq_client_rust::ClientResult<ConsumeOrderlyStatus> {
         let retry = self.run(msgs).iter().any(|o| matches!(o, Outcome::Retry(_)));
-        Ok(if retry { ConsumeOrderlyStatus::SuspendCurrentQueueAMoment } else { ConsumeOrderlyStatus::Success })
+        Ok(if retry {
+            ConsumeOrderlyStatus::SuspendCurrentQueueAMoment
+        } else {
+            ConsumeOrderlyStatus::Success
+        })
     }
 }
 
@@ -394,7 +437,11 @@ impl Binder for RocketMqBinder {
     ) -> Result<BindingControl, BinderError> {
         let control = BindingControl::new(binding.clone());
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.entry(binding.group.clone()).or_default().push(Bound { binding, handler, control: control.clone() });
+        pending.entry(binding.group.clone()).or_default().push(Bound {
+            binding,
+            handler,
+            control: control.clone(),
+        });
         Ok(control)
     }
 
@@ -421,7 +468,11 @@ impl Binder for RocketMqBinder {
 
     /// Reads with one pull consumer, started on the first call and kept (starting one
     /// takes seconds).
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+    async fn dead_letters(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BinderError> {
         let mut reader = self.dlq_reader.lock().await;
         if reader.is_none() {
             let r = DefaultMQPullConsumer::builder(self.client.clone())
@@ -475,7 +526,12 @@ impl Binder for RocketMqBinder {
 }
 
 /// Every message on `topic` (all queues, from the first offset), oldest first per queue.
-async fn read_all(reader: &DefaultMQPullConsumer, topic: &str, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+async fn read_all(
+    reader: &DefaultMQPullConsumer,
+    topic: &str,
+    group: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, BinderError> {
     let queues = match reader.fetch_subscribe_message_queues(topic).await {
         Ok(q) => q,
         // No such topic: nothing was ever dead-lettered.
@@ -483,17 +539,23 @@ async fn read_all(reader: &DefaultMQPullConsumer, topic: &str, group: &str, limi
     };
     let mut out = Vec::new();
     for q in queues {
-        let mut offset = reader.min_offset(&q).await.map_err(|e| unavailable("dlq min offset", e))?;
+        let mut offset =
+            reader.min_offset(&q).await.map_err(|e| unavailable("dlq min offset", e))?;
         let max = reader.max_offset(&q).await.map_err(|e| unavailable("dlq max offset", e))?;
         while offset < max && out.len() < limit {
-            let pulled = reader.pull(&q, "*", offset, 32).await.map_err(|e| unavailable("dlq pull", e))?;
+            let pulled =
+                reader.pull(&q, "*", offset, 32).await.map_err(|e| unavailable("dlq pull", e))?;
             let next = i64::try_from(pulled.next_begin_offset()).unwrap_or(max);
             for m in pulled.msg_found_list().into_iter().flatten() {
                 let mut msg = from_ext(m);
                 let origin = msg
                     .properties
                     .remove(PROP_DLQ_ORIGIN_TOPIC)
-                    .or_else(|| SYSTEM_ORIGIN_TOPIC.iter().find_map(|k| m.properties().get(*k).map(|t| t.to_string())))
+                    .or_else(|| {
+                        SYSTEM_ORIGIN_TOPIC
+                            .iter()
+                            .find_map(|k| m.properties().get(*k).map(|t| t.to_string()))
+                    })
                     .unwrap_or_default();
                 let attempts = msg
                     .properties
@@ -504,7 +566,10 @@ async fn read_all(reader: &DefaultMQPullConsumer, topic: &str, group: &str, limi
                     message_id: m.msg_id().to_string(),
                     group: group.to_owned(),
                     origin_topic: origin,
-                    error: msg.properties.remove(PROP_DLQ_ERROR).unwrap_or_else(|| "max reconsume times exceeded".into()),
+                    error: msg
+                        .properties
+                        .remove(PROP_DLQ_ERROR)
+                        .unwrap_or_else(|| "max reconsume times exceeded".into()),
                     attempts,
                     tags: msg.tags,
                     keys: msg.keys,

@@ -85,7 +85,10 @@ fn free_broker_port() -> Result<u16, ClusterError> {
             return Ok(p);
         }
     }
-    Err(ClusterError::Io { what: "pick a broker port".into(), source: std::io::Error::other("no free pair") })
+    Err(ClusterError::Io {
+        what: "pick a broker port".into(),
+        source: std::io::Error::other("no free pair"),
+    })
 }
 
 impl LocalCluster {
@@ -98,11 +101,16 @@ impl LocalCluster {
     /// As [`start`](Self::start), with the name server on `namesrv_port` when given. A
     /// broker that exits while starting (a port picked as free was taken meanwhile by
     /// another process) is started again on fresh ports, up to three times.
-    pub async fn start_on(dir: &Path, namesrv_port: Option<u16>) -> Result<LocalCluster, ClusterError> {
+    pub async fn start_on(
+        dir: &Path,
+        namesrv_port: Option<u16>,
+    ) -> Result<LocalCluster, ClusterError> {
         let mut attempt = 1;
         loop {
             match Self::start_once(dir, namesrv_port).await {
-                Err(ClusterError::Io { what, .. }) if attempt < 3 && what.starts_with("broker exited") => {
+                Err(ClusterError::Io { what, .. })
+                    if attempt < 3 && what.starts_with("broker exited") =>
+                {
                     tracing::warn!(attempt, %what, "the local broker did not start; trying again on fresh ports");
                     attempt += 1;
                 }
@@ -111,12 +119,16 @@ impl LocalCluster {
         }
     }
 
-    async fn start_once(dir: &Path, namesrv_port: Option<u16>) -> Result<LocalCluster, ClusterError> {
+    async fn start_once(
+        dir: &Path,
+        namesrv_port: Option<u16>,
+    ) -> Result<LocalCluster, ClusterError> {
         let namesrv = match namesrv_port {
             Some(p) => p,
             None => free_port()?,
         };
-        let ports = Ports { namesrv, broker: free_broker_port()?, ha: free_port()?, health: free_port()? };
+        let ports =
+            Ports { namesrv, broker: free_broker_port()?, ha: free_port()?, health: free_port()? };
         let mut cluster = LocalCluster { dir: dir.to_owned(), ports, namesrv: None, broker: None };
         cluster.start_namesrv().await?;
         cluster.start_broker().await?;
@@ -189,7 +201,11 @@ maxIndexNum = 200000
         let config_path = home.join("broker.toml");
         std::fs::write(&config_path, config).map_err(io("write broker.toml"))?;
         let log_path = self.dir.join("broker.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io("broker log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io("broker log"))?;
         let child = Command::new(binary(BROKER)?)
             .arg("-c")
             .arg(&config_path)
@@ -245,7 +261,8 @@ maxIndexNum = 200000
 async fn readyz(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    let request = format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if s.write_all(request.as_bytes()).await.is_err() {
         return false;
     }

@@ -1,6 +1,6 @@
 //! RocketMQ for orderflow.
 //!
-//! - [`binder`]: [`RocketMqBinder`], the `stream::Binder` contract on a RocketMQ cluster.
+//! - [`binder`]: [`RocketMqBinder`], the `binding::Binder` contract on a RocketMQ cluster.
 //! - [`cluster`]: a name server and a broker (the Apache RocketMQ Rust servers) run as
 //!   processes on loopback ports with a small store — for development (`orderflow rocketmq`)
 //!   and for tests, which start, stop and kill them.

@@ -8,8 +8,10 @@ use std::{
 };
 
 use async_trait::async_trait;
+use binding::{
+    Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome, metrics,
+};
 use rocketmq_binder::{LocalCluster, RocketMqBinder, RocketMqSettings};
-use stream::{Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome, metrics};
 
 struct Recorder {
     seen: Mutex<Vec<Delivery>>,
@@ -24,18 +26,28 @@ impl MessageHandler for Recorder {
             .iter()
             .map(|d| {
                 seen.push(d.clone());
-                if d.message.keys == self.poison_key { Outcome::DeadLetter("cannot parse".into()) } else { Outcome::Done }
+                if d.message.keys == self.poison_key {
+                    Outcome::DeadLetter("cannot parse".into())
+                } else {
+                    Outcome::Done
+                }
             })
             .collect()
     }
 }
 
 fn fixture_messages() -> Vec<Message> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/events");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/events");
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
     vec![
-        events::Event::to_message(&serde_json::from_slice::<events::OrderCreatedEvent>(&read("order-created.json")).unwrap()),
-        events::Event::to_message(&serde_json::from_slice::<events::PaymentSuccessEvent>(&read("payment-success.json")).unwrap()),
+        events::Event::to_message(
+            &serde_json::from_slice::<events::OrderCreatedEvent>(&read("order-created.json"))
+                .unwrap(),
+        ),
+        events::Event::to_message(
+            &serde_json::from_slice::<events::PaymentSuccessEvent>(&read("payment-success.json"))
+                .unwrap(),
+        ),
     ]
 }
 
@@ -50,16 +62,20 @@ async fn connect(cluster: &LocalCluster, metrics: Metrics) -> RocketMqBinder {
     RocketMqBinder::connect(settings, metrics).await.unwrap()
 }
 
+/// Waits until `f` holds (a broker's redelivery takes seconds: up to 60 s).
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually_within(what, Duration::from_secs(60), || {
+        std::future::ready(f().then_some(()))
+    })
+    .await
 }
 
 /// Reads `%DLQ%<group>` until a dead letter is there (or `secs` pass).
-async fn dead_letters_within(binder: &RocketMqBinder, group: &str, secs: u64) -> Vec<stream::DeadLetter> {
+async fn dead_letters_within(
+    binder: &RocketMqBinder,
+    group: &str,
+    secs: u64,
+) -> Vec<binding::DeadLetter> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let dlq = binder.dead_letters(group, 10).await.unwrap();
@@ -83,7 +99,14 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
 
     let stock = Arc::new(Recorder { seen: Mutex::new(Vec::new()), poison_key: "POISON" });
     let payment = Arc::new(Recorder { seen: Mutex::new(Vec::new()), poison_key: "-" });
-    let created = |group: &str| ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", group, "ORDER_CREATED");
+    let created = |group: &str| {
+        ConsumerBinding::with_defaults(
+            "orderCreatedConsumer-in-0",
+            "order-created",
+            group,
+            "ORDER_CREATED",
+        )
+    };
     binder.bind_consumer(created("stock-consumer-group"), stock.clone()).await.unwrap();
     binder.bind_consumer(created("payment-consumer-group"), payment.clone()).await.unwrap();
     binder.start().await.unwrap();
@@ -96,8 +119,16 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
     binder.publish(&[fixtures[0].clone(), poison, fixtures[1].clone()]).await.unwrap();
 
     until("stock saw both order-created messages", || stock.seen.lock().unwrap().len() >= 2).await;
-    until("payment saw both order-created messages", || payment.seen.lock().unwrap().len() >= 2).await;
-    let got = stock.seen.lock().unwrap().iter().find(|d| d.message.keys == "ORD1736900000001").cloned().unwrap();
+    until("payment saw both order-created messages", || payment.seen.lock().unwrap().len() >= 2)
+        .await;
+    let got = stock
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|d| d.message.keys == "ORD1736900000001")
+        .cloned()
+        .unwrap();
     let sent = &fixtures[0];
     assert_eq!(got.message.topic, sent.topic);
     assert_eq!(got.message.tags, "ORDER_CREATED");
@@ -108,10 +139,19 @@ async fn java_shaped_messages_round_trip_and_poison_is_dead_lettered() {
 
     let dlq = dead_letters_within(&binder, "stock-consumer-group", 60).await;
     assert_eq!(dlq.len(), 1, "the poison is in %DLQ%stock-consumer-group");
-    assert_eq!((dlq[0].keys.as_str(), dlq[0].origin_topic.as_str(), dlq[0].attempts), ("POISON", "order-created", 1));
+    assert_eq!(
+        (dlq[0].keys.as_str(), dlq[0].origin_topic.as_str(), dlq[0].attempts),
+        ("POISON", "order-created", 1)
+    );
     assert_eq!(dlq[0].error, "cannot parse");
     assert!(binder.dead_letters("payment-consumer-group", 10).await.unwrap().is_empty());
-    assert_eq!(metrics.get(metrics::DEAD_LETTERED, &[("topic", "order-created"), ("group", "stock-consumer-group")]), 1.0);
+    assert_eq!(
+        metrics.get(
+            metrics::DEAD_LETTERED,
+            &[("topic", "order-created"), ("group", "stock-consumer-group")]
+        ),
+        1.0
+    );
     binder.shutdown().await;
     cluster.stop().await;
 }
@@ -133,7 +173,12 @@ async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
         }
     }
     let handler = Arc::new(AlwaysBusy(Mutex::new(Vec::new())));
-    let mut binding = ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", "flaky-group", "ORDER_CREATED");
+    let mut binding = ConsumerBinding::with_defaults(
+        "orderCreatedConsumer-in-0",
+        "order-created",
+        "flaky-group",
+        "ORDER_CREATED",
+    );
     binding.max_attempts = 2;
     binder.bind_consumer(binding, handler.clone()).await.unwrap();
     binder.start().await.unwrap();
@@ -144,7 +189,10 @@ async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts() {
     assert_eq!(dlq[0].keys, "ORD1736900000001");
     assert_eq!(dlq[0].origin_topic, "order-created");
     assert_eq!(*handler.0.lock().unwrap(), [1, 2], "delivered max-attempts times, then no more");
-    assert_eq!(metrics.get(metrics::RETRIED, &[("topic", "order-created"), ("group", "flaky-group")]), 2.0);
+    assert_eq!(
+        metrics.get(metrics::RETRIED, &[("topic", "order-created"), ("group", "flaky-group")]),
+        2.0
+    );
     binder.shutdown().await;
     cluster.stop().await;
 }
@@ -177,9 +225,17 @@ async fn orderly_bindings_keep_each_keys_order_through_a_retry() {
                 .collect()
         }
     }
-    let handler = Arc::new(FailFirstOnce { seen: Mutex::new(Vec::new()), failed: Mutex::new(Default::default()) });
-    let mut binding = ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", "orderly-group", "*");
-    binding.subscription = stream::tags::TagExpression::All;
+    let handler = Arc::new(FailFirstOnce {
+        seen: Mutex::new(Vec::new()),
+        failed: Mutex::new(Default::default()),
+    });
+    let mut binding = ConsumerBinding::with_defaults(
+        "orderCreatedConsumer-in-0",
+        "order-created",
+        "orderly-group",
+        "*",
+    );
+    binding.subscription = binding::tags::TagExpression::All;
     binding.orderly = true;
     binding.concurrency = 2;
     binder.bind_consumer(binding, handler.clone()).await.unwrap();
@@ -199,8 +255,14 @@ async fn orderly_bindings_keep_each_keys_order_through_a_retry() {
     binder.publish(&messages).await.unwrap();
     until("12 messages and 3 retries handled", || handler.seen.lock().unwrap().len() >= 15).await;
     for key in ["A", "B", "C"] {
-        let order: Vec<String> =
-            handler.seen.lock().unwrap().iter().filter(|(k, _)| *k == format!("ORD-{key}")).map(|(_, b)| b.clone()).collect();
+        let order: Vec<String> = handler
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k == format!("ORD-{key}"))
+            .map(|(_, b)| b.clone())
+            .collect();
         let expected: Vec<String> = [0, 0, 1, 2, 3].iter().map(|i| format!("{key}#{i}")).collect();
         assert_eq!(order, expected, "key {key}: publish order, the retry before its successors");
     }
@@ -222,12 +284,23 @@ async fn a_poison_message_on_an_orderly_binding_goes_to_the_dlq_and_its_key_keep
             batch
                 .iter()
                 .zip(outcomes)
-                .map(|(d, o)| if d.message.body.starts_with(b"poison") { Outcome::DeadLetter("malformed".into()) } else { o })
+                .map(|(d, o)| {
+                    if d.message.body.starts_with(b"poison") {
+                        Outcome::DeadLetter("malformed".into())
+                    } else {
+                        o
+                    }
+                })
                 .collect()
         }
     }
-    let mut binding = ConsumerBinding::with_defaults("orderCreatedConsumer-in-0", "order-created", "orderly-poison-group", "*");
-    binding.subscription = stream::tags::TagExpression::All;
+    let mut binding = ConsumerBinding::with_defaults(
+        "orderCreatedConsumer-in-0",
+        "order-created",
+        "orderly-poison-group",
+        "*",
+    );
+    binding.subscription = binding::tags::TagExpression::All;
     binding.orderly = true;
     binder.bind_consumer(binding, Arc::new(PoisonByBody(handler.clone()))).await.unwrap();
     binder.start().await.unwrap();
@@ -239,9 +312,15 @@ async fn a_poison_message_on_an_orderly_binding_goes_to_the_dlq_and_its_key_keep
         body: body.as_bytes().to_vec(),
     };
     binder.publish(&[m("poison", 0), m("B#1", 1), m("B#2", 2)]).await.unwrap();
-    until("the poison and both successors handled", || handler.seen.lock().unwrap().len() >= 3).await;
-    let bodies: Vec<Vec<u8>> = handler.seen.lock().unwrap().iter().map(|d| d.message.body.clone()).collect();
-    assert_eq!(bodies, [b"poison".to_vec(), b"B#1".to_vec(), b"B#2".to_vec()], "in order, not blocked");
+    until("the poison and both successors handled", || handler.seen.lock().unwrap().len() >= 3)
+        .await;
+    let bodies: Vec<Vec<u8>> =
+        handler.seen.lock().unwrap().iter().map(|d| d.message.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        [b"poison".to_vec(), b"B#1".to_vec(), b"B#2".to_vec()],
+        "in order, not blocked"
+    );
     let dlq = dead_letters_within(&binder, "orderly-poison-group", 60).await;
     assert_eq!((dlq.len(), dlq[0].body.as_str()), (1, "poison"));
     binder.shutdown().await;

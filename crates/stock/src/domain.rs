@@ -92,11 +92,20 @@ pub struct Movement {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
-    OrderCreated { order_id: i64, lines: Lines },
-    PaymentSucceeded { order_id: i64 },
-    OrderCancelled { order_id: i64 },
+    OrderCreated {
+        order_id: i64,
+        lines: Lines,
+    },
+    PaymentSucceeded {
+        order_id: i64,
+    },
+    OrderCancelled {
+        order_id: i64,
+    },
     /// The reservation expiry job: frozen for `after_secs` and never paid.
-    Expired { after_secs: u64 },
+    Expired {
+        after_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,17 +130,29 @@ impl Decision {
 }
 
 /// Decides what `fact` does, given the order's reservation and the counters of its products.
-pub fn decide(existing: Option<&Reservation>, stock: &BTreeMap<i64, Counters>, fact: Fact) -> Decision {
+pub fn decide(
+    existing: Option<&Reservation>,
+    stock: &BTreeMap<i64, Counters>,
+    fact: Fact,
+) -> Decision {
     use ReservationState::*;
     match fact {
         Fact::OrderCreated { order_id, lines } => match existing.map(|r| r.state) {
             None => freeze(order_id, lines, stock, false),
             Some(AwaitingFreeze) => freeze(order_id, lines, stock, true),
-            Some(state) => Decision::nothing(format!("order-created ignored: reservation is {}", state.as_str())),
+            Some(state) => Decision::nothing(format!(
+                "order-created ignored: reservation is {}",
+                state.as_str()
+            )),
         },
         Fact::PaymentSucceeded { order_id } => match existing {
             None => Decision {
-                reservation: Some(Reservation { order_id, state: AwaitingFreeze, lines: Lines::new(), reason: None }),
+                reservation: Some(Reservation {
+                    order_id,
+                    state: AwaitingFreeze,
+                    lines: Lines::new(),
+                    reason: None,
+                }),
                 movements: Vec::new(),
                 announce: None,
                 note: "payment before reservation: will deduct on freeze".into(),
@@ -142,11 +163,19 @@ pub fn decide(existing: Option<&Reservation>, stock: &BTreeMap<i64, Counters>, f
                 announce: Some(Announce::Deducted { lines: r.lines.clone() }),
                 note: "deducted".into(),
             },
-            Some(r) => Decision::nothing(format!("payment-success ignored: reservation is {}", r.state.as_str())),
+            Some(r) => Decision::nothing(format!(
+                "payment-success ignored: reservation is {}",
+                r.state.as_str()
+            )),
         },
         Fact::OrderCancelled { order_id } => match existing {
             None => Decision {
-                reservation: Some(Reservation { order_id, state: Void, lines: Lines::new(), reason: None }),
+                reservation: Some(Reservation {
+                    order_id,
+                    state: Void,
+                    lines: Lines::new(),
+                    reason: None,
+                }),
                 movements: Vec::new(),
                 announce: None,
                 note: "cancelled before reservation: will not freeze".into(),
@@ -170,16 +199,21 @@ pub fn decide(existing: Option<&Reservation>, stock: &BTreeMap<i64, Counters>, f
                     announce: None,
                     note: "returned to stock".into(),
                 },
-                Failed | Released | Void | Returned => {
-                    Decision::nothing(format!("order-cancelled ignored: reservation is {}", r.state.as_str()))
-                }
+                Failed | Released | Void | Returned => Decision::nothing(format!(
+                    "order-cancelled ignored: reservation is {}",
+                    r.state.as_str()
+                )),
             },
         },
         Fact::Expired { after_secs } => match existing {
             Some(r) if r.state == Frozen => {
                 let reason = format!("reservation expired: not paid within {after_secs} s");
                 Decision {
-                    reservation: Some(Reservation { state: Released, reason: Some(reason.clone()), ..r.clone() }),
+                    reservation: Some(Reservation {
+                        state: Released,
+                        reason: Some(reason.clone()),
+                        ..r.clone()
+                    }),
                     movements: moves(&r.lines, "EXPIRE", |q| (q, -q, 0)),
                     announce: Some(Announce::FreezeFailed { reason: reason.clone() }),
                     note: reason,
@@ -201,7 +235,12 @@ fn moves(lines: &Lines, kind: &'static str, f: impl Fn(i64) -> (i64, i64, i64)) 
 }
 
 /// Freezes every line or none; `then_deduct` when the payment is already in.
-fn freeze(order_id: i64, lines: Lines, stock: &BTreeMap<i64, Counters>, then_deduct: bool) -> Decision {
+fn freeze(
+    order_id: i64,
+    lines: Lines,
+    stock: &BTreeMap<i64, Counters>,
+    then_deduct: bool,
+) -> Decision {
     let shortage = lines.iter().find_map(|(&product_id, &q)| match stock.get(&product_id) {
         _ if q <= 0 => Some(format!("invalid quantity {q} for product {product_id}")),
         None => Some(format!("unknown product {product_id}")),
@@ -213,7 +252,12 @@ fn freeze(order_id: i64, lines: Lines, stock: &BTreeMap<i64, Counters>, then_ded
     });
     if let Some(reason) = shortage {
         return Decision {
-            reservation: Some(Reservation { order_id, state: ReservationState::Failed, lines, reason: Some(reason.clone()) }),
+            reservation: Some(Reservation {
+                order_id,
+                state: ReservationState::Failed,
+                lines,
+                reason: Some(reason.clone()),
+            }),
             movements: Vec::new(),
             announce: Some(Announce::FreezeFailed { reason: reason.clone() }),
             note: format!("freeze failed: {reason}"),
@@ -223,13 +267,23 @@ fn freeze(order_id: i64, lines: Lines, stock: &BTreeMap<i64, Counters>, then_ded
         Decision {
             movements: moves(&lines, "FREEZE_AND_DEDUCT", |q| (-q, 0, q)),
             announce: Some(Announce::Deducted { lines: lines.clone() }),
-            reservation: Some(Reservation { order_id, state: ReservationState::Deducted, lines, reason: None }),
+            reservation: Some(Reservation {
+                order_id,
+                state: ReservationState::Deducted,
+                lines,
+                reason: None,
+            }),
             note: "frozen and deducted (payment was first)".into(),
         }
     } else {
         Decision {
             movements: moves(&lines, "FREEZE", |q| (-q, q, 0)),
-            reservation: Some(Reservation { order_id, state: ReservationState::Frozen, lines, reason: None }),
+            reservation: Some(Reservation {
+                order_id,
+                state: ReservationState::Frozen,
+                lines,
+                reason: None,
+            }),
             announce: None,
             note: "frozen".into(),
         }
@@ -268,11 +322,15 @@ mod tests {
         assert_eq!(state(&d), ReservationState::Failed);
         assert!(d.movements.is_empty(), "all or none");
         match d.announce {
-            Some(Announce::FreezeFailed { reason }) => assert!(reason.contains("product 2"), "{reason}"),
+            Some(Announce::FreezeFailed { reason }) => {
+                assert!(reason.contains("product 2"), "{reason}")
+            }
             other => panic!("expected freeze failure, got {other:?}"),
         }
         let d = decide(None, &stock(&[]), created(&[(9, 1)]));
-        assert!(matches!(d.announce, Some(Announce::FreezeFailed { reason }) if reason.contains("unknown product 9")));
+        assert!(
+            matches!(d.announce, Some(Announce::FreezeFailed { reason }) if reason.contains("unknown product 9"))
+        );
     }
 
     #[test]
@@ -282,7 +340,16 @@ mod tests {
         let waiting = d.reservation.unwrap();
         let d = decide(Some(&waiting), &stock(&[(1, 5)]), created(&[(1, 2)]));
         assert_eq!(state(&d), ReservationState::Deducted);
-        assert_eq!(d.movements[0], Movement { product_id: 1, kind: "FREEZE_AND_DEDUCT", available: -2, frozen: 0, sold: 2 });
+        assert_eq!(
+            d.movements[0],
+            Movement {
+                product_id: 1,
+                kind: "FREEZE_AND_DEDUCT",
+                available: -2,
+                frozen: 0,
+                sold: 2
+            }
+        );
         assert_eq!(d.announce, Some(Announce::Deducted { lines: lines(&[(1, 2)]) }));
     }
 
@@ -291,7 +358,10 @@ mod tests {
         let frozen = decide(None, &stock(&[(1, 5)]), created(&[(1, 2)])).reservation.unwrap();
         let d = decide(Some(&frozen), &stock(&[(1, 3)]), Fact::PaymentSucceeded { order_id: 1 });
         assert_eq!(state(&d), ReservationState::Deducted);
-        assert_eq!(d.movements[0], Movement { product_id: 1, kind: "DEDUCT", available: 0, frozen: -2, sold: 2 });
+        assert_eq!(
+            d.movements[0],
+            Movement { product_id: 1, kind: "DEDUCT", available: 0, frozen: -2, sold: 2 }
+        );
     }
 
     #[test]
@@ -301,12 +371,19 @@ mod tests {
         assert_eq!(state(&d), ReservationState::Released);
         assert_eq!(d.movements[0].available, 2);
         let released = d.reservation.unwrap();
-        assert_eq!(decide(Some(&released), &stock(&[]), Fact::OrderCancelled { order_id: 1 }).reservation, None);
+        assert_eq!(
+            decide(Some(&released), &stock(&[]), Fact::OrderCancelled { order_id: 1 }).reservation,
+            None
+        );
 
-        let void = decide(None, &stock(&[]), Fact::OrderCancelled { order_id: 1 }).reservation.unwrap();
+        let void =
+            decide(None, &stock(&[]), Fact::OrderCancelled { order_id: 1 }).reservation.unwrap();
         assert_eq!(void.state, ReservationState::Void);
         let late = decide(Some(&void), &stock(&[(1, 5)]), created(&[(1, 2)]));
-        assert!(late.reservation.is_none() && late.movements.is_empty(), "a cancelled order never freezes");
+        assert!(
+            late.reservation.is_none() && late.movements.is_empty(),
+            "a cancelled order never freezes"
+        );
     }
 
     #[test]
@@ -314,13 +391,24 @@ mod tests {
         let frozen = decide(None, &stock(&[(1, 5)]), created(&[(1, 2)])).reservation.unwrap();
         let d = decide(Some(&frozen), &stock(&[(1, 3)]), Fact::Expired { after_secs: 1800 });
         assert_eq!(state(&d), ReservationState::Released);
-        assert_eq!(d.movements[0], Movement { product_id: 1, kind: "EXPIRE", available: 2, frozen: -2, sold: 0 });
+        assert_eq!(
+            d.movements[0],
+            Movement { product_id: 1, kind: "EXPIRE", available: 2, frozen: -2, sold: 0 }
+        );
         let reason = "reservation expired: not paid within 1800 s".to_owned();
         assert_eq!(d.announce, Some(Announce::FreezeFailed { reason }));
         let released = d.reservation.unwrap();
-        let late = decide(Some(&released), &stock(&[(1, 5)]), Fact::PaymentSucceeded { order_id: 1 });
-        assert!(late.reservation.is_none() && late.movements.is_empty(), "a late payment deducts nothing");
-        assert!(decide(Some(&released), &stock(&[]), Fact::Expired { after_secs: 1800 }).movements.is_empty());
+        let late =
+            decide(Some(&released), &stock(&[(1, 5)]), Fact::PaymentSucceeded { order_id: 1 });
+        assert!(
+            late.reservation.is_none() && late.movements.is_empty(),
+            "a late payment deducts nothing"
+        );
+        assert!(
+            decide(Some(&released), &stock(&[]), Fact::Expired { after_secs: 1800 })
+                .movements
+                .is_empty()
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use stream::{ConfigError, HandleError, StreamConfig};
+use binding::{ConfigError, StreamConfig};
+use stream::HandleError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{StockService, domain::Fact, store};
@@ -47,13 +48,19 @@ pub async fn run(svc: Arc<StockService>, settings: ExpirySettings, token: Cancel
 }
 
 /// Releases the reservations frozen before `now - after`; returns how many.
-pub async fn pass(svc: &StockService, settings: &ExpirySettings, now: i64) -> Result<usize, HandleError> {
+pub async fn pass(
+    svc: &StockService,
+    settings: &ExpirySettings,
+    now: i64,
+) -> Result<usize, HandleError> {
     let host = &svc.host;
     let cutoff = now - settings.after.as_millis() as i64;
     let mut expired = 0;
     for order_no in store::frozen_before(host.db.reader(), cutoff, 200).await? {
-        let mut tx = stream::Tx::begin(&host.db).await?;
-        let (note, released) = svc.apply_fact(&mut tx, &order_no, Fact::Expired { after_secs: settings.after.as_secs() }).await?;
+        let mut tx = storage::Tx::begin(&host.db).await?;
+        let (note, released) = svc
+            .apply_fact(&mut tx, &order_no, Fact::Expired { after_secs: settings.after.as_secs() })
+            .await?;
         tx.commit().await?;
         if released {
             tracing::warn!(order_no, %note, "reservation expired");
@@ -61,7 +68,7 @@ pub async fn pass(svc: &StockService, settings: &ExpirySettings, now: i64) -> Re
         }
     }
     if expired > 0 {
-        host.metrics.inc(stream::metrics::RESERVATIONS_EXPIRED, &[], expired as u64);
+        host.metrics.inc(binding::metrics::RESERVATIONS_EXPIRED, &[], expired as u64);
         host.relay.wake();
     }
     Ok(expired)

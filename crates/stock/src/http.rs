@@ -26,14 +26,20 @@ pub fn routes(svc: Arc<StockService>) -> Router {
 }
 
 fn product_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| ApiError::invalid("productId", "must be a positive id"))
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::invalid("productId", "must be a positive id"))
 }
 
 async fn list(State(svc): State<Arc<StockService>>) -> Result<Response, ApiError> {
     Ok(Json(store::all(svc.host.db.reader()).await?).into_response())
 }
 
-async fn show(State(svc): State<Arc<StockService>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    State(svc): State<Arc<StockService>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = product_id(&raw)?;
     match store::product(svc.host.db.reader(), id).await? {
         Some(v) => Ok(Json(v).into_response()),
@@ -51,10 +57,19 @@ struct ReservationView {
     reason: Option<String>,
 }
 
-async fn reservation(State(svc): State<Arc<StockService>>, Path(order_no): Path<String>) -> Result<Response, ApiError> {
+async fn reservation(
+    State(svc): State<Arc<StockService>>,
+    Path(order_no): Path<String>,
+) -> Result<Response, ApiError> {
     match store::read_reservation(svc.host.db.reader(), &order_no).await? {
-        Some(r) => Ok(Json(ReservationView { order_no, order_id: r.order_id, state: r.state.as_str(), items: r.lines, reason: r.reason })
-            .into_response()),
+        Some(r) => Ok(Json(ReservationView {
+            order_no,
+            order_id: r.order_id,
+            state: r.state.as_str(),
+            items: r.lines,
+            reason: r.reason,
+        })
+        .into_response()),
         None => Err(ApiError::NotFound(format!("no reservation for order {order_no}"))),
     }
 }
@@ -64,12 +79,16 @@ struct SetStock {
     available: i64,
 }
 
-async fn set(State(svc): State<Arc<StockService>>, Path(raw): Path<String>, JsonBody(body): JsonBody<SetStock>) -> Result<Response, ApiError> {
+async fn set(
+    State(svc): State<Arc<StockService>>,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<SetStock>,
+) -> Result<Response, ApiError> {
     let id = product_id(&raw)?;
     if !(0..=MAX_UNITS).contains(&body.available) {
         return Err(ApiError::invalid("available", format!("must be 0 to {MAX_UNITS}")));
     }
-    let mut tx = stream::Tx::begin(&svc.host.db).await?;
+    let mut tx = storage::Tx::begin(&svc.host.db).await?;
     let view = store::set_available(&mut tx, id, body.available).await?;
     tx.commit().await?;
     tracing::info!(product_id = id, available = body.available, "stock set");

@@ -24,11 +24,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{
-    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentSuccessEvent, StockDeductedEvent,
-    StockFreezeFailedEvent,
+    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentSuccessEvent,
+    StockDeductedEvent, StockFreezeFailedEvent,
 };
 
-use stream::{HandleError, ServiceHost, StartError, Tx, TxHandler, outbox::Outbox};
+use storage::Tx;
+use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -49,15 +50,25 @@ pub struct StockService {
 impl StockService {
     /// Binds the consumers, starts the reservation expiry job (stopped by `token`, awaited
     /// through `tracker`) and returns the service.
-    pub async fn start(host: Arc<ServiceHost>, tracker: &TaskTracker, token: CancellationToken) -> Result<Arc<StockService>, StartError> {
+    pub async fn start(
+        host: Arc<ServiceHost>,
+        tracker: &TaskTracker,
+        token: CancellationToken,
+    ) -> Result<Arc<StockService>, StartError> {
         let config = &host.config;
         let expiry = ExpirySettings::from_config(config)?;
         let svc = Arc::new(StockService {
-            freeze_failed_topic: config.destination_of("stockFreezeFailedProducer-out-0", EventType::StockFreezeFailed),
-            deducted_topic: config.destination_of("stockDeductedProducer-out-0", EventType::StockDeducted),
+            freeze_failed_topic: config
+                .destination_of("stockFreezeFailedProducer-out-0", EventType::StockFreezeFailed),
+            deducted_topic: config
+                .destination_of("stockDeductedProducer-out-0", EventType::StockDeducted),
             host: host.clone(),
         });
-        let cancelled = config.added_consumer("orderCancelledConsumer", EventType::OrderCancelled, DEFAULT_GROUP);
+        let cancelled = config.added_consumer(
+            "orderCancelledConsumer",
+            EventType::OrderCancelled,
+            DEFAULT_GROUP,
+        );
         let bindings = [
             (config.consumer("orderCreatedConsumer")?.clone(), EventType::OrderCreated),
             (config.consumer("paymentSuccessConsumer")?.clone(), EventType::PaymentSuccess),
@@ -82,9 +93,15 @@ impl FactHandler {
             EventType::OrderCreated => {
                 let e: OrderCreatedEvent = message.decode()?;
                 if e.product_quantity_map.is_empty() {
-                    return Err(HandleError::Permanent(format!("order {} has no products", e.order_no)));
+                    return Err(HandleError::Permanent(format!(
+                        "order {} has no products",
+                        e.order_no
+                    )));
                 }
-                (e.order_no, Fact::OrderCreated { order_id: e.order_id, lines: e.product_quantity_map })
+                (
+                    e.order_no,
+                    Fact::OrderCreated { order_id: e.order_id, lines: e.product_quantity_map },
+                )
             }
             EventType::PaymentSuccess => {
                 let e: PaymentSuccessEvent = message.decode()?;
@@ -94,7 +111,12 @@ impl FactHandler {
                 let e: OrderCancelledEvent = message.decode()?;
                 (e.order_no, Fact::OrderCancelled { order_id: e.order_id })
             }
-            other => return Err(HandleError::Permanent(format!("stock service does not consume {}", other.tag()))),
+            other => {
+                return Err(HandleError::Permanent(format!(
+                    "stock service does not consume {}",
+                    other.tag()
+                )));
+            }
         })
     }
 }
@@ -116,9 +138,15 @@ impl TxHandler for FactHandler {
 
 impl StockService {
     /// Decides `fact` for the order's reservation; see [`StockService::apply_facts`].
-    async fn apply_fact(&self, tx: &mut Tx, order_no: &str, fact: Fact) -> Result<(String, bool), HandleError> {
+    async fn apply_fact(
+        &self,
+        tx: &mut Tx,
+        order_no: &str,
+        fact: Fact,
+    ) -> Result<(String, bool), HandleError> {
         let mut decided = self.apply_facts(tx, vec![(order_no.to_owned(), fact)]).await?;
-        let (_, note, moved) = decided.pop().ok_or_else(|| HandleError::Transient("no decision".into()))?;
+        let (_, note, moved) =
+            decided.pop().ok_or_else(|| HandleError::Transient("no decision".into()))?;
         Ok((note, moved))
     }
 
@@ -129,19 +157,26 @@ impl StockService {
     /// keys, reservations, products, each ascending), so two instances never wait on each
     /// other in a cycle. Each decision sees the reservations and counters the earlier ones
     /// left. Returns each order's note and whether stock moved.
-    async fn apply_facts(&self, tx: &mut Tx, facts: Vec<(String, Fact)>) -> Result<Vec<(String, String, bool)>, HandleError> {
+    async fn apply_facts(
+        &self,
+        tx: &mut Tx,
+        facts: Vec<(String, Fact)>,
+    ) -> Result<Vec<(String, String, bool)>, HandleError> {
         let mut keys: Vec<&str> = facts.iter().map(|(order_no, _)| order_no.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
         for key in &keys {
-            stream::db::lock_key(tx, key).await?;
+            storage::lock_key(tx, key).await?;
         }
         let mut reservations = store::reservations(tx, &keys).await?;
         let products: Vec<i64> = facts
             .iter()
             .flat_map(|(order_no, fact)| match fact {
                 Fact::OrderCreated { lines, .. } => lines.keys().copied().collect::<Vec<_>>(),
-                _ => reservations.get(order_no).map(|r| r.lines.keys().copied().collect()).unwrap_or_default(),
+                _ => reservations
+                    .get(order_no)
+                    .map(|r| r.lines.keys().copied().collect())
+                    .unwrap_or_default(),
             })
             .collect();
         let mut counters = store::counters(tx, &products).await?;
@@ -170,13 +205,25 @@ impl StockService {
     }
 
     /// Puts the decision's announcement, if any, in the outbox.
-    async fn announce(&self, tx: &mut Tx, order_no: &str, existing: Option<&Reservation>, d: &Decision) -> Result<(), HandleError> {
+    async fn announce(
+        &self,
+        tx: &mut Tx,
+        order_no: &str,
+        existing: Option<&Reservation>,
+        d: &Decision,
+    ) -> Result<(), HandleError> {
         let order_id = d.reservation.as_ref().or(existing).map(|r| r.order_id).unwrap_or_default();
         let now = Some(events::now_millis());
         let order_no = order_no.to_owned();
         match &d.announce {
             Some(Announce::FreezeFailed { reason }) => {
-                let e = StockFreezeFailedEvent { order_id, order_no, reason: reason.clone(), timestamp: now, event_id: events::new_event_id() };
+                let e = StockFreezeFailedEvent {
+                    order_id,
+                    order_no,
+                    reason: reason.clone(),
+                    timestamp: now,
+                    event_id: events::new_event_id(),
+                };
                 Outbox::enqueue(tx, &e.to_message_on(&self.freeze_failed_topic)).await?;
             }
             Some(Announce::Deducted { lines }) => {

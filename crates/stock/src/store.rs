@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
-use stream::Tx;
+use storage::{Tx, rows};
 
 use crate::domain::{Counters, Lines, Movement, Reservation, ReservationState};
 
@@ -56,7 +56,9 @@ pub async fn product(pool: &AnyPool, id: i64) -> Result<Option<StockView>, sqlx:
 }
 
 pub async fn all(pool: &AnyPool) -> Result<Vec<StockView>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, available, frozen, sold FROM products ORDER BY id").fetch_all(pool).await?;
+    let rows = sqlx::query("SELECT id, available, frozen, sold FROM products ORDER BY id")
+        .fetch_all(pool)
+        .await?;
     rows.iter().map(view_of).collect()
 }
 
@@ -66,7 +68,16 @@ pub async fn counters(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Counters
     tx.fetch_locked("SELECT id, available, frozen, sold FROM products WHERE id IN", "id", ids)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get("id")?, Counters { available: r.try_get("available")?, frozen: r.try_get("frozen")?, sold: r.try_get("sold")? })))
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                Counters {
+                    available: r.try_get("available")?,
+                    frozen: r.try_get("frozen")?,
+                    sold: r.try_get("sold")?,
+                },
+            ))
+        })
         .collect()
 }
 
@@ -102,49 +113,87 @@ pub async fn apply(tx: &mut Tx, order_no: Option<&str>, m: &Movement) -> Result<
 
 /// Sets a product's available units (creating it), recording the difference as `ADJUST`.
 pub async fn set_available(tx: &mut Tx, id: i64, available: i64) -> Result<StockView, sqlx::Error> {
-    let select = stream::db::lock_rows(tx, "SELECT available FROM products WHERE id = $1");
-    let current: Option<i64> = tx.fetch_optional(sqlx::query(select).bind(id)).await?.map(|r| r.try_get(0)).transpose()?;
+    let select = storage::lock_rows(tx, "SELECT available FROM products WHERE id = $1");
+    let current: Option<i64> =
+        tx.fetch_optional(sqlx::query(select).bind(id)).await?.map(|r| r.try_get(0)).transpose()?;
     if current.is_none() {
-        tx.write(sqlx::query("INSERT INTO products (id, available, updated_at) VALUES ($1, 0, $2)").bind(id).bind(events::now_millis()))
-            .await?;
+        tx.write(
+            sqlx::query("INSERT INTO products (id, available, updated_at) VALUES ($1, 0, $2)")
+                .bind(id)
+                .bind(events::now_millis()),
+        )
+        .await?;
     }
     let delta = available - current.unwrap_or(0);
-    apply(tx, None, &Movement { product_id: id, kind: "ADJUST", available: delta, frozen: 0, sold: 0 }).await?;
-    let row = tx.fetch_one(sqlx::query("SELECT id, available, frozen, sold FROM products WHERE id = $1").bind(id)).await?;
+    apply(
+        tx,
+        None,
+        &Movement { product_id: id, kind: "ADJUST", available: delta, frozen: 0, sold: 0 },
+    )
+    .await?;
+    let row = tx
+        .fetch_one(
+            sqlx::query("SELECT id, available, frozen, sold FROM products WHERE id = $1").bind(id),
+        )
+        .await?;
     view_of(&row)
 }
 
-const RESERVATION: &str = "SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no = $1";
+const RESERVATION: &str =
+    "SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no = $1";
 
 /// The reservations of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
 /// orderNo order) inside the write transaction: one statement for a whole batch.
-pub async fn reservations(tx: &mut Tx, order_nos: &[&str]) -> Result<HashMap<String, Reservation>, sqlx::Error> {
-    tx.fetch_locked("SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no IN", "order_no", order_nos)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("order_no")?, reservation_of(r)?)))
-        .collect()
+pub async fn reservations(
+    tx: &mut Tx,
+    order_nos: &[&str],
+) -> Result<HashMap<String, Reservation>, sqlx::Error> {
+    tx.fetch_locked(
+        "SELECT order_no, order_id, state, lines, reason FROM reservations WHERE order_no IN",
+        "order_no",
+        order_nos,
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("order_no")?, reservation_of(r)?)))
+    .collect()
 }
 
 /// The order's reservation as committed.
-pub async fn read_reservation(pool: &AnyPool, order_no: &str) -> Result<Option<Reservation>, sqlx::Error> {
-    sqlx::query(RESERVATION).bind(order_no).fetch_optional(pool).await?.as_ref().map(reservation_of).transpose()
+pub async fn read_reservation(
+    pool: &AnyPool,
+    order_no: &str,
+) -> Result<Option<Reservation>, sqlx::Error> {
+    sqlx::query(RESERVATION)
+        .bind(order_no)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(reservation_of)
+        .transpose()
 }
 
 fn reservation_of(r: &AnyRow) -> Result<Reservation, sqlx::Error> {
+    let order_no: String = r.try_get("order_no")?;
     let state: String = r.try_get("state")?;
     let lines: String = r.try_get("lines")?;
     Ok(Reservation {
         order_id: r.try_get("order_id")?,
-        state: ReservationState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("state {state}").into()))?,
-        lines: serde_json::from_str::<Lines>(&lines).unwrap_or_default(),
+        state: ReservationState::parse(&state).ok_or_else(|| {
+            storage::decode::corrupt("reservations", "state", &order_no, format!("{state:?}"))
+        })?,
+        lines: storage::decode::json::<Lines>(&lines, "reservations", "lines", order_no)?,
         reason: r.try_get("reason")?,
     })
 }
 
 /// Orders whose reservation has been FROZEN since before `cutoff`, oldest first (from the
 /// partial index `reservations_frozen`, so a tick costs the expired rows, not the table).
-pub async fn frozen_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+pub async fn frozen_before(
+    pool: &AnyPool,
+    cutoff: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT order_no FROM reservations WHERE state = 'FROZEN' AND updated_at < $1 ORDER BY updated_at LIMIT $2")
         .bind(cutoff)
         .bind(limit)
@@ -152,7 +201,11 @@ pub async fn frozen_before(pool: &AnyPool, cutoff: i64, limit: i64) -> Result<Ve
         .await
 }
 
-pub async fn save_reservation(tx: &mut Tx, order_no: &str, r: &Reservation) -> Result<(), sqlx::Error> {
+pub async fn save_reservation(
+    tx: &mut Tx,
+    order_no: &str,
+    r: &Reservation,
+) -> Result<(), sqlx::Error> {
     tx.write(
         sqlx::query(
             "INSERT INTO reservations (order_no, order_id, state, lines, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -167,4 +220,66 @@ pub async fn save_reservation(tx: &mut Tx, order_no: &str, r: &Reservation) -> R
         .bind(events::now_millis()),
     )
     .await
+}
+
+// The checker's questions (`orderflow check` and the invariant gauges): one function each,
+// here beside the tables they read.
+
+/// The reservation state of each order among `keys` that has a reservation.
+pub async fn reservation_states(
+    pool: &AnyPool,
+    keys: rows::Keys<'_>,
+) -> Result<BTreeMap<String, ReservationState>, sqlx::Error> {
+    let rows =
+        rows::fetch_keys(pool, "SELECT order_no, state FROM reservations WHERE", "order_no", keys)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            let order_no: String = r.try_get("order_no")?;
+            let state: String = r.try_get("state")?;
+            let state = ReservationState::parse(&state).ok_or_else(|| {
+                storage::decode::corrupt("reservations", "state", &order_no, format!("{state:?}"))
+            })?;
+            Ok((order_no, state))
+        })
+        .collect()
+}
+
+/// A product's counters beside the sums of its stock movements (conservation: they are
+/// equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub product_id: i64,
+    /// available, frozen, sold.
+    pub counters: [i64; 3],
+    /// The same, summed over the product's movements.
+    pub movements: [i64; 3],
+}
+
+/// Every product's [`Balance`], in id order: one aggregate over the movements.
+pub async fn balances(pool: &AnyPool) -> Result<Vec<Balance>, sqlx::Error> {
+    // The movements are summed per product in index order, a row at a time: grouping the
+    // join itself made SQLite sort every movement in memory, on each pass. Sums are cast to
+    // BIGINT: PostgreSQL's SUM of BIGINT is NUMERIC.
+    let rows = sqlx::query(
+        "SELECT p.id, p.available, p.frozen, p.sold,
+                CAST(COALESCE(m.ma, 0) AS BIGINT) AS ma,
+                CAST(COALESCE(m.mf, 0) AS BIGINT) AS mf,
+                CAST(COALESCE(m.ms, 0) AS BIGINT) AS ms
+         FROM products p LEFT JOIN (
+             SELECT product_id, SUM(d_available) AS ma, SUM(d_frozen) AS mf, SUM(d_sold) AS ms
+             FROM stock_movements GROUP BY product_id) m ON m.product_id = p.id
+         ORDER BY p.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Balance {
+                product_id: r.try_get("id")?,
+                counters: [r.try_get("available")?, r.try_get("frozen")?, r.try_get("sold")?],
+                movements: [r.try_get("ma")?, r.try_get("mf")?, r.try_get("ms")?],
+            })
+        })
+        .collect()
 }

@@ -10,11 +10,13 @@
 //!   (or replaying it twice) has no second effect. A replay that fails again dead-letters
 //!   a new copy.
 //!
-//! [`Binder::replay`]: crate::Binder::replay
+//! [`Binder::replay`]: binding::Binder::replay
 
 use sqlx::Row;
 
-use crate::{BinderError, DeadLetter, ServiceHost, metrics};
+use binding::{BinderError, DeadLetter, metrics};
+
+use crate::ServiceHost;
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE dead_letter_status (
@@ -55,7 +57,8 @@ struct Status {
 impl ServiceHost {
     /// The consumer groups this service binds, each once.
     pub fn groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> = self.bindings().into_iter().map(|b| b.binding.group).collect();
+        let mut groups: Vec<String> =
+            self.bindings().into_iter().map(|b| b.binding.group).collect();
         groups.sort();
         groups.dedup();
         groups
@@ -72,7 +75,11 @@ impl ServiceHost {
                 if !status.purged {
                     live += 1;
                     if out.len() < limit {
-                        out.push(DeadLetterEntry { letter, replays: status.replays, replayed_at: status.replayed_at });
+                        out.push(DeadLetterEntry {
+                            letter,
+                            replays: status.replays,
+                            replayed_at: status.replayed_at,
+                        });
                     }
                 }
             }
@@ -87,7 +94,11 @@ impl ServiceHost {
             let letters = self.binder.dead_letters(&group, SCAN_LIMIT).await?;
             if let Some(letter) = letters.into_iter().find(|l| l.message_id == id) {
                 let status = self.status(&group, id).await?;
-                return Ok(DeadLetterEntry { letter, replays: status.replays, replayed_at: status.replayed_at });
+                return Ok(DeadLetterEntry {
+                    letter,
+                    replays: status.replays,
+                    replayed_at: status.replayed_at,
+                });
             }
         }
         Err(DlqError::NotFound(id.to_owned()))

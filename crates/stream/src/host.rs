@@ -6,16 +6,24 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use binding::{
+    Binder, BinderError, BindingControl, ConfigError, ConsumerBinding, Metrics, StreamConfig,
+    metrics,
+};
+use storage::{Db, DbError};
+
 use crate::{
-    Binder, BinderError, BindingControl, ConsumerBinding, Db, DbError, InboxConsumer, Metrics,
-    OutboxRelay, StreamConfig, TxHandler, idempotency::RedisIdempotency, inbox, metrics, outbox::{self, Outbox},
+    InboxConsumer, OutboxRelay, TxHandler,
+    idempotency::RedisIdempotency,
+    inbox,
+    outbox::{self, Outbox},
 };
 
 /// Why a service could not start on its host.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("configuration: {0}")]
-    Config(#[from] crate::ConfigError),
+    Config(#[from] ConfigError),
     #[error("binder: {0}")]
     Binder(#[from] BinderError),
     #[error(transparent)]
@@ -54,22 +62,48 @@ impl ServiceHost {
         let fast = match config.setting("idempotency.redis") {
             None => None,
             Some(url) => {
-                let url = url.as_str().ok_or_else(|| StartError::Idempotency("must be a redis:// URL".into()))?;
-                Some(RedisIdempotency::connect(url, metrics.clone()).await.map_err(StartError::Idempotency)?)
+                let url = url
+                    .as_str()
+                    .ok_or_else(|| StartError::Idempotency("must be a redis:// URL".into()))?;
+                Some(
+                    RedisIdempotency::connect(url, metrics.clone())
+                        .await
+                        .map_err(StartError::Idempotency)?,
+                )
             }
         };
         db.migrate("outbox", outbox::MIGRATIONS).await?;
         db.migrate("inbox", inbox::MIGRATIONS).await?;
         db.migrate("dead-letters", crate::dlq::MIGRATIONS).await?;
         db.migrate(name, migrations).await?;
-        let relay = OutboxRelay::spawn(db.clone(), binder.clone(), metrics.clone(), name, tracker, token);
-        Ok(ServiceHost { name, db, binder, metrics, relay, config, fast, bindings: Mutex::new(Vec::new()) })
+        let relay =
+            OutboxRelay::spawn(db.clone(), binder.clone(), metrics.clone(), name, tracker, token);
+        Ok(ServiceHost {
+            name,
+            db,
+            binder,
+            metrics,
+            relay,
+            config,
+            fast,
+            bindings: Mutex::new(Vec::new()),
+        })
     }
 
     /// Binds `handler` to `binding` through the inbox.
-    pub async fn bind(&self, binding: ConsumerBinding, handler: Arc<dyn TxHandler>) -> Result<(), BinderError> {
-        let consumer = InboxConsumer::new(self.db.clone(), &binding, handler, self.relay.clone(), self.metrics.clone())
-            .with_fast_path(self.fast.clone());
+    pub async fn bind(
+        &self,
+        binding: ConsumerBinding,
+        handler: Arc<dyn TxHandler>,
+    ) -> Result<(), BinderError> {
+        let consumer = InboxConsumer::new(
+            self.db.clone(),
+            &binding,
+            handler,
+            self.relay.clone(),
+            self.metrics.clone(),
+        )
+        .with_fast_path(self.fast.clone());
         let control = self.binder.bind_consumer(binding, Arc::new(consumer)).await?;
         self.bindings.lock().unwrap_or_else(|p| p.into_inner()).push(control);
         Ok(())
@@ -95,7 +129,8 @@ impl ServiceHost {
         if let Ok(n) = Outbox::backlog(&self.db).await {
             self.metrics.set(metrics::OUTBOX_BACKLOG, &[("service", self.name)], n as f64);
         }
-        metrics::set_memory(&self.metrics);
+        metrics::set_resident_memory(&self.metrics);
+        self.metrics.set(metrics::SQLITE_MEMORY, &[], storage::sqlite_memory_bytes() as f64);
         self.metrics.render()
     }
 }

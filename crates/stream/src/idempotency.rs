@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use crate::metrics::{self, Metrics};
+use binding::metrics::{self, Metrics};
 
 /// The seed's `EVENT_TTL_SECONDS`.
 pub const TTL_SECONDS: u64 = 86_400;
@@ -55,18 +55,19 @@ impl RedisIdempotency {
             pipe.exists(k);
         }
         let mut conn = self.conn.clone();
-        let error = match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<bool>>(&mut conn)).await {
-            Ok(Ok(seen)) if seen.len() == keys.len() => {
-                let hits = seen.iter().filter(|s| **s).count() as u64;
-                if hits > 0 {
-                    self.metrics.inc(metrics::FAST_HITS, &[], hits);
+        let error =
+            match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<bool>>(&mut conn)).await {
+                Ok(Ok(seen)) if seen.len() == keys.len() => {
+                    let hits = seen.iter().filter(|s| **s).count() as u64;
+                    if hits > 0 {
+                        self.metrics.inc(metrics::FAST_HITS, &[], hits);
+                    }
+                    return seen;
                 }
-                return seen;
-            }
-            Ok(Ok(_)) => "unexpected reply".to_owned(),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timeout".to_owned(),
-        };
+                Ok(Ok(_)) => "unexpected reply".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timeout".to_owned(),
+            };
         self.failed("check", &error);
         vec![false; keys.len()]
     }

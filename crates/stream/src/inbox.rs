@@ -22,12 +22,13 @@ use async_trait::async_trait;
 use events::{DecodeError, Message};
 use sqlx::Row;
 
-use crate::{
-    Db, OutboxRelay, Tx, rows,
-    idempotency::RedisIdempotency,
-    binder::{Delivery, MessageHandler, Outcome},
+use binding::{
+    ConsumerBinding, Delivery, MessageHandler, Outcome,
     metrics::{self, Metrics},
 };
+use storage::{Backend, Db, Tx, rows};
+
+use crate::{OutboxRelay, idempotency::RedisIdempotency};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE inbox (
@@ -100,7 +101,7 @@ pub struct InboxConsumer {
 impl InboxConsumer {
     pub fn new(
         db: Db,
-        binding: &crate::ConsumerBinding,
+        binding: &ConsumerBinding,
         handler: Arc<dyn TxHandler>,
         relay: OutboxRelay,
         metrics: Metrics,
@@ -153,25 +154,39 @@ impl MessageHandler for InboxConsumer {
         // Redis fast path: duplicates it has seen are acknowledged without a transaction.
         let (keys, seen): (Vec<Option<String>>, Vec<bool>) = match &self.fast {
             Some(fast) => {
-                let keys: Vec<Option<String>> =
-                    batch.iter().map(|d| d.message.event_id().ok().map(|id| RedisIdempotency::key(&self.consumer, &id))).collect();
+                let keys: Vec<Option<String>> = batch
+                    .iter()
+                    .map(|d| {
+                        d.message
+                            .event_id()
+                            .ok()
+                            .map(|id| RedisIdempotency::key(&self.consumer, &id))
+                    })
+                    .collect();
                 let known: Vec<String> = keys.iter().flatten().cloned().collect();
                 let mut hits = fast.processed(&known).await.into_iter();
-                let seen = keys.iter().map(|k| k.is_some() && hits.next().unwrap_or(false)).collect();
+                let seen =
+                    keys.iter().map(|k| k.is_some() && hits.next().unwrap_or(false)).collect();
                 (keys, seen)
             }
             None => (Vec::new(), vec![false; batch.len()]),
         };
-        let mut outcomes: Vec<Option<Outcome>> = seen.iter().map(|s| s.then_some(Outcome::Done)).collect();
+        let mut outcomes: Vec<Option<Outcome>> =
+            seen.iter().map(|s| s.then_some(Outcome::Done)).collect();
         let fast_hits = seen.iter().filter(|s| **s).count() as u64;
         let duplicates = match self.apply_batch(batch, &mut outcomes).await {
             Ok(n) => n,
             Err(e) => return vec![Outcome::Retry(format!("storage: {e}")); batch.len()],
         };
         if duplicates + fast_hits > 0 {
-            self.metrics.inc(metrics::DUPLICATES, &[("topic", &self.topic), ("group", &self.group)], duplicates + fast_hits);
+            self.metrics.inc(
+                metrics::DUPLICATES,
+                &[("topic", &self.topic), ("group", &self.group)],
+                duplicates + fast_hits,
+            );
         }
-        let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Done)).collect();
+        let outcomes: Vec<Outcome> =
+            outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Done)).collect();
         if let Some(fast) = &self.fast {
             let done: Vec<String> = keys
                 .into_iter()
@@ -195,7 +210,11 @@ impl InboxConsumer {
     /// ones, one commit. Only when a message fails is that rolled back and the batch applied
     /// again a savepoint per message, so the failure is rolled back alone. The fast path saves
     /// three statements per message, each a round trip to SQLite's worker thread.
-    async fn apply_batch(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<u64, sqlx::Error> {
+    async fn apply_batch(
+        &self,
+        batch: &[Delivery],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<u64, sqlx::Error> {
         if outcomes.iter().all(Option::is_some) {
             return Ok(0);
         }
@@ -216,7 +235,11 @@ impl InboxConsumer {
     }
 
     /// The fast path: `None` (nothing committed) as soon as any message fails.
-    async fn apply_together(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<Option<u64>, sqlx::Error> {
+    async fn apply_together(
+        &self,
+        batch: &[Delivery],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<Option<u64>, sqlx::Error> {
         let mut todo: Vec<(usize, String)> = Vec::new();
         for (i, (d, outcome)) in batch.iter().zip(outcomes.iter()).enumerate() {
             if outcome.is_none() {
@@ -228,7 +251,8 @@ impl InboxConsumer {
         }
         let mut tx = Tx::begin(&self.db).await?;
         let now = events::now_millis();
-        let mut fresh: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(todo.len());
+        let mut fresh: std::collections::HashSet<String> =
+            std::collections::HashSet::with_capacity(todo.len());
         for chunk in rows::chunks(&todo) {
             // ($1 consumer, $3 id, $2 now), ($1, $4, $2), ...
             let sql = rows::values_with(
@@ -260,7 +284,7 @@ impl InboxConsumer {
         // message's failure: the careful path finds whose (a commit that fails for the batch
         // as a whole fails there too). On PostgreSQL every write has run already, so a
         // failed commit is the batch's.
-        let sqlite = tx.backend() == crate::db::Backend::Sqlite;
+        let sqlite = tx.backend() == Backend::Sqlite;
         match self.commit(tx).await {
             Ok(()) => {}
             Err(_) if sqlite => return Ok(None),
@@ -273,7 +297,11 @@ impl InboxConsumer {
     }
 
     /// The careful path: a savepoint per message.
-    async fn apply_each(&self, batch: &[Delivery], outcomes: &mut [Option<Outcome>]) -> Result<u64, sqlx::Error> {
+    async fn apply_each(
+        &self,
+        batch: &[Delivery],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<u64, sqlx::Error> {
         let mut tx = Tx::begin(&self.db).await?;
         let mut duplicates = 0;
         for (d, outcome) in batch.iter().zip(outcomes.iter_mut()) {

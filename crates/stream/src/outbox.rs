@@ -19,25 +19,23 @@
 //! - SQLite: the relay does not commit its deletes itself while others commit. It reads past
 //!   what it has published (ids are given in commit order there: one writer), and the rows
 //!   it published are deleted by the next transaction any writer commits on that database
-//!   ([`Published`], taken by [`crate::Tx`]'s commit); only when it finds nothing new does it
+//!   ([`storage::deferred`]); only when it finds nothing new does it
 //!   commit the leftover deletes on its own. Under load that saves a durable commit (an
 //!   fsync) per relay batch on every service database. [`Outbox::backlog`] counts only rows
 //!   not yet published.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use events::Message;
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Binder, Db, Tx, db::Backend, metrics::{self, Metrics}, rows, tx::Statement};
+use binding::{
+    Binder,
+    metrics::{self, Metrics},
+};
+use storage::{Backend, Db, Statement, Tx, deferred::delete_statements};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE outbox (
@@ -46,6 +44,8 @@ CREATE TABLE outbox (
     properties TEXT NOT NULL, body BLOB NOT NULL, created_at BIGINT NOT NULL);
 "];
 
+/// The table (its deletes ride on others' commits on SQLite, [`storage::deferred`]).
+const TABLE: &str = "outbox";
 /// Rows handed to the binder per publish call.
 const RELAY_BATCH: i64 = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -87,72 +87,16 @@ impl Outbox {
                 .bind(events::now_millis()),
         )
         .await?;
-        tx.enqueued = true;
+        tx.mark_enqueued();
         Ok(())
     }
 
     /// Events committed but not yet accepted by the broker.
     pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id > $1").bind(db.published().through()).fetch_one(db.reader()).await
-    }
-}
-
-/// SQLite: the outbox rows the relay has published whose delete is not yet committed, and
-/// the highest id published (the relay reads past it). Held by the database handle, so any
-/// writer's commit can carry the deletes ([`Published::take`]). Unused on PostgreSQL, where
-/// the relay deletes in its own transaction: `through` stays 0.
-#[derive(Debug, Default)]
-pub(crate) struct Published {
-    ids: Mutex<Vec<i64>>,
-    through: AtomicI64,
-}
-
-impl Published {
-    fn record(&self, ids: &[i64]) {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(ids);
-        if let Some(&last) = ids.iter().max() {
-            self.through.fetch_max(last, Ordering::SeqCst);
-        }
-    }
-
-    fn through(&self) -> i64 {
-        self.through.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
-
-    /// The deletes still to commit, for a transaction about to commit; they come back here
-    /// unless that commit succeeds ([`Deletes::committed`]).
-    pub(crate) fn take(self: &Arc<Self>) -> Option<Deletes> {
-        let ids = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
-        (!ids.is_empty()).then(|| Deletes { ids, owner: self.clone() })
-    }
-}
-
-/// Deletes of published outbox rows riding on some transaction's commit; given back to
-/// [`Published`] when dropped before [`Deletes::committed`].
-pub(crate) struct Deletes {
-    ids: Vec<i64>,
-    owner: Arc<Published>,
-}
-
-impl Deletes {
-    pub(crate) fn statements(&self) -> impl Iterator<Item = Statement<'_>> {
-        delete_statements(&self.ids)
-    }
-
-    pub(crate) fn committed(mut self) {
-        self.ids.clear();
-    }
-}
-
-impl Drop for Deletes {
-    fn drop(&mut self) {
-        if !self.ids.is_empty() {
-            self.owner.ids.lock().unwrap_or_else(|p| p.into_inner()).append(&mut self.ids);
-        }
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id > $1")
+            .bind(db.deferred().through(TABLE))
+            .fetch_one(db.reader())
+            .await
     }
 }
 
@@ -197,7 +141,8 @@ async fn run(
         let result = relay_once(&db, binder.as_ref()).await;
         // On SQLite the one relay owns the file: a partial batch (or none) found the outbox
         // empty as of its fetch, so there is nothing to count.
-        let known_empty = matches!(result, Ok(n) if (n as i64) < RELAY_BATCH) && db.backend() == Backend::Sqlite;
+        let known_empty =
+            matches!(result, Ok(n) if (n as i64) < RELAY_BATCH) && db.backend() == Backend::Sqlite;
         let wait = match result {
             Ok(0) => IDLE_POLL,
             // A full batch: there may be more. A partial one emptied the outbox as of the
@@ -235,7 +180,7 @@ async fn run(
 /// Commits the deletes of published rows still waiting for someone's commit (SQLite), in a
 /// transaction of their own.
 async fn commit_deletes(db: &Db) -> Result<(), sqlx::Error> {
-    if db.published().is_empty() {
+    if db.deferred().is_empty() {
         return Ok(());
     }
     Tx::begin(db).await?.commit().await
@@ -251,8 +196,8 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
         // writer (one round trip; the reader pool's driver sends every row as a message of
         // its own), which it holds only while reading.
         Backend::Sqlite => {
-            let published = db.published();
-            let rows = db.writer().await?.fetch_all(fetch_query(published.through())).await?;
+            let deferred = db.deferred();
+            let rows = db.writer().await?.fetch_all(fetch_query(deferred.through(TABLE))).await?;
             let (messages, ids) = messages(&rows)?;
             if messages.is_empty() {
                 // Nothing new, so likely nobody else is committing either.
@@ -260,12 +205,15 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
                 return Ok(0);
             }
             binder.publish(&messages).await?;
-            published.record(&ids);
+            deferred.record(TABLE, &ids);
             Ok(messages.len())
         }
         Backend::Postgres => {
             let mut tx = Tx::begin(db).await?;
-            let mine: bool = tx.fetch_one(sqlx::query("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK)).await?.try_get(0)?;
+            let mine: bool = tx
+                .fetch_one(sqlx::query("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK))
+                .await?
+                .try_get(0)?;
             if !mine {
                 return Ok(0);
             }
@@ -294,13 +242,14 @@ fn messages(rows: &[AnyRow]) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     for r in rows {
-        ids.push(r.try_get("id")?);
+        let id: i64 = r.try_get("id")?;
+        ids.push(id);
         let properties: String = r.try_get("properties")?;
         messages.push(Message {
             topic: r.try_get("topic")?,
             tags: r.try_get("tags")?,
             keys: r.try_get("keys")?,
-            properties: serde_json::from_str(&properties).unwrap_or_default(),
+            properties: storage::decode::json(&properties, TABLE, "properties", id)?,
             body: r.try_get("body")?,
         });
     }
@@ -311,18 +260,47 @@ fn messages(rows: &[AnyRow]) -> Result<(Vec<Message>, Vec<i64>), RelayError> {
 /// `id <= last`: on PostgreSQL ids are taken at insert and committed in any order, so a
 /// lower id can become visible after the fetch — a range delete would drop it unpublished.
 async fn delete_and_commit(mut tx: Tx, ids: &[i64]) -> Result<(), sqlx::Error> {
-    for q in delete_statements(ids) {
+    for q in delete_statements(TABLE, ids) {
         tx.write(q).await?;
     }
     tx.commit().await
 }
 
-fn delete_statements(ids: &[i64]) -> impl Iterator<Item = Statement<'_>> {
-    rows::chunks(ids).into_iter().map(|chunk| {
-        let mut q = sqlx::query(rows::in_list("DELETE FROM outbox WHERE id IN", 1, chunk.len()));
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        q
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row whose properties cannot be read is not published with `{}` (which would drop
+    /// its eventId): the relay fails, naming the table and row, and the row stays.
+    #[tokio::test]
+    async fn a_row_with_corrupt_properties_fails_the_relay_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_sqlite(&dir.path().join("o.db")).await.expect("open");
+        db.migrate("outbox", MIGRATIONS).await.expect("migrate");
+        let broker = embedded::EmbeddedBinder::open(&dir.path().join("b.db"), Metrics::new())
+            .await
+            .expect("broker");
+        let mut tx = Tx::begin(&db).await.expect("begin");
+        let message = Message {
+            topic: "t".into(),
+            tags: "T".into(),
+            keys: "k".into(),
+            properties: [("eventId".to_owned(), "e1".to_owned())].into(),
+            body: b"{}".to_vec(),
+        };
+        Outbox::enqueue(&mut tx, &message).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+        db.writer()
+            .await
+            .expect("writer")
+            .execute(sqlx::query("UPDATE outbox SET properties = '{\"eventId\":'"))
+            .await
+            .expect("corrupt");
+        let err = relay_once(&db, &broker).await.expect_err("corrupt row").to_string();
+        assert!(err.contains("outbox.properties of row 1"), "{err}");
+        assert_eq!(Outbox::backlog(&db).await.expect("backlog"), 1, "the row stays");
+        assert!(broker.topic_messages("t").await.expect("read").is_empty(), "nothing published");
+        broker.shutdown().await;
+        db.close().await;
+    }
 }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use binding::{ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome, metrics};
+use storage::{Db, Tx};
 use stream::{
-    ConsumerBinding, Db, Delivery, HandleError, InboxConsumer, Message, MessageHandler, Metrics, Outcome,
-    OutboxRelay, Tx, TxHandler, idempotency::RedisIdempotency, inbox, metrics,
+    HandleError, InboxConsumer, OutboxRelay, TxHandler, idempotency::RedisIdempotency, inbox,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -22,7 +23,8 @@ impl TxHandler for Writer {
         tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(&body)).await?;
         if body.starts_with("clash") {
             // Takes row id 1 (the batch's first effect): fails only when the queue is sent.
-            tx.write(sqlx::query("INSERT INTO effects (id, body) VALUES (1, $1)").bind(&body)).await?;
+            tx.write(sqlx::query("INSERT INTO effects (id, body) VALUES (1, $1)").bind(&body))
+                .await?;
         }
         if body.starts_with("bad") {
             return Err(HandleError::Permanent("invalid".into()));
@@ -66,16 +68,35 @@ impl Service {
         let db = Db::open_sqlite(&dir.join("svc.db")).await.unwrap();
         db.migrate("inbox", inbox::MIGRATIONS).await.unwrap();
         db.migrate("outbox", stream::outbox::MIGRATIONS).await.unwrap();
-        db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
+        db.migrate(
+            "test",
+            &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"],
+        )
+        .await
+        .unwrap();
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
-        let binder = stream::embedded::EmbeddedBinder::open(&dir.join("broker.db"), Metrics::new()).await.unwrap();
-        let relay = OutboxRelay::spawn(db.clone(), Arc::new(binder), Metrics::new(), "test", &tracker, token.clone());
+        let binder =
+            embedded::EmbeddedBinder::open(&dir.join("broker.db"), Metrics::new()).await.unwrap();
+        let relay = OutboxRelay::spawn(
+            db.clone(),
+            Arc::new(binder),
+            Metrics::new(),
+            "test",
+            &tracker,
+            token.clone(),
+        );
         Service { db, relay, tracker, token }
     }
 
     fn consumer(&self, metrics: &Metrics) -> InboxConsumer {
         let binding = ConsumerBinding::with_defaults("x-in-0", "t", "g", "T");
-        InboxConsumer::new(self.db.clone(), &binding, Arc::new(Writer), self.relay.clone(), metrics.clone())
+        InboxConsumer::new(
+            self.db.clone(),
+            &binding,
+            Arc::new(Writer),
+            self.relay.clone(),
+            metrics.clone(),
+        )
     }
 
     async fn stop(self) {
@@ -105,11 +126,17 @@ async fn a_batch_commits_its_good_messages_and_rolls_back_only_the_bad_ones() {
     assert_eq!(outcomes[1], Outcome::DeadLetter("invalid".into()));
     assert_eq!(outcomes[2], Outcome::Retry("try later".into()));
     assert_eq!(outcomes[3], Outcome::Done);
-    assert!(matches!(&outcomes[4], Outcome::DeadLetter(e) if e.contains("eventId")), "{:?}", outcomes[4]);
+    assert!(
+        matches!(&outcomes[4], Outcome::DeadLetter(e) if e.contains("eventId")),
+        "{:?}",
+        outcomes[4]
+    );
     assert_eq!(effects(&db).await, ["one", "four"], "failed messages left no trace");
 
     // Redelivery of the whole batch: the done ones are skipped, the failed ones retried.
-    let outcomes = consumer.handle(&[delivery("e1", "one"), delivery("e3", "three, now fine"), delivery("e4", "four")]).await;
+    let outcomes = consumer
+        .handle(&[delivery("e1", "one"), delivery("e3", "three, now fine"), delivery("e4", "four")])
+        .await;
     assert_eq!(outcomes, [Outcome::Done, Outcome::Done, Outcome::Done]);
     assert_eq!(effects(&db).await, ["one", "four", "three, now fine"], "no second effect");
     assert_eq!(metrics.get(metrics::DUPLICATES, &[("topic", "t"), ("group", "g")]), 2.0);
@@ -127,18 +154,29 @@ async fn a_failure_late_in_a_batch_leaves_each_effect_once_and_two_copies_in_a_b
     let consumer = svc.consumer(&metrics);
     let labels = [("topic", "t"), ("group", "g")];
 
-    let batch = [delivery("e1", "one"), delivery("e1", "one"), delivery("e2", "two"), delivery("e3", "busy three")];
+    let batch = [
+        delivery("e1", "one"),
+        delivery("e1", "one"),
+        delivery("e2", "two"),
+        delivery("e3", "busy three"),
+    ];
     let outcomes = consumer.handle(&batch).await;
-    assert_eq!(outcomes, [Outcome::Done, Outcome::Done, Outcome::Done, Outcome::Retry("try later".into())]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Done, Outcome::Done, Outcome::Done, Outcome::Retry("try later".into())]
+    );
     assert_eq!(effects(&db).await, ["one", "two"]);
     assert_eq!(metrics.get(metrics::DUPLICATES, &labels), 1.0);
 
     // All fine: the fast path alone, with a copy and an already-applied event.
-    let outcomes = consumer.handle(&[delivery("e4", "four"), delivery("e4", "four"), delivery("e2", "two")]).await;
+    let outcomes = consumer
+        .handle(&[delivery("e4", "four"), delivery("e4", "four"), delivery("e2", "two")])
+        .await;
     assert_eq!(outcomes, [Outcome::Done, Outcome::Done, Outcome::Done]);
     assert_eq!(effects(&db).await, ["one", "two", "four"]);
     assert_eq!(metrics.get(metrics::DUPLICATES, &labels), 3.0);
-    let inbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(db.reader()).await.unwrap();
+    let inbox: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(db.reader()).await.unwrap();
     assert_eq!(inbox, 3, "e1, e2 and e4 recorded; e3 failed and is not");
     svc.stop().await;
 }
@@ -152,15 +190,29 @@ async fn with_redis_a_duplicate_is_acknowledged_without_the_database_and_the_key
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::open(dir.path()).await;
     let metrics = Metrics::new();
-    let fast = RedisIdempotency::connect(&redis_url(), metrics.clone()).await.expect("Redis at ORDERFLOW_TEST_REDIS");
+    let fast = RedisIdempotency::connect(&redis_url(), metrics.clone())
+        .await
+        .expect("Redis at ORDERFLOW_TEST_REDIS");
     let consumer = svc.consumer(&metrics).with_fast_path(Some(fast));
     let (e1, e2) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
 
-    assert_eq!(consumer.handle(&[delivery(&e1, "one"), delivery(&e2, "bad two")]).await[0], Outcome::Done);
-    let mut redis = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let ttl: i64 = redis::cmd("TTL").arg(format!("event:processed:g/x-in-0:{e1}")).query_async(&mut redis).await.unwrap();
+    assert_eq!(
+        consumer.handle(&[delivery(&e1, "one"), delivery(&e2, "bad two")]).await[0],
+        Outcome::Done
+    );
+    let mut redis =
+        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("event:processed:g/x-in-0:{e1}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     assert!((86_000..=86_400).contains(&ttl), "the seed's 24 h TTL, got {ttl}");
-    let bad: bool = redis::cmd("EXISTS").arg(format!("event:processed:g/x-in-0:{e2}")).query_async(&mut redis).await.unwrap();
+    let bad: bool = redis::cmd("EXISTS")
+        .arg(format!("event:processed:g/x-in-0:{e2}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     assert!(!bad, "no key for a message that was not applied");
 
     // The database is gone; the duplicate is still acknowledged (from Redis), a new one is not.
@@ -168,7 +220,9 @@ async fn with_redis_a_duplicate_is_acknowledged_without_the_database_and_the_key
     let outcomes = consumer.handle(&[delivery(&e1, "one again")]).await;
     assert_eq!(outcomes, [Outcome::Done]);
     assert_eq!(metrics.get(metrics::FAST_HITS, &[]), 1.0);
-    let outcomes = consumer.handle(&[delivery(&e1, "one again"), delivery(&uuid::Uuid::new_v4().to_string(), "new")]).await;
+    let outcomes = consumer
+        .handle(&[delivery(&e1, "one again"), delivery(&uuid::Uuid::new_v4().to_string(), "new")])
+        .await;
     assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retry(_))), "{outcomes:?}");
     svc.stop().await;
 }
@@ -240,7 +294,9 @@ async fn a_queued_write_that_fails_later_fails_only_its_own_message() {
     let db = svc.db.clone();
     let consumer = svc.consumer(&Metrics::new());
 
-    let outcomes = consumer.handle(&[delivery("e1", "one"), delivery("e2", "clash two"), delivery("e3", "three")]).await;
+    let outcomes = consumer
+        .handle(&[delivery("e1", "one"), delivery("e2", "clash two"), delivery("e3", "three")])
+        .await;
     assert_eq!(outcomes[0], Outcome::Done);
     assert!(matches!(&outcomes[1], Outcome::Retry(e) if e.contains("UNIQUE")), "{:?}", outcomes[1]);
     assert_eq!(outcomes[2], Outcome::Done);
@@ -254,14 +310,24 @@ async fn a_queued_write_that_fails_later_fails_only_its_own_message() {
 async fn queued_writes_are_seen_by_the_next_read_and_kept_only_on_commit() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open_sqlite(&dir.path().join("svc.db")).await.unwrap();
-    db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
+    db.migrate(
+        "test",
+        &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"],
+    )
+    .await
+    .unwrap();
 
     let mut tx = Tx::begin(&db).await.unwrap();
     for body in ["a", "b"] {
         tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(body)).await.unwrap();
     }
-    tx.write(sqlx::query("UPDATE effects SET body = $1 WHERE body = $2").bind("B").bind("b")).await.unwrap();
-    let rows = tx.fetch_all(sqlx::query("SELECT body FROM effects WHERE body <> $1 ORDER BY id").bind("a")).await.unwrap();
+    tx.write(sqlx::query("UPDATE effects SET body = $1 WHERE body = $2").bind("B").bind("b"))
+        .await
+        .unwrap();
+    let rows = tx
+        .fetch_all(sqlx::query("SELECT body FROM effects WHERE body <> $1 ORDER BY id").bind("a"))
+        .await
+        .unwrap();
     let seen: Vec<String> = rows.iter().map(|r| sqlx::Row::get(r, 0)).collect();
     assert_eq!(seen, ["B"], "the read ran after the three queued writes, with its own argument");
     tx.write(sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind("c")).await.unwrap();
@@ -282,8 +348,14 @@ async fn queued_writes_are_seen_by_the_next_read_and_kept_only_on_commit() {
 async fn dropped_transactions_leave_the_writer_clean_and_fetch_and_commit_keeps_its_writes() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open_sqlite(&dir.path().join("svc.db")).await.unwrap();
-    db.migrate("test", &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"]).await.unwrap();
-    let insert = |body: &'static str| sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(body);
+    db.migrate(
+        "test",
+        &["CREATE TABLE effects (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"],
+    )
+    .await
+    .unwrap();
+    let insert =
+        |body: &'static str| sqlx::query("INSERT INTO effects (body) VALUES ($1)").bind(body);
 
     let mut tx = Tx::begin(&db).await.unwrap();
     tx.write(insert("never sent")).await.unwrap();
@@ -293,11 +365,16 @@ async fn dropped_transactions_leave_the_writer_clean_and_fetch_and_commit_keeps_
     tx.flush().await.unwrap();
     drop(tx);
     db.writer().await.unwrap().execute(insert("autocommit")).await.unwrap();
-    assert_eq!(effects(&db).await, ["autocommit"], "the abandoned transaction was rolled back, the next write committed");
+    assert_eq!(
+        effects(&db).await,
+        ["autocommit"],
+        "the abandoned transaction was rolled back, the next write committed"
+    );
 
     let mut tx = Tx::begin(&db).await.unwrap();
     tx.write(insert("read and committed")).await.unwrap();
-    let rows = tx.fetch_and_commit(sqlx::query("SELECT body FROM effects ORDER BY id")).await.unwrap();
+    let rows =
+        tx.fetch_and_commit(sqlx::query("SELECT body FROM effects ORDER BY id")).await.unwrap();
     let seen: Vec<String> = rows.iter().map(|r| sqlx::Row::get(r, 0)).collect();
     assert_eq!(seen, ["autocommit", "read and committed"]);
     assert_eq!(effects(&db).await, seen, "committed with the read");
@@ -305,7 +382,10 @@ async fn dropped_transactions_leave_the_writer_clean_and_fetch_and_commit_keeps_
     let mut tx = Tx::begin(&db).await.unwrap();
     tx.write(insert("lost with the clash")).await.unwrap();
     tx.write(sqlx::query("INSERT INTO effects (id, body) VALUES (1, 'clash')")).await.unwrap();
-    assert!(tx.fetch_and_commit(sqlx::query("SELECT 1")).await.is_err(), "the clash fails the round trip");
+    assert!(
+        tx.fetch_and_commit(sqlx::query("SELECT 1")).await.is_err(),
+        "the clash fails the round trip"
+    );
     let mut tx = Tx::begin(&db).await.unwrap();
     tx.write(insert("after the failure")).await.unwrap();
     tx.commit().await.unwrap();

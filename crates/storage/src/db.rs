@@ -1,4 +1,4 @@
-//! Opening a database and applying versioned migrations.
+//! Opening a service database: one writer and a pool of readers, on SQLite or PostgreSQL.
 //!
 //! Storage goes through `sqlx::Any`, so the same SQL (`$N` placeholders, `ON CONFLICT`,
 //! `RETURNING`) serves SQLite and PostgreSQL.
@@ -10,76 +10,49 @@
 //!   another; reads use a separate small pool (sqlx's) and see committed data (WAL).
 //! - The writer connection is ours ([`crate::sqlite`]: one thread hand-off each way per
 //!   round trip), held behind a mutex, not in a pool. A transaction left open by a dropped
-//!   [`Tx`] is rolled back by the next holder.
-//! - Group commit: a [`Tx`] that commits while others wait to begin hands its open
+//!   [`Tx`](crate::Tx) is rolled back by the next holder.
+//! - Group commit: a `Tx` that commits while others wait to begin hands its open
 //!   transaction on to them instead of committing, and one durable commit covers them all
-//!   ([`crate::tx`]). [`Db::writer`] (statements outside a `Tx`) commits such a group before
+//!   ([`crate::writer`]). [`Db::writer`] (statements outside a `Tx`) commits such a group before
 //!   it runs anything, so it never reads what is not yet durable.
 //!
 //! PostgreSQL (several instances may share the database):
 //! - one pool for reads and writes; rows a decision reads are locked with `FOR UPDATE`
-//!   ([`lock_rows`]), always in ascending key order, so concurrent instances serialize per
+//!   ([`crate::lock_rows`]), always in ascending key order, so concurrent instances serialize per
 //!   order and per product instead of racing;
 //! - a record that may not exist yet (stock's reservation, payment's payment) cannot be
 //!   locked, so handlers first take a transaction-scoped advisory lock on the business key
-//!   ([`lock_key`]): two events of one order never decide at the same time.
+//!   ([`crate::lock_key`]): two events of one order never decide at the same time.
 //!
-//! Migrations are numbered per component (`outbox`, `inbox`, `order`, ...) and recorded in
-//! `schema_migrations`; each is applied once, in its own transaction, at startup. They are
-//! written in SQLite's dialect; for PostgreSQL `INTEGER PRIMARY KEY AUTOINCREMENT` becomes
-//! `BIGSERIAL PRIMARY KEY` and `BLOB` becomes `BYTEA` (the only two differences we use).
+//! Migrations: [`crate::migrate`].
 
 use std::{
     path::Path,
     str::FromStr,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use crate::{
-    Tx,
-    outbox::Published,
-    sqlite::{self, Batch},
-    tx::Statement,
+    deferred::DeferredDeletes,
+    sqlite::{self, Batch, Statement},
+    writer::{self, SqliteWriter, SqliteWriterGuard, WriterSlot},
 };
 use sqlx::{
     Any, AnyPool, AssertSqlSafe, Executor,
     any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow},
     pool::PoolConnection,
 };
-use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
 }
-
-/// Serializes the transactions that touch `key` (e.g. an orderNo) until commit: a
-/// transaction-scoped advisory lock on PostgreSQL; nothing on SQLite, whose single writer
-/// already serializes.
-pub async fn lock_key(tx: &mut Tx, key: &str) -> Result<(), sqlx::Error> {
-    if tx.backend() == Backend::Postgres {
-        tx.write(sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key)).await?;
-    }
-    Ok(())
-}
-
-/// `select` with `FOR UPDATE` appended on PostgreSQL (on SQLite the single writer already
-/// serializes read-decide-write transactions).
-pub fn lock_rows(tx: &Tx, select: impl Into<String>) -> AssertSqlSafe<String> {
-    let mut sql = select.into();
-    if tx.backend() == Backend::Postgres {
-        sql.push_str(" FOR UPDATE");
-    }
-    AssertSqlSafe(sql)
-}
-
-/// How long [`Db::writer`] waits for SQLite's one writer connection.
-const WRITER_WAIT: Duration = Duration::from_secs(60);
 
 const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;";
 
@@ -108,7 +81,8 @@ pub struct Db {
     writer: Writers,
     reader: AnyPool,
     backend: Backend,
-    published: Arc<Published>,
+    /// Deletes riding on the next commit (SQLite, [`crate::deferred`]).
+    deferred: Arc<DeferredDeletes>,
     /// Transactions waiting for SQLite's writer to begin ([`Db::tx_writer`]).
     joiners: Arc<AtomicUsize>,
     /// Durable commits of transactions on SQLite's writer.
@@ -121,47 +95,6 @@ enum Writers {
     Sqlite(WriterSlot),
     Pool(AnyPool),
 }
-
-pub(crate) type WriterSlot = Arc<Mutex<Option<SqliteWriter>>>;
-
-/// Transactions whose work shares one open SQLite transaction: each deferred its commit to
-/// those waiting behind it, and the first of them back at the writer commits for all
-/// ([`crate::tx`]).
-#[derive(Debug, Default)]
-pub(crate) struct Group {
-    /// The shared commit's outcome, once it ran.
-    outcome: OnceLock<Result<(), String>>,
-}
-
-impl Group {
-    /// The shared commit's outcome, once it ran.
-    pub(crate) fn outcome(&self) -> Option<Result<(), sqlx::Error>> {
-        self.outcome.get().map(|r| r.clone().map_err(|e| sqlx::Error::Protocol(format!("group commit failed: {e}"))))
-    }
-
-    pub(crate) fn settle(&self, result: Result<(), String>) {
-        let _ = self.outcome.set(result);
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct SqliteWriter {
-    pub(crate) conn: sqlite::Connection,
-    /// `BEGIN` was sent on it and the transaction not (known to be) ended.
-    pub(crate) open: bool,
-    /// The outbox rows whose deletes ride on the next commit ([`crate::outbox`]).
-    pub(crate) published: Arc<Published>,
-    /// The open transaction holds the work of this group's transactions, and how many.
-    pub(crate) group: Option<(Arc<Group>, usize)>,
-    /// A `Tx` that joined `group` has its savepoint open (it runs, or was dropped).
-    pub(crate) joined: bool,
-    /// Transactions waiting to begin ([`Db::tx_writer`]).
-    joiners: Arc<AtomicUsize>,
-    /// Durable commits ([`Db::commits`]).
-    commits: Arc<AtomicU64>,
-}
-
-pub(crate) type SqliteWriterGuard = OwnedMappedMutexGuard<Option<SqliteWriter>, SqliteWriter>;
 
 /// What a [`Tx`] runs on ([`Db::tx_writer`]): SQLite's writer, with its slot to queue for it
 /// again, or one of PostgreSQL's pool.
@@ -183,7 +116,10 @@ pub(crate) enum WriterConn {
 
 impl Writer {
     /// Runs `statement`, committed on its own; its row count.
-    pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
+    pub async fn execute(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
         match &mut self.0 {
             WriterConn::Pool(conn) => statement.execute(&mut **conn).await,
             WriterConn::Sqlite(w) => Ok(w.conn.run(Batch::of(statement)?).await?.result),
@@ -191,7 +127,10 @@ impl Writer {
     }
 
     /// Runs `statement` (a read, or a write committed on its own); its rows.
-    pub async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+    pub async fn fetch_all(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
         match &mut self.0 {
             WriterConn::Pool(conn) => statement.fetch_all(&mut **conn).await,
             WriterConn::Sqlite(w) => Ok(w.conn.run(Batch::of(statement)?).await?.rows),
@@ -219,7 +158,14 @@ impl Db {
             .connect(url)
             .await
             .map_err(|source| DbError::Open { path: shown, source })?;
-        Ok(Db { writer: Writers::Pool(pool.clone()), reader: pool, backend: Backend::Postgres, published: Arc::default(), joiners: Arc::default(), commits: Arc::default() })
+        Ok(Db {
+            writer: Writers::Pool(pool.clone()),
+            reader: pool,
+            backend: Backend::Postgres,
+            deferred: Arc::default(),
+            joiners: Arc::default(),
+            commits: Arc::default(),
+        })
     }
 
     /// Creates database `name` on the PostgreSQL server of `server_url` (any database URL on
@@ -227,14 +173,21 @@ impl Db {
     pub async fn create_postgres_database(server_url: &str, name: &str) -> Result<String, DbError> {
         sqlx::any::install_default_drivers();
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(DbError::Open { path: name.into(), source: sqlx::Error::Configuration("database names are [A-Za-z0-9_]".into()) });
+            return Err(DbError::Open {
+                path: name.into(),
+                source: sqlx::Error::Configuration("database names are [A-Za-z0-9_]".into()),
+            });
         }
-        let admin = AnyPoolOptions::new().max_connections(1).connect(server_url).await
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(server_url)
+            .await
             .map_err(|source| DbError::Open { path: redact(server_url), source })?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(name)
-            .fetch_optional(&admin)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_optional(&admin)
+                .await?;
         if exists.is_none() {
             admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
         }
@@ -244,9 +197,14 @@ impl Db {
 
     /// Drops database `name` on the server of `server_url` (tests clean up with this).
     pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), DbError> {
-        let admin = AnyPoolOptions::new().max_connections(1).connect(server_url).await
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(server_url)
+            .await
             .map_err(|source| DbError::Open { path: redact(server_url), source })?;
-        admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+        admin
+            .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .await?;
         admin.close().await;
         Ok(())
     }
@@ -285,19 +243,18 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        let published = Arc::new(Published::default());
+        let deferred = Arc::new(DeferredDeletes::default());
         let joiners = Arc::new(AtomicUsize::new(0));
         let commits = Arc::new(AtomicU64::new(0));
-        let writer = SqliteWriter {
-            conn: writer,
-            open: false,
-            published: published.clone(),
-            group: None,
-            joined: false,
-            joiners: joiners.clone(),
-            commits: commits.clone(),
-        };
-        Ok(Db { writer: Writers::Sqlite(Arc::new(Mutex::new(Some(writer)))), reader, backend: Backend::Sqlite, published, joiners, commits })
+        let writer = SqliteWriter::new(writer, deferred.clone(), joiners.clone(), commits.clone());
+        Ok(Db {
+            writer: Writers::Sqlite(Arc::new(Mutex::new(Some(writer)))),
+            reader,
+            backend: Backend::Sqlite,
+            deferred,
+            joiners,
+            commits,
+        })
     }
 
     /// The writer connection, for writes outside a [`Tx`] (each statement commits on its
@@ -306,7 +263,7 @@ impl Db {
         match &self.writer {
             Writers::Pool(pool) => Ok(Writer(WriterConn::Pool(pool.acquire().await?))),
             Writers::Sqlite(slot) => {
-                let mut w = lock_sqlite(slot).await?;
+                let mut w = writer::lock(slot).await?;
                 // Its statements commit on their own, and must not read a group's work
                 // before it is durable: the group commits first.
                 w.commit_group().await?;
@@ -331,7 +288,7 @@ impl Db {
         }
         self.joiners.fetch_add(1, Ordering::SeqCst);
         let waiting = Waiting(&self.joiners);
-        let w = lock_sqlite(slot).await?;
+        let w = writer::lock(slot).await?;
         drop(waiting);
         Ok(TxWriter::Sqlite(w, slot.clone()))
     }
@@ -347,9 +304,9 @@ impl Db {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// What the outbox relay has published and not yet deleted (SQLite).
-    pub(crate) fn published(&self) -> &Arc<Published> {
-        &self.published
+    /// Deletes riding on the next commit on this database (SQLite; unused on PostgreSQL).
+    pub fn deferred(&self) -> &DeferredDeletes {
+        &self.deferred
     }
 
     /// The pool for read-only queries (HTTP reads, metrics).
@@ -357,52 +314,12 @@ impl Db {
         &self.reader
     }
 
-    /// Applies the not-yet-applied migrations of `component`, in order.
-    pub async fn migrate(&self, component: &str, migrations: &[&'static str]) -> Result<(), DbError> {
-        self.writer()
-            .await?
-            .execute(sqlx::query(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    component TEXT NOT NULL, version BIGINT NOT NULL,
-                    PRIMARY KEY (component, version))",
-            ))
-            .await?;
-        for (i, sql) in migrations.iter().enumerate() {
-            let version = i + 1;
-            let fail = |source| DbError::Migrate {
-                component: component.to_owned(),
-                version,
-                source,
-            };
-            let mut tx = Tx::begin(self).await.map_err(fail)?;
-            let done = tx
-                .fetch_optional(
-                    sqlx::query("SELECT version FROM schema_migrations WHERE component = $1 AND version = $2")
-                        .bind(component)
-                        .bind(version as i64),
-                )
-                .await
-                .map_err(fail)?;
-            if done.is_some() {
-                continue;
-            }
-            tx.execute_script(&self.dialect(sql)).await.map_err(fail)?;
-            tx.write(
-                sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
-                    .bind(component)
-                    .bind(version as i64),
-            )
-            .await
-            .map_err(fail)?;
-            tx.commit().await.map_err(fail)?;
-        }
-        Ok(())
-    }
-
-    fn dialect(&self, sql: &str) -> String {
+    pub(crate) fn dialect(&self, sql: &str) -> String {
         match self.backend {
             Backend::Sqlite => sql.to_owned(),
-            Backend::Postgres => sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(" BLOB", " BYTEA"),
+            Backend::Postgres => sql
+                .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+                .replace(" BLOB", " BYTEA"),
         }
     }
 
@@ -416,7 +333,7 @@ impl Db {
         match &self.writer {
             Writers::Pool(pool) => pool.close().await,
             Writers::Sqlite(slot) => {
-                if let Ok(mut w) = lock_sqlite(slot).await {
+                if let Ok(mut w) = writer::lock(slot).await {
                     let _ = w.commit_group().await;
                 }
                 if let Some(w) = slot.lock().await.take() {
@@ -427,71 +344,6 @@ impl Db {
         self.reader.close().await;
     }
 }
-
-/// Locks SQLite's writer. A `Tx` dropped inside its transaction left it open: that part is
-/// undone first, only its own savepoint if it had joined a group.
-pub(crate) async fn lock_sqlite(slot: &WriterSlot) -> Result<SqliteWriterGuard, sqlx::Error> {
-    // As the pool it replaces did: waiting longer than this is a bug, so say so.
-    let guard: OwnedMutexGuard<Option<SqliteWriter>> =
-        tokio::time::timeout(WRITER_WAIT, slot.clone().lock_owned()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
-    let mut w = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
-    if w.joined {
-        // (If the round trip carrying SAVEPOINT failed first, there is none to go back to.)
-        let mut undo = Batch::of(sqlx::query("ROLLBACK TO SAVEPOINT tx"))?;
-        undo.push(sqlx::query("RELEASE SAVEPOINT tx"))?;
-        let _ = w.conn.run(undo).await;
-        w.joined = false;
-    } else if w.open && w.group.is_none() {
-        // (If the round trip carrying BEGIN failed first, SQLite says there is nothing to
-        // roll back.)
-        let _ = w.conn.run(Batch::of(sqlx::query("ROLLBACK"))?).await;
-        w.open = false;
-    }
-    Ok(w)
-}
-
-impl SqliteWriter {
-    /// Commits the group's open transaction, with the deletes of published outbox rows;
-    /// every member learns the outcome. Nothing to do without a group.
-    pub(crate) async fn commit_group(&mut self) -> Result<(), sqlx::Error> {
-        let Some((group, _)) = self.group.take() else {
-            return Ok(());
-        };
-        let deletes = self.published.take();
-        let mut batch = Batch::default();
-        batch.commit = true;
-        if let Some(deletes) = &deletes {
-            for statement in deletes.statements() {
-                batch.push(statement)?;
-            }
-        }
-        let result = self.conn.run(batch).await.map(drop);
-        // After a failed commit the next holder rolls back whatever is left.
-        self.open = result.is_err();
-        group.settle(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-        if result.is_ok() {
-            self.count_commit();
-            if let Some(deletes) = deletes {
-                deletes.committed();
-            }
-        }
-        result
-    }
-
-    /// Counts a durable commit ([`Db::commits`]).
-    pub(crate) fn count_commit(&self) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Whether a committing `Tx` should hand its transaction on instead (group commit): others
-    /// wait to begin, and the group is not yet at its size limit.
-    pub(crate) fn should_defer(&self) -> bool {
-        self.joiners.load(Ordering::SeqCst) > 0 && self.group.as_ref().is_none_or(|(_, n)| *n < MAX_GROUP)
-    }
-}
-
-/// Most transactions that share one group commit.
-const MAX_GROUP: usize = 32;
 
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
@@ -531,7 +383,10 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
         assert_eq!(replace_database("postgres://h:5432/test", "x"), "postgres://h:5432/x");
-        assert_eq!(replace_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            replace_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(replace_database("postgres://h:5432", "x"), "postgres://h:5432/x");
     }
 }

@@ -34,18 +34,13 @@ use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{
-    binder::{
-        Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, MessageHandler, Outcome,
-        dlq_topic,
-    },
-    config::ConsumerBinding,
-    db::{Db, DbError},
+use binding::{
+    Binder, BinderError, BindingControl, BindingState, ConsumerBinding, DeadLetter, Delivery,
+    MessageHandler, Outcome, dlq_topic,
     metrics::{self, Metrics},
-    rows,
     tags::TagExpression,
-    tx::{Statement, Tx},
 };
+use storage::{Db, DbError, Statement, Tx, rows};
 
 /// Property on a dead letter naming the topic it came from (RocketMQ's `RETRY_TOPIC`).
 pub const PROP_ORIGIN_TOPIC: &str = "RETRY_TOPIC";
@@ -175,25 +170,35 @@ impl EmbeddedBinder {
 
     /// Messages still to be acknowledged by `group` on `topic` (its backlog).
     pub async fn backlog(&self, group: &str, topic: &str) -> Result<i64, BinderError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE grp = $1 AND topic = $2")
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE grp = $1 AND topic = $2")
             .bind(group)
             .bind(topic)
             .fetch_one(self.inner.db.reader())
-            .await?)
+            .await
+            .map_err(BinderError::storage)
     }
 
     /// Deliveries not yet acknowledged, over every group and topic.
     pub async fn pending(&self) -> Result<i64, BinderError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries").fetch_one(self.inner.db.reader()).await?)
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(self.inner.db.reader())
+            .await
+            .map_err(BinderError::storage)
     }
 
     /// Every message ever published to `topic`, oldest first (for inspection and tests).
     pub async fn topic_messages(&self, topic: &str) -> Result<Vec<Message>, BinderError> {
-        let rows = sqlx::query("SELECT topic, tags, keys, properties, body FROM messages WHERE topic = $1 ORDER BY id")
-            .bind(topic)
-            .fetch_all(self.inner.db.reader())
-            .await?;
-        rows.iter().map(|r| row_message(r).map_err(BinderError::from)).collect()
+        let rows = sqlx::query(
+            "SELECT id, topic, tags, keys, properties, body FROM messages WHERE topic = $1 ORDER BY id",
+        )
+        .bind(topic)
+        .fetch_all(self.inner.db.reader())
+        .await
+        .map_err(BinderError::storage)?;
+        rows.iter()
+            .map(|r| r.try_get("id").and_then(|id| row_message(r, id)))
+            .collect::<Result<_, _>>()
+            .map_err(BinderError::storage)
     }
 }
 
@@ -204,7 +209,7 @@ fn claimed_rows(rows: &[AnyRow]) -> Result<Vec<Claimed>, sqlx::Error> {
             let attempts: i64 = r.try_get("attempts")?;
             let message_id: i64 = r.try_get("message_id")?;
             let stored_topic: String = r.try_get("stored_topic")?;
-            let mut message = row_message(r)?;
+            let mut message = row_message(r, message_id)?;
             if stored_topic != message.topic {
                 for k in [PROP_ORIGIN_TOPIC, PROP_DLQ_ERROR, PROP_DLQ_ATTEMPTS] {
                     message.properties.remove(k);
@@ -222,13 +227,14 @@ fn claimed_rows(rows: &[AnyRow]) -> Result<Vec<Claimed>, sqlx::Error> {
         .collect()
 }
 
-fn row_message(row: &AnyRow) -> Result<Message, sqlx::Error> {
+/// The message of a row of `messages` (its id given, for the error if it is corrupt).
+fn row_message(row: &AnyRow, id: i64) -> Result<Message, sqlx::Error> {
     let properties: String = row.try_get("properties")?;
     Ok(Message {
         topic: row.try_get("topic")?,
         tags: row.try_get("tags")?,
         keys: row.try_get("keys")?,
-        properties: serde_json::from_str(&properties).unwrap_or_default(),
+        properties: storage::decode::json(&properties, "messages", "properties", id)?,
         body: row.try_get("body")?,
     })
 }
@@ -250,36 +256,60 @@ impl Inner {
     /// the writer's open transaction. Message ids are given explicitly from
     /// `last_message_id`, so they keep publish order (the order of a multi-row insert's
     /// `RETURNING` is unspecified). Returns the (group, topic) pairs that got a delivery.
-    async fn insert(&self, tx: &mut Tx, messages: &[Message], now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        messages: &[Message],
+        now: i64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
         let last = self.last_message_id.fetch_add(messages.len() as i64, Ordering::SeqCst);
-        let numbered: Vec<(i64, &Message)> = messages.iter().enumerate().map(|(i, m)| (last + 1 + i as i64, m)).collect();
+        let numbered: Vec<(i64, &Message)> =
+            messages.iter().enumerate().map(|(i, m)| (last + 1 + i as i64, m)).collect();
         let mut deliveries: Vec<(String, &Message, i64)> = Vec::new();
         {
             let subs = self.subscriptions.read().unwrap_or_else(|p| p.into_inner());
             for &(id, m) in &numbered {
-                for s in subs.iter().filter(|s| s.topic == m.topic && s.expression.matches(&m.tags)) {
+                for s in subs.iter().filter(|s| s.topic == m.topic && s.expression.matches(&m.tags))
+                {
                     deliveries.push((s.group.clone(), m, id));
                 }
             }
         }
         for chunk in rows::chunks(&numbered) {
-            let sql = rows::values("INSERT INTO messages (id, topic, tags, keys, properties, body, born_at) VALUES", 7, chunk.len());
+            let sql = rows::values(
+                "INSERT INTO messages (id, topic, tags, keys, properties, body, born_at) VALUES",
+                7,
+                chunk.len(),
+            );
             let mut q = sqlx::query(sql);
             for &(id, m) in chunk {
-                let properties = serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
-                q = q.bind(id).bind(&m.topic).bind(&m.tags).bind(&m.keys).bind(properties).bind(&m.body).bind(now);
+                let properties =
+                    serde_json::to_string(&m.properties).unwrap_or_else(|_| "{}".into());
+                q = q
+                    .bind(id)
+                    .bind(&m.topic)
+                    .bind(&m.tags)
+                    .bind(&m.keys)
+                    .bind(properties)
+                    .bind(&m.body)
+                    .bind(now);
             }
             tx.write(q).await?;
         }
         for chunk in rows::chunks(&deliveries) {
-            let sql = rows::values("INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at) VALUES", 5, chunk.len());
+            let sql = rows::values(
+                "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at) VALUES",
+                5,
+                chunk.len(),
+            );
             let mut q = sqlx::query(sql);
             for (group, m, id) in chunk {
                 q = q.bind(group).bind(&m.topic).bind(*id).bind(&m.keys).bind(now);
             }
             tx.write(q).await?;
         }
-        let mut woken: Vec<(String, String)> = deliveries.into_iter().map(|(g, m, _)| (g, m.topic.clone())).collect();
+        let mut woken: Vec<(String, String)> =
+            deliveries.into_iter().map(|(g, m, _)| (g, m.topic.clone())).collect();
         woken.sort();
         woken.dedup();
         Ok(woken)
@@ -294,7 +324,12 @@ impl Inner {
 
     /// Queues the lease of up to `limit` due deliveries of the binding in `tx`; returns the
     /// statement that reads what it leased.
-    async fn lease<'a>(&self, tx: &mut Tx, b: &'a ConsumerBinding, limit: usize) -> Result<Statement<'a>, sqlx::Error> {
+    async fn lease<'a>(
+        &self,
+        tx: &mut Tx,
+        b: &'a ConsumerBinding,
+        limit: usize,
+    ) -> Result<Statement<'a>, sqlx::Error> {
         let now = now_millis();
         let owner = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let sql = format!("{}{limit})", if b.orderly { CLAIM_ORDERLY } else { CLAIM });
@@ -320,7 +355,13 @@ impl Inner {
 
     /// Settles `claimed` by their outcomes and, given `next`, leases up to that many more in
     /// the same commit (one `broker.db` commit per handled batch, not two).
-    async fn settle(&self, b: &ConsumerBinding, claimed: &[Claimed], outcomes: &[Outcome], next: Option<usize>) -> Result<Vec<Claimed>, sqlx::Error> {
+    async fn settle(
+        &self,
+        b: &ConsumerBinding,
+        claimed: &[Claimed],
+        outcomes: &[Outcome],
+        next: Option<usize>,
+    ) -> Result<Vec<Claimed>, sqlx::Error> {
         let now = now_millis();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
         let mut tx = Tx::begin(&self.db).await?;
@@ -373,9 +414,14 @@ impl Inner {
             }
             settled.push(c.delivery_id);
         }
-        let woken = if dead_letters.is_empty() { Vec::new() } else { self.insert(&mut tx, &dead_letters, now).await? };
+        let woken = if dead_letters.is_empty() {
+            Vec::new()
+        } else {
+            self.insert(&mut tx, &dead_letters, now).await?
+        };
         for chunk in rows::chunks(&settled) {
-            let mut q = sqlx::query(rows::in_list("DELETE FROM deliveries WHERE id IN", 1, chunk.len()));
+            let mut q =
+                sqlx::query(rows::in_list("DELETE FROM deliveries WHERE id IN", 1, chunk.len()));
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -429,7 +475,12 @@ impl Inner {
         .flatten()
     }
 
-    async fn work(self: Arc<Self>, b: ConsumerBinding, handler: Arc<dyn MessageHandler>, control: BindingControl) {
+    async fn work(
+        self: Arc<Self>,
+        b: ConsumerBinding,
+        handler: Arc<dyn MessageHandler>,
+        control: BindingControl,
+    ) {
         let waker = self.waker(&b.group, &b.destination);
         let limit = b.batch_size.saturating_mul(CLAIM_BATCHES);
         // Leased by the last settle's commit, still to be handled.
@@ -466,7 +517,9 @@ impl Inner {
             if claimed.is_empty() {
                 let now = now_millis();
                 let wait = match self.next_due(&b, now).await {
-                    Some(due) => Duration::from_millis((due - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
+                    Some(due) => Duration::from_millis(
+                        (due - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64,
+                    ),
                     None => IDLE_POLL,
                 };
                 tokio::select! {
@@ -488,7 +541,8 @@ impl Inner {
             // The settle leases the next batch in its commit, unless the binding is stopping
             // or paused. A failed settle leaves the leases to expire: the batch is delivered
             // again.
-            let next = (!self.token.is_cancelled() && control.state() == BindingState::Running).then_some(limit);
+            let next = (!self.token.is_cancelled() && control.state() == BindingState::Running)
+                .then_some(limit);
             notified = Box::pin(waker.notified());
             notified.as_mut().enable();
             match self.settle(&b, &claimed, &outcomes, next).await {
@@ -514,9 +568,10 @@ impl Binder for EmbeddedBinder {
             return Ok(());
         }
         let now = now_millis();
-        let mut tx = Tx::begin(&self.inner.db).await?;
-        let woken = self.inner.insert(&mut tx, messages, now).await?;
-        tx.commit().await?;
+        let mut tx = Tx::begin(&self.inner.db).await.map_err(BinderError::storage)?;
+        let woken =
+            self.inner.insert(&mut tx, messages, now).await.map_err(BinderError::storage)?;
+        tx.commit().await.map_err(BinderError::storage)?;
         let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
         for m in messages {
             *per_topic.entry(m.topic.as_str()).or_default() += 1;
@@ -535,14 +590,22 @@ impl Binder for EmbeddedBinder {
         binding: ConsumerBinding,
         handler: Arc<dyn MessageHandler>,
     ) -> Result<BindingControl, BinderError> {
-        self.inner.db.writer().await?.execute(sqlx::query(
-            "INSERT INTO subscriptions (grp, topic, expression) VALUES ($1, $2, $3)
+        self.inner
+            .db
+            .writer()
+            .await
+            .map_err(BinderError::storage)?
+            .execute(
+                sqlx::query(
+                    "INSERT INTO subscriptions (grp, topic, expression) VALUES ($1, $2, $3)
              ON CONFLICT (grp, topic) DO UPDATE SET expression = excluded.expression",
-        )
-        .bind(&binding.group)
-        .bind(&binding.destination)
-        .bind(binding.subscription.to_string()))
-        .await?;
+                )
+                .bind(&binding.group)
+                .bind(&binding.destination)
+                .bind(binding.subscription.to_string()),
+            )
+            .await
+            .map_err(BinderError::storage)?;
         {
             let mut subs = self.inner.subscriptions.write().unwrap_or_else(|p| p.into_inner());
             subs.retain(|s| !(s.group == binding.group && s.topic == binding.destination));
@@ -567,7 +630,11 @@ impl Binder for EmbeddedBinder {
         self.inner.db.ping().await.map_err(|e| BinderError::Unavailable(e.to_string()))
     }
 
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+    async fn dead_letters(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BinderError> {
         let rows = sqlx::query(
             "SELECT id, topic, tags, keys, properties, body, born_at FROM messages
              WHERE topic = $1 ORDER BY id LIMIT $2",
@@ -575,18 +642,29 @@ impl Binder for EmbeddedBinder {
         .bind(dlq_topic(group))
         .bind(limit as i64)
         .fetch_all(self.inner.db.reader())
-        .await?;
+        .await
+        .map_err(BinderError::storage)?;
         rows.iter()
             .map(|r| {
-                let mut m = row_message(r)?;
                 let id: i64 = r.try_get("id")?;
+                let mut m = row_message(r, id)?;
                 let take = |m: &mut Message, k: &str| m.properties.remove(k).unwrap_or_default();
                 Ok(DeadLetter {
                     message_id: id.to_string(),
                     group: group.to_owned(),
                     origin_topic: take(&mut m, PROP_ORIGIN_TOPIC),
                     error: take(&mut m, PROP_DLQ_ERROR),
-                    attempts: take(&mut m, PROP_DLQ_ATTEMPTS).parse().unwrap_or(0),
+                    attempts: {
+                        let attempts = take(&mut m, PROP_DLQ_ATTEMPTS);
+                        attempts.parse().map_err(|e| {
+                            storage::decode::corrupt(
+                                "messages",
+                                "properties.DLQ_ATTEMPTS",
+                                id,
+                                format!("{attempts:?}: {e}"),
+                            )
+                        })?
+                    },
                     tags: m.tags,
                     keys: m.keys,
                     properties: m.properties,
@@ -595,21 +673,31 @@ impl Binder for EmbeddedBinder {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(BinderError::from)
+            .map_err(BinderError::storage)
     }
 
     async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
-        let id: i64 = dead.message_id.parse().map_err(|_| BinderError::Unavailable(format!("no dead letter {:?}", dead.message_id)))?;
-        self.inner.db.writer().await?.execute(sqlx::query(
-            "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at)
+        let id: i64 = dead.message_id.parse().map_err(|_| {
+            BinderError::Unavailable(format!("no dead letter {:?}", dead.message_id))
+        })?;
+        self.inner
+            .db
+            .writer()
+            .await
+            .map_err(BinderError::storage)?
+            .execute(
+                sqlx::query(
+                    "INSERT INTO deliveries (grp, topic, message_id, msg_key, due_at)
              SELECT $1, $2, id, keys, $3 FROM messages WHERE id = $4 AND topic = $5",
-        )
-        .bind(&dead.group)
-        .bind(&dead.origin_topic)
-        .bind(now_millis())
-        .bind(id)
-        .bind(dlq_topic(&dead.group)))
-        .await?;
+                )
+                .bind(&dead.group)
+                .bind(&dead.origin_topic)
+                .bind(now_millis())
+                .bind(id)
+                .bind(dlq_topic(&dead.group)),
+            )
+            .await
+            .map_err(BinderError::storage)?;
         self.inner.wake(&dead.group, &dead.origin_topic);
         Ok(())
     }

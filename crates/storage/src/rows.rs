@@ -27,18 +27,28 @@ pub fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
 /// `head` followed by `rows` groups of `columns` numbered placeholders:
 /// `values("INSERT ... VALUES", 2, 2)` is `... VALUES ($1, $2), ($3, $4)`.
 pub fn values(head: &str, columns: usize, rows: usize) -> AssertSqlSafe<String> {
-    values_with(head, rows, |r, out| {
-        for c in 0..columns {
-            if c > 0 {
-                out.push_str(", ");
+    values_with(
+        head,
+        rows,
+        |r, out| {
+            for c in 0..columns {
+                if c > 0 {
+                    out.push_str(", ");
+                }
+                placeholder(out, r * columns + c + 1);
             }
-            placeholder(out, r * columns + c + 1);
-        }
-    }, "")
+        },
+        "",
+    )
 }
 
 /// `head`, then one `( ... )` per row written by `row(r, sql)`, then `tail`.
-pub fn values_with(head: &str, rows: usize, row: impl Fn(usize, &mut String), tail: &str) -> AssertSqlSafe<String> {
+pub fn values_with(
+    head: &str,
+    rows: usize,
+    row: impl Fn(usize, &mut String),
+    tail: &str,
+) -> AssertSqlSafe<String> {
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * 24);
     sql.push_str(head);
     for r in 0..rows {
@@ -69,6 +79,43 @@ pub fn placeholder(sql: &mut String, n: usize) {
     sql.push_str(&n.to_string());
 }
 
+/// Rows picked by a text key (an orderNo): those in `(after, through]`, or the named ones.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    Range { after: &'a str, through: &'a str },
+    Named(&'a [String]),
+}
+
+/// The rows `select` (a query ending in `WHERE`) finds for `keys` in its `column`: one
+/// statement for a range; for names, many per statement ([`chunks`]).
+pub async fn fetch_keys(
+    pool: &sqlx::AnyPool,
+    select: &str,
+    column: &str,
+    keys: Keys<'_>,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    match keys {
+        Keys::Range { after, through } => {
+            sqlx::query(AssertSqlSafe(format!("{select} {column} > $1 AND {column} <= $2")))
+                .bind(after)
+                .bind(through)
+                .fetch_all(pool)
+                .await
+        }
+        Keys::Named(names) => {
+            let mut out = Vec::with_capacity(names.len());
+            for chunk in chunks(names) {
+                let mut q = sqlx::query(in_list(&format!("{select} {column} IN"), 1, chunk.len()));
+                for name in chunk {
+                    q = q.bind(name);
+                }
+                out.extend(q.fetch_all(pool).await?);
+            }
+            Ok(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,9 +132,20 @@ mod tests {
 
     #[test]
     fn sql_texts() {
-        assert_eq!(values("INSERT INTO t (a, b) VALUES", 2, 2).0, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
-        assert_eq!(in_list("DELETE FROM t WHERE id IN", 2, 3).0, "DELETE FROM t WHERE id IN ($2, $3, $4)");
-        let sql = values_with("INSERT INTO t VALUES", 2, |r, s| s.push_str(&format!("$1, ${}", r + 2)), " RETURNING x");
+        assert_eq!(
+            values("INSERT INTO t (a, b) VALUES", 2, 2).0,
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+        );
+        assert_eq!(
+            in_list("DELETE FROM t WHERE id IN", 2, 3).0,
+            "DELETE FROM t WHERE id IN ($2, $3, $4)"
+        );
+        let sql = values_with(
+            "INSERT INTO t VALUES",
+            2,
+            |r, s| s.push_str(&format!("$1, ${}", r + 2)),
+            " RETURNING x",
+        );
         assert_eq!(sql.0, "INSERT INTO t VALUES ($1, $2), ($1, $3) RETURNING x");
     }
 }

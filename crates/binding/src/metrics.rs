@@ -68,29 +68,44 @@ fn help(name: &str) -> &'static str {
         OUTBOX_BACKLOG => "Events committed but not yet accepted by the broker.",
         DEAD_LETTERS => "Dead letters of a group not purged (as of the last listing), by group.",
         DEAD_LETTERS_REPLAYED => "Dead letters replayed by an operator, by group.",
-        FAST_HITS => "Duplicates acknowledged by the Redis idempotency fast path without a database transaction.",
-        REDIS_ERRORS => "Redis idempotency calls that failed or timed out (the inbox decided alone).",
-        COMPENSATION => "Compensation job actions: events sent again (resent), orders cancelled past the deadline (cancelled).",
-        RESERVATIONS_EXPIRED => "Reservations whose frozen stock was released because the order was not paid in time.",
+        FAST_HITS => {
+            "Duplicates acknowledged by the Redis idempotency fast path without a database transaction."
+        }
+        REDIS_ERRORS => {
+            "Redis idempotency calls that failed or timed out (the inbox decided alone)."
+        }
+        COMPENSATION => {
+            "Compensation job actions: events sent again (resent), orders cancelled past the deadline (cancelled)."
+        }
+        RESERVATIONS_EXPIRED => {
+            "Reservations whose frozen stock was released because the order was not paid in time."
+        }
         RESIDENT_MEMORY => "Resident memory of this process, in bytes.",
-        SQLITE_MEMORY => "Memory SQLite holds in this process (page caches, prepared statements), in bytes.",
+        SQLITE_MEMORY => {
+            "Memory SQLite holds in this process (page caches, prepared statements), in bytes."
+        }
         _ => "",
     }
 }
 
-/// Sets the process-wide memory gauges: resident memory and SQLite's share of it.
-pub fn set_memory(metrics: &Metrics) {
+/// Sets the process's resident-memory gauge (Linux; nothing elsewhere).
+pub fn set_resident_memory(metrics: &Metrics) {
     if let Some(bytes) = resident_bytes("self") {
         metrics.set(RESIDENT_MEMORY, &[], bytes as f64);
     }
-    metrics.set(SQLITE_MEMORY, &[], crate::sqlite::memory_bytes() as f64);
 }
 
 /// Resident memory of process `pid` (a number, or "self"), in bytes: VmRSS from
 /// /proc/<pid>/status. `None` where there is no /proc.
 pub fn resident_bytes(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -99,10 +114,20 @@ impl Metrics {
         Metrics::default()
     }
 
-    fn with(&self, name: &'static str, kind: &'static str, labels: &[(&'static str, &str)], f: impl FnOnce(&mut f64)) {
+    fn with(
+        &self,
+        name: &'static str,
+        kind: &'static str,
+        labels: &[(&'static str, &str)],
+        f: impl FnOnce(&mut f64),
+    ) {
         let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let family = families.entry(name).or_insert_with(|| Family { help: help(name), kind, values: BTreeMap::new() });
+        let family = families.entry(name).or_insert_with(|| Family {
+            help: help(name),
+            kind,
+            values: BTreeMap::new(),
+        });
         f(family.values.entry(key).or_insert(0.0));
     }
 
@@ -115,7 +140,13 @@ impl Metrics {
     }
 
     /// Declares a gauge's help text (for gauges not listed above).
-    pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    pub fn gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        value: f64,
+    ) {
         self.with(name, "gauge", labels, |v| *v = value);
         let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = families.get_mut(name) {
@@ -130,7 +161,8 @@ impl Metrics {
             .get(name)
             .and_then(|f| {
                 f.values.iter().find(|(k, _)| {
-                    k.len() == labels.len() && k.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d)
+                    k.len() == labels.len()
+                        && k.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d)
                 })
             })
             .map(|(_, v)| *v)
@@ -183,20 +215,9 @@ mod tests {
             "orderflow_messages_consumed_total{topic=\"order-created\",group=\"stock-consumer-group\"} 2"
         ));
         assert!(text.contains("orderflow_outbox_backlog 3"));
-        assert_eq!(m.get(CONSUMED, &[("topic", "order-created"), ("group", "stock-consumer-group")]), 2.0);
-    }
-
-    #[tokio::test]
-    async fn memory_gauges_read_this_process() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::Db::open_sqlite(&dir.path().join("m.db")).await.expect("open");
-        sqlx::query("SELECT 1").execute(db.reader()).await.expect("query");
-        let m = Metrics::new();
-        set_memory(&m);
-        // A process that opened SQLite holds at least its schema and a statement.
-        assert!(m.get(SQLITE_MEMORY, &[]) > 0.0);
-        assert!(m.get(RESIDENT_MEMORY, &[]) > m.get(SQLITE_MEMORY, &[]));
-        assert!(m.render().contains("# TYPE process_resident_memory_bytes gauge"));
-        db.close().await;
+        assert_eq!(
+            m.get(CONSUMED, &[("topic", "order-created"), ("group", "stock-consumer-group")]),
+            2.0
+        );
     }
 }

@@ -18,7 +18,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 use crate::tags::TagExpression;
 
@@ -145,7 +145,7 @@ impl StreamConfig {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<StreamConfig, ConfigError> {
-        let mut doc: Value = serde_yaml::from_str(text)
+        let mut doc: Value = yaml_serde::from_str(text)
             .map_err(|e| ConfigError::new("(document)", format!("not valid YAML: {e}")))?;
         resolve_placeholders(&mut doc, "", env)?;
 
@@ -206,11 +206,14 @@ impl StreamConfig {
             if !consumers.contains_key(&name) {
                 return Err(ConfigError::new(
                     format!("{ROOT}.bindings.{name}.destination"),
-                    format!("missing: function {f:?} is in function.definition but has no input binding"),
+                    format!(
+                        "missing: function {f:?} is in function.definition but has no input binding"
+                    ),
                 ));
             }
         }
-        let orderflow = get(as_map(&doc, "(document)")?, "orderflow").cloned().unwrap_or(Value::Null);
+        let orderflow =
+            get(as_map(&doc, "(document)")?, "orderflow").cloned().unwrap_or(Value::Null);
         Ok(StreamConfig { name_server, functions, consumers, producers, orderflow })
     }
 
@@ -223,9 +226,19 @@ impl StreamConfig {
     /// The input binding `<function>-in-0` for one of the topics we add (not in the seed's
     /// YAML): the YAML's if it defines one, else the event's topic and tag in the service's
     /// own group (`fallback_group` when the YAML names none).
-    pub fn added_consumer(&self, function: &str, kind: events::EventType, fallback_group: &str) -> ConsumerBinding {
+    pub fn added_consumer(
+        &self,
+        function: &str,
+        kind: events::EventType,
+        fallback_group: &str,
+    ) -> ConsumerBinding {
         let group = self.main_group().unwrap_or(fallback_group).to_owned();
-        self.consumer_or(ConsumerBinding::with_defaults(&format!("{function}-in-0"), kind.topic(), &group, kind.tag()))
+        self.consumer_or(ConsumerBinding::with_defaults(
+            &format!("{function}-in-0"),
+            kind.topic(),
+            &group,
+            kind.tag(),
+        ))
     }
 
     /// The consumer binding `<function>-in-0` the YAML must define.
@@ -239,7 +252,10 @@ impl StreamConfig {
     /// The destination of output binding `name`, or the event's own topic when the YAML does
     /// not configure it.
     pub fn destination_of(&self, name: &str, kind: events::EventType) -> String {
-        self.producers.get(name).map(|p| p.destination.clone()).unwrap_or_else(|| kind.topic().to_owned())
+        self.producers
+            .get(name)
+            .map(|p| p.destination.clone())
+            .unwrap_or_else(|| kind.topic().to_owned())
     }
 
     /// The consumer group the service's seed bindings use (for bindings we add).
@@ -267,7 +283,12 @@ impl StreamConfig {
         };
         secs.filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
             .map(Duration::from_secs_f64)
-            .ok_or_else(|| ConfigError::new(format!("orderflow.{path}"), "must be a positive number of seconds"))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    format!("orderflow.{path}"),
+                    "must be a positive number of seconds",
+                )
+            })
     }
 }
 
@@ -294,7 +315,9 @@ fn parse_consumer(
     let pick = |key: &str| -> Option<(&Value, String)> {
         s_consumer
             .and_then(|m| get(m, key).map(|v| (v, format!("{s_key}.consumer.{key}"))))
-            .or_else(|| g_consumer.and_then(|m| get(m, key).map(|v| (v, format!("{g_key}.consumer.{key}")))))
+            .or_else(|| {
+                g_consumer.and_then(|m| get(m, key).map(|v| (v, format!("{g_key}.consumer.{key}"))))
+            })
     };
     let subscription = match pick("subscription") {
         Some((v, key)) => {
@@ -399,7 +422,11 @@ fn opt_map<'a>(v: Option<&'a Value>, key: &str) -> Result<Option<&'a Mapping>, C
     }
 }
 
-fn required_string(map: Option<&Mapping>, field: &str, parent: &str) -> Result<String, ConfigError> {
+fn required_string(
+    map: Option<&Mapping>,
+    field: &str,
+    parent: &str,
+) -> Result<String, ConfigError> {
     let key = format!("{parent}.{field}");
     match map.and_then(|m| get(m, field)) {
         Some(v) => {
@@ -455,12 +482,15 @@ fn as_float(v: &Value, key: &str, min: f64, max: f64) -> Result<f64, ConfigError
     };
     match n {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(key, format!("expected a number from {min} to {max}, got {}", show(v)))),
+        _ => Err(ConfigError::new(
+            key,
+            format!("expected a number from {min} to {max}, got {}", show(v)),
+        )),
     }
 }
 
 fn show(v: &Value) -> String {
-    serde_yaml::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+    yaml_serde::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
 }
 
 /// Replaces `${VAR}` and `${VAR:default}` in every string scalar.
@@ -504,7 +534,9 @@ fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, St
         };
         match env(var.trim()).or_else(|| default.map(str::to_owned)) {
             Some(value) => out.push_str(&value),
-            None => return Err(format!("placeholder ${{{var}}} has no default and {var} is not set")),
+            None => {
+                return Err(format!("placeholder ${{{var}}} has no default and {var} is not set"));
+            }
         }
         rest = &after[end + 1..];
     }

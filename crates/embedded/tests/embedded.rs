@@ -1,7 +1,5 @@
 //! The embedded binder keeps RocketMQ's consumer-group semantics on a real SQLite file.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -9,11 +7,12 @@ use std::{
 };
 
 use async_trait::async_trait;
-use common::eventually;
-use stream::{
-    Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome,
-    config::Backoff, embedded::EmbeddedBinder, metrics, tags::TagExpression,
+
+use binding::{
+    Binder, ConsumerBinding, Delivery, Message, MessageHandler, Metrics, Outcome, config::Backoff,
+    metrics, tags::TagExpression,
 };
+use embedded::EmbeddedBinder;
 
 type Decide = dyn Fn(&Delivery) -> Outcome + Send + Sync;
 
@@ -46,7 +45,11 @@ impl MessageHandler for Recorder {
         batch
             .iter()
             .map(|d| {
-                seen.push((d.message.keys.clone(), String::from_utf8_lossy(&d.message.body).into_owned(), d.attempt));
+                seen.push((
+                    d.message.keys.clone(),
+                    String::from_utf8_lossy(&d.message.body).into_owned(),
+                    d.attempt,
+                ));
                 (self.decide)(d)
             })
             .collect()
@@ -54,18 +57,28 @@ impl MessageHandler for Recorder {
 }
 
 fn msg(topic: &str, tag: &str, key: &str, body: &str) -> Message {
-    Message { topic: topic.into(), tags: tag.into(), keys: key.into(), properties: BTreeMap::new(), body: body.as_bytes().to_vec() }
+    Message {
+        topic: topic.into(),
+        tags: tag.into(),
+        keys: key.into(),
+        properties: BTreeMap::new(),
+        body: body.as_bytes().to_vec(),
+    }
 }
 
 fn binding(name: &str, topic: &str, group: &str) -> ConsumerBinding {
     let mut b = ConsumerBinding::with_defaults(name, topic, group, "*");
     b.subscription = TagExpression::All;
-    b.backoff = Backoff { initial: Duration::from_millis(5), multiplier: 2.0, max: Duration::from_millis(20) };
+    b.backoff = Backoff {
+        initial: Duration::from_millis(5),
+        multiplier: 2.0,
+        max: Duration::from_millis(20),
+    };
     b
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    eventually(what, || std::future::ready(f())).await;
+    testkit::until(what, || std::future::ready(f())).await;
 }
 
 async fn open(dir: &tempfile::TempDir) -> EmbeddedBinder {
@@ -77,10 +90,18 @@ async fn every_group_gets_every_message_and_instances_of_a_group_share_them() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(&dir).await;
     let (stock_a, stock_b, payment) = (Recorder::ok(), Recorder::ok(), Recorder::ok());
-    b.bind_consumer(binding("s-in-0", "order-created", "stock-consumer-group"), stock_a.clone()).await.unwrap();
-    b.bind_consumer(binding("s-in-0", "order-created", "stock-consumer-group"), stock_b.clone()).await.unwrap();
-    b.bind_consumer(binding("p-in-0", "order-created", "payment-consumer-group"), payment.clone()).await.unwrap();
-    let messages: Vec<Message> = (0..40).map(|i| msg("order-created", "ORDER_CREATED", &format!("K{i}"), &i.to_string())).collect();
+    b.bind_consumer(binding("s-in-0", "order-created", "stock-consumer-group"), stock_a.clone())
+        .await
+        .unwrap();
+    b.bind_consumer(binding("s-in-0", "order-created", "stock-consumer-group"), stock_b.clone())
+        .await
+        .unwrap();
+    b.bind_consumer(binding("p-in-0", "order-created", "payment-consumer-group"), payment.clone())
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..40)
+        .map(|i| msg("order-created", "ORDER_CREATED", &format!("K{i}"), &i.to_string()))
+        .collect();
     b.publish(&messages).await.unwrap();
 
     until("payment group saw all 40", || payment.seen().len() == 40).await;
@@ -89,7 +110,10 @@ async fn every_group_gets_every_message_and_instances_of_a_group_share_them() {
     stock.sort_by_key(|s| s.parse::<i32>().unwrap());
     let expected: Vec<String> = (0..40).map(|i| i.to_string()).collect();
     assert_eq!(stock, expected, "each message to exactly one instance of the group");
-    eventually("stock backlog drained", || async { b.backlog("stock-consumer-group", "order-created").await.unwrap() == 0 }).await;
+    testkit::until("stock backlog drained", || async {
+        b.backlog("stock-consumer-group", "order-created").await.unwrap() == 0
+    })
+    .await;
     b.shutdown().await;
 }
 
@@ -101,8 +125,11 @@ async fn subscriptions_filter_by_tag_expression() {
     let mut bind = binding("x-in-0", "t", "g");
     bind.subscription = TagExpression::parse("A || B").unwrap();
     b.bind_consumer(bind, r.clone()).await.unwrap();
-    b.publish(&[msg("t", "A", "1", "a"), msg("t", "C", "2", "c"), msg("t", "B", "3", "b")]).await.unwrap();
-    eventually("A and B acknowledged", || async { b.backlog("g", "t").await.unwrap() == 0 }).await;
+    b.publish(&[msg("t", "A", "1", "a"), msg("t", "C", "2", "c"), msg("t", "B", "3", "b")])
+        .await
+        .unwrap();
+    testkit::until("A and B acknowledged", || async { b.backlog("g", "t").await.unwrap() == 0 })
+        .await;
     assert_eq!(r.bodies(), ["a", "b"], "C was never queued for the group");
     b.shutdown().await;
 }
@@ -112,17 +139,25 @@ async fn retries_with_backoff_then_dead_letters_after_max_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let b = EmbeddedBinder::open(&dir.path().join("broker.db"), metrics.clone()).await.unwrap();
-    let r = Recorder::new(|d| if d.message.keys == "poison" { Outcome::Retry("boom".into()) } else { Outcome::Done });
+    let r = Recorder::new(|d| {
+        if d.message.keys == "poison" { Outcome::Retry("boom".into()) } else { Outcome::Done }
+    });
     let mut bind = binding("x-in-0", "t", "g");
     bind.max_attempts = 3;
     b.bind_consumer(bind, r.clone()).await.unwrap();
     b.publish(&[msg("t", "T", "poison", "p")]).await.unwrap();
-    until("dead-lettered", || metrics.get(metrics::DEAD_LETTERED, &[("topic", "t"), ("group", "g")]) == 1.0).await;
+    until("dead-lettered", || {
+        metrics.get(metrics::DEAD_LETTERED, &[("topic", "t"), ("group", "g")]) == 1.0
+    })
+    .await;
     let attempts: Vec<u32> = r.seen().iter().map(|s| s.2).collect();
     assert_eq!(attempts, [1, 2, 3], "delivered max-attempts times");
     let dlq = b.dead_letters("g", 10).await.unwrap();
     assert_eq!(dlq.len(), 1);
-    assert_eq!((dlq[0].origin_topic.as_str(), dlq[0].error.as_str(), dlq[0].attempts), ("t", "boom", 3));
+    assert_eq!(
+        (dlq[0].origin_topic.as_str(), dlq[0].error.as_str(), dlq[0].attempts),
+        ("t", "boom", 3)
+    );
     assert_eq!(dlq[0].keys, "poison");
     assert_eq!(b.topic_messages("%DLQ%g").await.unwrap().len(), 1, "readable on %DLQ%<group>");
     assert_eq!(metrics.get(metrics::RETRIED, &[("topic", "t"), ("group", "g")]), 2.0);
@@ -136,10 +171,19 @@ async fn retries_with_backoff_then_dead_letters_after_max_attempts() {
 async fn a_dead_letter_outcome_skips_the_retries() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(&dir).await;
-    let r = Recorder::new(|d| if d.message.body == b"garbage" { Outcome::DeadLetter("not JSON".into()) } else { Outcome::Done });
+    let r = Recorder::new(|d| {
+        if d.message.body == b"garbage" {
+            Outcome::DeadLetter("not JSON".into())
+        } else {
+            Outcome::Done
+        }
+    });
     b.bind_consumer(binding("x-in-0", "t", "g"), r.clone()).await.unwrap();
     b.publish(&[msg("t", "T", "1", "garbage"), msg("t", "T", "2", "good")]).await.unwrap();
-    eventually("dead letter stored", || async { b.dead_letters("g", 10).await.unwrap().len() == 1 }).await;
+    testkit::until("dead letter stored", || async {
+        b.dead_letters("g", 10).await.unwrap().len() == 1
+    })
+    .await;
     assert_eq!(r.seen().len(), 2, "the good message was handled too");
     let dlq = b.dead_letters("g", 10).await.unwrap();
     assert_eq!(dlq.len(), 1);
@@ -166,7 +210,8 @@ async fn one_failure_in_a_batch_does_not_redeliver_its_neighbours() {
     let mut bind = binding("x-in-0", "t", "g");
     bind.batch_size = 5;
     b.bind_consumer(bind, r.clone()).await.unwrap();
-    let messages: Vec<Message> = (0..5).map(|i| msg("t", "T", &format!("K{i}"), &i.to_string())).collect();
+    let messages: Vec<Message> =
+        (0..5).map(|i| msg("t", "T", &format!("K{i}"), &i.to_string())).collect();
     b.publish(&messages).await.unwrap();
     until("K2 redelivered", || r.seen().iter().any(|s| s.0 == "K2" && s.2 == 2)).await;
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
@@ -189,7 +234,11 @@ async fn orderly_bindings_keep_each_keys_order_through_retries() {
     // The first message of every key fails once: its successors must wait for it.
     let r = Recorder::new(move |d| {
         let body = String::from_utf8_lossy(&d.message.body).into_owned();
-        if body.ends_with("#0") && f.lock().unwrap().insert(body) { Outcome::Retry("once".into()) } else { Outcome::Done }
+        if body.ends_with("#0") && f.lock().unwrap().insert(body) {
+            Outcome::Retry("once".into())
+        } else {
+            Outcome::Done
+        }
     });
     let mut bind = binding("x-in-0", "t", "g");
     bind.orderly = true;
@@ -206,8 +255,7 @@ async fn orderly_bindings_keep_each_keys_order_through_retries() {
     until("all 12 handled (plus 3 retries)", || r.seen().len() == 15).await;
     for key in ["A", "B", "C"] {
         let order: Vec<String> = r.seen().into_iter().filter(|s| s.0 == key).map(|s| s.1).collect();
-        let expected: Vec<String> =
-            [0, 0, 1, 2, 3].iter().map(|i| format!("{key}#{i}")).collect();
+        let expected: Vec<String> = [0, 0, 1, 2, 3].iter().map(|i| format!("{key}#{i}")).collect();
         assert_eq!(order, expected, "key {key} handled in publish order, retry first");
     }
     b.shutdown().await;
@@ -236,7 +284,13 @@ async fn messages_wait_for_a_group_that_is_down_and_survive_a_restart() {
 async fn a_poison_message_on_an_orderly_binding_never_blocks_its_key_for_good() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(&dir).await;
-    let r = Recorder::new(|d| if d.message.body == b"B#0 poison" { Outcome::DeadLetter("malformed".into()) } else { Outcome::Done });
+    let r = Recorder::new(|d| {
+        if d.message.body == b"B#0 poison" {
+            Outcome::DeadLetter("malformed".into())
+        } else {
+            Outcome::Done
+        }
+    });
     let mut bind = binding("x-in-0", "t", "g");
     bind.orderly = true;
     b.bind_consumer(bind, r.clone()).await.unwrap();
@@ -247,9 +301,14 @@ async fn a_poison_message_on_an_orderly_binding_never_blocks_its_key_for_good() 
         }
     }
     b.publish(&messages).await.unwrap();
-    eventually("everything settled", || async { b.backlog("g", "t").await.unwrap() == 0 }).await;
+    testkit::until("everything settled", || async { b.backlog("g", "t").await.unwrap() == 0 })
+        .await;
     let b_order: Vec<String> = r.seen().into_iter().filter(|s| s.0 == "B").map(|s| s.1).collect();
-    assert_eq!(b_order, ["B#0 poison", "B#1", "B#2", "B#3"], "the poison's successors of the same key still flow, in order");
+    assert_eq!(
+        b_order,
+        ["B#0 poison", "B#1", "B#2", "B#3"],
+        "the poison's successors of the same key still flow, in order"
+    );
     assert_eq!(r.seen().len(), 10, "every other message delivered once");
     let dlq = b.dead_letters("g", 10).await.unwrap();
     assert_eq!((dlq.len(), dlq[0].body.as_str(), dlq[0].attempts), (1, "B#0 poison", 1));
@@ -266,14 +325,24 @@ async fn a_large_publish_keeps_its_order_for_every_group_across_a_restart() {
     b.bind_consumer(binding("x-in-1", "t", "g2"), Recorder::ok()).await.unwrap();
     b.shutdown().await;
 
-    let bodies = |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
+    let bodies =
+        |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
     let b = open(&dir).await;
-    b.publish(&bodies(0..300).iter().map(|s| msg("t", "T", "k", s)).collect::<Vec<_>>()).await.unwrap();
+    b.publish(&bodies(0..300).iter().map(|s| msg("t", "T", "k", s)).collect::<Vec<_>>())
+        .await
+        .unwrap();
     b.shutdown().await;
     let b = open(&dir).await;
-    b.publish(&bodies(300..303).iter().map(|s| msg("t", "T", "k", s)).collect::<Vec<_>>()).await.unwrap();
-    let stored: Vec<String> =
-        b.topic_messages("t").await.unwrap().iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
+    b.publish(&bodies(300..303).iter().map(|s| msg("t", "T", "k", s)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let stored: Vec<String> = b
+        .topic_messages("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
     assert_eq!(stored, bodies(0..303));
 
     let (r1, r2) = (Recorder::ok(), Recorder::ok());
@@ -286,5 +355,37 @@ async fn a_large_publish_keeps_its_order_for_every_group_across_a_restart() {
     let mut unordered = r2.bodies();
     unordered.sort_by_key(|s| s[1..].parse::<usize>().unwrap());
     assert_eq!(unordered, bodies(0..303));
+    b.shutdown().await;
+}
+
+/// A stored message whose properties cannot be read is an error naming the table and row,
+/// not a message with its eventId silently dropped; so is a dead letter's attempt count.
+#[tokio::test]
+async fn corrupt_stored_messages_are_errors_naming_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let r = Recorder::new(|_| Outcome::DeadLetter("not JSON".into()));
+    b.bind_consumer(binding("x-in-0", "t", "g"), r.clone()).await.unwrap();
+    b.publish(&[msg("t", "T", "1", "garbage")]).await.unwrap();
+    testkit::until("dead letter stored", || async {
+        b.dead_letters("g", 10).await.unwrap().len() == 1
+    })
+    .await;
+    let raw = storage::Db::open(&dir.path().join("broker.db").display().to_string()).await.unwrap();
+    let exec = |sql: &'static str| {
+        let raw = raw.clone();
+        async move {
+            raw.writer().await.unwrap().execute(sqlx::query(sql)).await.unwrap();
+        }
+    };
+
+    exec("UPDATE messages SET properties = json_set(properties, '$.DLQ_ATTEMPTS', 'many') WHERE topic = '%DLQ%g'").await;
+    let err = b.dead_letters("g", 10).await.unwrap_err().to_string();
+    assert!(err.contains("messages.properties.DLQ_ATTEMPTS of row 2"), "{err}");
+
+    exec("UPDATE messages SET properties = '{\"eventId\":' WHERE topic = 't'").await;
+    let err = b.topic_messages("t").await.unwrap_err().to_string();
+    assert!(err.contains("messages.properties of row 1"), "{err}");
+    raw.close().await;
     b.shutdown().await;
 }

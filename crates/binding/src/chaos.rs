@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use events::Message;
 
 use crate::{
-    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, MessageHandler, Outcome,
-    config::ConfigError,
+    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, MessageHandler,
+    Outcome, config::ConfigError,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,17 +61,37 @@ impl FromStr for ChaosConfig {
                 .split_once('=')
                 .ok_or_else(|| ConfigError::new(format!("chaos.{part}"), "expected key=value"))?;
             let key = key.trim();
-            let bad = |what: &str| ConfigError::new(format!("chaos.{key}"), format!("{what}, got {value:?}"));
-            let rate = || value.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| bad("expected a rate from 0 to 1"));
+            let bad = |what: &str| {
+                ConfigError::new(format!("chaos.{key}"), format!("{what}, got {value:?}"))
+            };
+            let rate = || {
+                value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| bad("expected a rate from 0 to 1"))
+            };
             match key {
                 "duplicate" => c.duplicate = rate()?,
                 "reorder" => c.reorder = rate()?,
                 "delay" => c.delay = rate()?,
                 "fail" => c.fail = rate()?,
                 "crash" => c.crash = rate()?,
-                "delay-ms" => c.delay_max = Duration::from_millis(value.trim().parse().map_err(|_| bad("expected milliseconds"))?),
-                "seed" => c.seed = value.trim().parse().map_err(|_| bad("expected a whole number"))?,
-                _ => return Err(ConfigError::new(format!("chaos.{key}"), "unknown fault (duplicate, reorder, delay, delay-ms, fail, crash, seed)")),
+                "delay-ms" => {
+                    c.delay_max = Duration::from_millis(
+                        value.trim().parse().map_err(|_| bad("expected milliseconds"))?,
+                    )
+                }
+                "seed" => {
+                    c.seed = value.trim().parse().map_err(|_| bad("expected a whole number"))?
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("chaos.{key}"),
+                        "unknown fault (duplicate, reorder, delay, delay-ms, fail, crash, seed)",
+                    ));
+                }
             }
         }
         Ok(c)
@@ -129,13 +149,18 @@ impl MessageHandler for ChaosHandler {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let failed: Vec<bool> = batch.iter().map(|_| self.dice.hit(self.config.fail)).collect();
-        let kept: Vec<Delivery> = batch.iter().zip(&failed).filter(|(_, f)| !**f).map(|(d, _)| d.clone()).collect();
-        let mut handled = if kept.is_empty() { Vec::new() } else { self.inner.handle(&kept).await }.into_iter();
+        let kept: Vec<Delivery> =
+            batch.iter().zip(&failed).filter(|(_, f)| !**f).map(|(d, _)| d.clone()).collect();
+        let mut handled =
+            if kept.is_empty() { Vec::new() } else { self.inner.handle(&kept).await }.into_iter();
         failed
             .iter()
             .map(|f| match f {
                 true => Outcome::Retry("chaos: handler failed".into()),
-                false => match handled.next().unwrap_or_else(|| Outcome::Retry("handler returned no outcome".into())) {
+                false => match handled
+                    .next()
+                    .unwrap_or_else(|| Outcome::Retry("handler returned no outcome".into()))
+                {
                     Outcome::Done if self.dice.hit(self.config.crash) => {
                         Outcome::Retry("chaos: crashed between commit and acknowledgement".into())
                     }
@@ -162,8 +187,16 @@ impl Binder for ChaosBinder {
         self.inner.publish(&out).await
     }
 
-    async fn bind_consumer(&self, binding: ConsumerBinding, handler: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
-        let handler = Arc::new(ChaosHandler { inner: handler, config: self.config.clone(), dice: self.dice.clone() });
+    async fn bind_consumer(
+        &self,
+        binding: ConsumerBinding,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<BindingControl, BinderError> {
+        let handler = Arc::new(ChaosHandler {
+            inner: handler,
+            config: self.config.clone(),
+            dice: self.dice.clone(),
+        });
         self.inner.bind_consumer(binding, handler).await
     }
 
@@ -175,7 +208,11 @@ impl Binder for ChaosBinder {
         self.inner.check().await
     }
 
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+    async fn dead_letters(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BinderError> {
         self.inner.dead_letters(group, limit).await
     }
 
@@ -194,8 +231,14 @@ mod tests {
 
     #[test]
     fn parses_rates_and_names_the_bad_key() {
-        let c: ChaosConfig = "duplicate=0.2, reorder=0.1,delay=0.05,delay-ms=10,fail=0.1,crash=0.3,seed=9".parse().unwrap();
-        assert_eq!((c.duplicate, c.reorder, c.delay, c.fail, c.crash, c.seed), (0.2, 0.1, 0.05, 0.1, 0.3, 9));
+        let c: ChaosConfig =
+            "duplicate=0.2, reorder=0.1,delay=0.05,delay-ms=10,fail=0.1,crash=0.3,seed=9"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            (c.duplicate, c.reorder, c.delay, c.fail, c.crash, c.seed),
+            (0.2, 0.1, 0.05, 0.1, 0.3, 9)
+        );
         assert_eq!(c.delay_max, Duration::from_millis(10));
         assert_eq!("fail=2".parse::<ChaosConfig>().unwrap_err().key, "chaos.fail");
         assert_eq!("explode=0.1".parse::<ChaosConfig>().unwrap_err().key, "chaos.explode");

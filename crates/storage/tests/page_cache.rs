@@ -1,9 +1,9 @@
 //! SQLite's page caches live in the slab the first `Db::open_sqlite` gives SQLite, not on
-//! the heap, and the memory gauge counts them. A test binary of its own: SQLite takes the
+//! the heap, and the memory figure counts them. A test binary of its own: SQLite takes the
 //! slab only before it initializes, at the process's first connection.
 
 use rusqlite::ffi;
-use stream::{Db, Metrics, metrics};
+use storage::{Db, sqlite_memory_bytes};
 
 /// (current, highest) of one of SQLite's process-wide counters.
 fn status(op: i32) -> (i64, i64) {
@@ -18,7 +18,12 @@ fn status(op: i32) -> (i64, i64) {
 async fn page_caches_use_the_slab_and_the_memory_gauge_counts_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open_sqlite(&dir.path().join("p.db")).await.expect("open");
-    db.writer().await.expect("writer").execute(sqlx::query("CREATE TABLE t (id BIGINT PRIMARY KEY, b BLOB NOT NULL)")).await.expect("create");
+    db.writer()
+        .await
+        .expect("writer")
+        .execute(sqlx::query("CREATE TABLE t (id BIGINT PRIMARY KEY, b BLOB NOT NULL)"))
+        .await
+        .expect("create");
     // About 100 pages of rows, read back through a reader.
     db.writer()
         .await
@@ -29,16 +34,23 @@ async fn page_caches_use_the_slab_and_the_memory_gauge_counts_them() {
         ))
         .await
         .expect("insert");
-    let bytes: i64 = sqlx::query_scalar("SELECT SUM(LENGTH(b)) FROM t").fetch_one(db.reader()).await.expect("read");
+    let bytes: i64 = sqlx::query_scalar("SELECT SUM(LENGTH(b)) FROM t")
+        .fetch_one(db.reader())
+        .await
+        .expect("read");
     assert_eq!(bytes, 400_000);
 
     let (slots, _) = status(ffi::SQLITE_STATUS_PAGECACHE_USED);
     let (_, overflow_high) = status(ffi::SQLITE_STATUS_PAGECACHE_OVERFLOW);
-    assert!(slots >= 100, "the pages read and written are cached in the slab: {slots} slots in use");
+    assert!(
+        slots >= 100,
+        "the pages read and written are cached in the slab: {slots} slots in use"
+    );
     assert_eq!(overflow_high, 0, "no page came from the heap");
 
-    let m = Metrics::new();
-    metrics::set_memory(&m);
-    assert!(m.get(metrics::SQLITE_MEMORY, &[]) >= (slots * 4096) as f64, "the gauge counts the slab's pages");
+    let sqlite = sqlite_memory_bytes();
+    assert!(sqlite >= slots * 4096, "the gauge's figure counts the slab's pages");
+    let resident = binding::metrics::resident_bytes("self").expect("/proc/self/status");
+    assert!(resident > sqlite as u64, "resident memory {resident} holds SQLite's {sqlite}");
     db.close().await;
 }

@@ -19,16 +19,27 @@ use tokio::sync::watch;
 
 use crate::config::ConsumerBinding;
 
+/// A boxed error from a binder's own storage or client library.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BinderError {
+    /// The binder's storage (the embedded binder's database) failed.
     #[error("binder storage: {0}")]
-    Storage(#[from] sqlx::Error),
+    Storage(#[source] Cause),
     #[error("binder unavailable: {0}")]
     Unavailable(String),
     #[error("no binding named {0:?}")]
     UnknownBinding(String),
     #[error("binder is shutting down")]
     ShuttingDown,
+}
+
+impl BinderError {
+    /// A storage failure, whatever the storage's error type.
+    pub fn storage(e: impl Into<Cause>) -> BinderError {
+        BinderError::Storage(e.into())
+    }
 }
 
 /// One delivery of a message to a consumer group.
@@ -134,7 +145,8 @@ pub trait Binder: Send + Sync + 'static {
     async fn check(&self) -> Result<(), BinderError>;
 
     /// The messages in `%DLQ%<group>`, oldest first.
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError>;
+    async fn dead_letters(&self, group: &str, limit: usize)
+    -> Result<Vec<DeadLetter>, BinderError>;
 
     /// Delivers a dead letter again to its group only (the other groups of its topic already
     /// had it), as a message of its origin topic with the original body and properties. The

@@ -22,37 +22,26 @@
 //!   first statements sent, `COMMIT` after the last ([`Tx::commit`], [`Tx::fetch_and_commit`]).
 //!   A transaction of writes is one round trip; a read and its writes, two.
 //!
-//! Group commit (SQLite): a durable commit is an fsync, and every service's transactions
-//! queue for their database's one writer. A `Tx` that commits while others wait to begin
-//! does not commit: it sends its statements, leaves the transaction open, lets the next one
-//! in and queues for the writer again. The next runs inside that transaction, in a savepoint
-//! of its own (so its rollback undoes only its part), and does the same if others still
-//! wait. The first of the group back at the writer commits for all of them (at most
-//! [`crate::db`]'s 32 per group), one fsync; each member's `commit` returns that commit's
-//! outcome. So:
-//! - `commit` still returns only once the work is durable, or fails if it is not;
-//! - a member's failure before its commit undoes only its savepoint;
-//! - a failed shared commit fails every member (each retries as after any failed commit);
-//! - members read each other's uncommitted work, which commits or fails with theirs;
-//! - statements outside a `Tx` ([`crate::Db::writer`]) commit an open group first.
+//! Group commit (SQLite): a `Tx` that commits while others wait to begin may hand its open
+//! transaction on to them, so one durable commit covers many; `commit` still returns only
+//! once its work is durable. The state machine is [`crate::writer`]'s.
 //!
-//! Under light load nobody waits and each `Tx` commits alone, as before.
+//! PostgreSQL: rows a decision reads are locked with `FOR UPDATE` ([`lock_rows`]), always in
+//! ascending key order ([`Tx::fetch_locked`]); a record that may not exist yet is guarded by
+//! a transaction-scoped advisory lock on its business key ([`lock_key`]).
 
 use sqlx::{
-    Any, Transaction,
-    any::{AnyArguments, AnyQueryResult, AnyRow},
-    query::Query,
+    Any, AssertSqlSafe, Transaction,
+    any::{AnyQueryResult, AnyRow},
 };
 
 use crate::{
     Db,
-    db::{Backend, SqliteWriter, SqliteWriterGuard, TxWriter, WriterSlot, lock_sqlite},
+    db::{Backend, TxWriter},
     rows,
-    sqlite::{Batch, Reply},
+    sqlite::{Batch, Reply, Statement},
+    writer::{self, SqliteWriterGuard, WriterSlot},
 };
-
-/// A statement as `sqlx::query(..).bind(..)` builds it.
-pub type Statement<'q> = Query<'q, Any, AnyArguments>;
 
 /// Past this many queued values the queue is sent without waiting for a read (SQLite takes
 /// at most 32,766 per statement; this bounds the queue's memory).
@@ -63,8 +52,8 @@ pub struct Tx {
     conn: Conn,
     /// Queued statements (SQLite only).
     queued: Batch,
-    /// An outbox row was written: the relay has work once this commits.
-    pub(crate) enqueued: bool,
+    /// An event was enqueued (an outbox row written): its relay has work once this commits.
+    enqueued: bool,
 }
 
 enum Conn {
@@ -74,14 +63,20 @@ enum Conn {
     /// savepoint `tx` (opened in front of its first round trip, the writer's `joined`);
     /// else in a transaction of its own (`BEGIN` in front of its first round trip, the
     /// writer's `open`). If the `Tx` is dropped, the next holder undoes either.
-    Sqlite { writer: SqliteWriterGuard, slot: WriterSlot, joins: bool },
+    Sqlite {
+        writer: SqliteWriterGuard,
+        slot: WriterSlot,
+        joins: bool,
+    },
 }
 
 impl Tx {
     /// Begins a transaction on `db`'s writer.
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
         let conn = match db.tx_writer().await? {
-            TxWriter::Sqlite(writer, slot) => Conn::Sqlite { joins: writer.group.is_some(), writer, slot },
+            TxWriter::Sqlite(writer, slot) => {
+                Conn::Sqlite { joins: writer.in_group(), writer, slot }
+            }
             TxWriter::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
         };
         Ok(Tx { conn, queued: Batch::default(), enqueued: false })
@@ -94,9 +89,14 @@ impl Tx {
         }
     }
 
-    /// Whether the transaction wrote an outbox row (so its commit should wake the relay).
+    /// Whether the transaction enqueued an event (so its commit should wake the relay).
     pub fn enqueued(&self) -> bool {
         self.enqueued
+    }
+
+    /// Records that the transaction enqueued an event ([`Tx::enqueued`]).
+    pub fn mark_enqueued(&mut self) {
+        self.enqueued = true;
     }
 
     /// A write whose result is not needed: queued on SQLite, run at once on PostgreSQL.
@@ -116,7 +116,10 @@ impl Tx {
     }
 
     /// Runs `statement` after the queued writes, in one round trip; its rows.
-    pub async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+    pub async fn fetch_all(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
         if let Conn::Postgres(tx) = &mut self.conn {
             return statement.fetch_all(&mut **tx).await;
         }
@@ -126,7 +129,10 @@ impl Tx {
 
     /// Runs `statement` after the queued writes, then commits; `statement`'s rows. One round
     /// trip on SQLite (two when deferring to a group commit, the second `COMMIT` alone).
-    pub async fn fetch_and_commit(self, statement: Statement<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+    pub async fn fetch_and_commit(
+        self,
+        statement: Statement<'_>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let Tx { conn, mut queued, .. } = self;
         match conn {
             Conn::Postgres(mut tx) => {
@@ -136,7 +142,7 @@ impl Tx {
             }
             Conn::Sqlite { writer, slot, joins } => {
                 queued.push(statement)?;
-                Ok(finish(writer, slot, joins, queued).await?.rows)
+                Ok(writer::finish(writer, slot, joins, queued).await?.rows)
             }
         }
     }
@@ -145,7 +151,12 @@ impl Tx {
     /// per statement ([`rows::chunks`]), sorted and deduplicated, the rows in ascending key
     /// order and on PostgreSQL locked in that order (`FOR UPDATE`), so transactions locking
     /// overlapping sets never wait on each other in a cycle.
-    pub async fn fetch_locked<'k, K>(&mut self, select: &str, key_column: &str, keys: &[K]) -> Result<Vec<AnyRow>, sqlx::Error>
+    pub async fn fetch_locked<'k, K>(
+        &mut self,
+        select: &str,
+        key_column: &str,
+        keys: &[K],
+    ) -> Result<Vec<AnyRow>, sqlx::Error>
     where
         K: Ord + Copy + Send + 'k + sqlx::Encode<'k, Any> + sqlx::Type<Any>,
     {
@@ -155,7 +166,7 @@ impl Tx {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in rows::chunks(&keys) {
             let sql = format!("{} ORDER BY {key_column}", rows::in_list(select, 1, chunk.len()).0);
-            let mut q = sqlx::query(crate::db::lock_rows(self, sql));
+            let mut q = sqlx::query(lock_rows(self, sql));
             for key in chunk {
                 q = q.bind(*key);
             }
@@ -165,7 +176,10 @@ impl Tx {
     }
 
     /// Like [`Tx::fetch_all`], for at most one row.
-    pub async fn fetch_optional(&mut self, statement: Statement<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
+    pub async fn fetch_optional(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
         if let Conn::Postgres(tx) = &mut self.conn {
             return statement.fetch_optional(&mut **tx).await;
         }
@@ -179,7 +193,10 @@ impl Tx {
 
     /// Runs a write whose row count is needed, after the queued writes (in the same round
     /// trip on SQLite).
-    pub async fn execute(&mut self, statement: Statement<'_>) -> Result<AnyQueryResult, sqlx::Error> {
+    pub async fn execute(
+        &mut self,
+        statement: Statement<'_>,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
         if let Conn::Postgres(tx) = &mut self.conn {
             return statement.execute(&mut **tx).await;
         }
@@ -218,7 +235,9 @@ impl Tx {
         let Tx { conn, queued, .. } = self;
         match conn {
             Conn::Postgres(tx) => tx.commit().await,
-            Conn::Sqlite { writer, slot, joins } => finish(writer, slot, joins, queued).await.map(drop),
+            Conn::Sqlite { writer, slot, joins } => {
+                writer::finish(writer, slot, joins, queued).await.map(drop)
+            }
         }
     }
 
@@ -229,84 +248,28 @@ impl Tx {
             return Ok(Reply::default());
         };
         let mut batch = std::mem::take(&mut self.queued);
-        open(writer, *joins, &mut batch);
+        writer.open(*joins, &mut batch);
         writer.conn.run(batch).await
     }
 }
 
-/// SQLite: sends `batch` (the `Tx`'s queue) and commits, or defers to those waiting to begin
-/// (module docs); the reply of the statement queued last.
-async fn finish(mut writer: SqliteWriterGuard, slot: WriterSlot, joins: bool, mut batch: Batch) -> Result<Reply, sqlx::Error> {
-    let sent = if joins { writer.joined } else { writer.open };
-    if !sent && batch.is_empty() && (joins || writer.published.is_empty()) {
-        // Nothing sent or queued, nothing to commit (unless published outbox rows wait
-        // for a commit to delete them).
-        return Ok(Reply::default());
+/// Serializes the transactions that touch `key` (e.g. an orderNo) until commit: a
+/// transaction-scoped advisory lock on PostgreSQL; nothing on SQLite, whose single writer
+/// already serializes.
+pub async fn lock_key(tx: &mut Tx, key: &str) -> Result<(), sqlx::Error> {
+    if tx.backend() == Backend::Postgres {
+        tx.write(sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key))
+            .await?;
     }
-    open(&mut writer, joins, &mut batch);
-    batch.release = joins;
-    if writer.should_defer() {
-        // From here a failed round trip leaves this transaction's part for the next
-        // holder to undo.
-        let reply = writer.conn.run(batch).await?;
-        writer.joined = false;
-        let (group, members) = writer.group.get_or_insert_with(Default::default);
-        *members += 1;
-        let group = group.clone();
-        drop(writer);
-        let mut writer = lock_sqlite(&slot).await?;
-        if let Some(outcome) = group.outcome() {
-            return outcome.map(|()| reply);
-        }
-        // Not committed yet, so still the writer's open group: commit it for everyone.
-        if !writer.group.as_ref().is_some_and(|(g, _)| std::sync::Arc::ptr_eq(g, &group)) {
-            return Err(sqlx::Error::Protocol("group commit: the group is gone".into()));
-        }
-        writer.commit_group().await?;
-        return Ok(reply);
-    }
-    // Committing: with it the deletes of outbox rows the relay has published
-    // ([`crate::outbox`]); they go back to it unless the commit succeeds.
-    batch.commit = true;
-    let deletes = writer.published.take();
-    if let Some(deletes) = &deletes {
-        batch.reply_here();
-        for statement in deletes.statements() {
-            batch.push(statement)?;
-        }
-    }
-    match writer.conn.run(batch).await {
-        Ok(reply) => {
-            writer.open = false;
-            writer.joined = false;
-            writer.count_commit();
-            if let Some((group, _)) = writer.group.take() {
-                group.settle(Ok(()));
-            }
-            if let Some(deletes) = deletes {
-                deletes.committed();
-            }
-            Ok(reply)
-        }
-        Err(e) => {
-            // The group fails with it; the next holder rolls back what is left.
-            if let Some((group, _)) = writer.group.take() {
-                group.settle(Err(e.to_string()));
-                writer.joined = false;
-            }
-            Err(e)
-        }
-    }
+    Ok(())
 }
 
-/// Opens what a `Tx` runs in, in front of `batch` unless already open: savepoint `tx` if it
-/// joined a group, else a transaction.
-fn open(writer: &mut SqliteWriter, joins: bool, batch: &mut Batch) {
-    if joins {
-        batch.savepoint = !writer.joined;
-        writer.joined = true;
-    } else {
-        batch.begin = !writer.open;
+/// `select` with `FOR UPDATE` appended on PostgreSQL (on SQLite the single writer already
+/// serializes read-decide-write transactions).
+pub fn lock_rows(tx: &Tx, select: impl Into<String>) -> AssertSqlSafe<String> {
+    let mut sql = select.into();
+    if tx.backend() == Backend::Postgres {
+        sql.push_str(" FOR UPDATE");
     }
-    writer.open = true;
+    AssertSqlSafe(sql)
 }

@@ -26,7 +26,11 @@
 use std::{
     borrow::Cow,
     path::Path,
-    sync::{Arc, atomic::{AtomicUsize, Ordering}, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     thread,
 };
 
@@ -45,7 +49,8 @@ use sqlx_core::{
 };
 use tokio::sync::oneshot;
 
-use crate::tx::Statement;
+/// A statement as `sqlx::query(..).bind(..)` builds it.
+pub type Statement<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// Page slots in the slab per database ([`configure_page_cache`]), 4.3 MB: its writer's
 /// default 2 MB cache and four readers' smaller ones ([`READER_CACHE_PRAGMA`]). SQLite links
@@ -73,7 +78,7 @@ const STATEMENT_CACHE: usize = 256;
 pub(crate) struct Batch {
     /// Run `BEGIN` first.
     pub(crate) begin: bool,
-    /// Then open savepoint `tx` (a transaction joining a group commit, [`crate::tx`]).
+    /// Then open savepoint `tx` (a transaction joining a group commit, [`crate::writer`]).
     pub(crate) savepoint: bool,
     /// After the statements, release savepoint `tx`.
     pub(crate) release: bool,
@@ -98,9 +103,18 @@ impl Batch {
 
     /// Appends `statement`, its `$N` placeholders made anonymous (see [`anonymize`]).
     pub(crate) fn push(&mut self, mut statement: Statement<'_>) -> Result<(), sqlx::Error> {
-        let args = statement.take_arguments().map_err(sqlx::Error::Encode)?.map(|a| a.values.0).unwrap_or_default();
+        let args = statement
+            .take_arguments()
+            .map_err(sqlx::Error::Encode)?
+            .map(|a| a.values.0)
+            .unwrap_or_default();
         let sql = statement.sql();
-        anonymize(sql.as_str().trim_end_matches([';', ' ', '\n']), &args, &mut self.sql, &mut self.args)?;
+        anonymize(
+            sql.as_str().trim_end_matches([';', ' ', '\n']),
+            &args,
+            &mut self.sql,
+            &mut self.args,
+        )?;
         self.ends.push((self.sql.len(), self.args.len()));
         Ok(())
     }
@@ -129,7 +143,10 @@ pub(crate) struct Reply {
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply").field("rows", &self.rows.len()).field("result", &self.result).finish()
+        f.debug_struct("Reply")
+            .field("rows", &self.rows.len())
+            .field("result", &self.result)
+            .finish()
     }
 }
 
@@ -159,8 +176,13 @@ impl Connection {
         thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                let conn = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                    .and_then(|c| c.execute_batch(&setup).map(|()| c));
+                let conn = rusqlite::Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_CREATE
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .and_then(|c| c.execute_batch(&setup).map(|()| c));
                 match conn {
                     Ok(conn) => {
                         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -232,7 +254,13 @@ fn configure_page_cache() -> Option<usize> {
     use rusqlite::ffi;
     let mut header: std::os::raw::c_int = 0;
     // SAFETY: SQLITE_CONFIG_PCACHE_HDRSZ writes one int through the pointer given.
-    if unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE_HDRSZ, &mut header as *mut std::os::raw::c_int) } != ffi::SQLITE_OK {
+    if unsafe {
+        ffi::sqlite3_config(
+            ffi::SQLITE_CONFIG_PCACHE_HDRSZ,
+            &mut header as *mut std::os::raw::c_int,
+        )
+    } != ffi::SQLITE_OK
+    {
         return None;
     }
     // 8-byte aligned, as SQLite requires.
@@ -260,13 +288,15 @@ fn configure_page_cache() -> Option<usize> {
 
 /// What SQLite holds in this process, in bytes: its heap allocations and the slab slots in
 /// use.
-pub(crate) fn memory_bytes() -> i64 {
+pub fn memory_bytes() -> i64 {
     use rusqlite::ffi;
     let (mut slots, mut high) = (0_i64, 0_i64);
     // SAFETY: sqlite3_memory_used reads a global counter; SQLITE_STATUS_PAGECACHE_USED
     // writes two integers through the pointers given. Both are safe from any thread.
     let heap = unsafe { ffi::sqlite3_memory_used() };
-    if unsafe { ffi::sqlite3_status64(ffi::SQLITE_STATUS_PAGECACHE_USED, &mut slots, &mut high, 0) } != ffi::SQLITE_OK {
+    if unsafe { ffi::sqlite3_status64(ffi::SQLITE_STATUS_PAGECACHE_USED, &mut slots, &mut high, 0) }
+        != ffi::SQLITE_OK
+    {
         slots = 0;
     }
     heap + slots * SLOT_BYTES.get().copied().flatten().unwrap_or(0) as i64
@@ -290,7 +320,9 @@ fn serve(conn: &rusqlite::Connection, queue: mpsc::Receiver<Job>) -> Option<ones
 }
 
 fn run(conn: &rusqlite::Connection, batch: &Batch) -> Result<Reply, sqlx::Error> {
-    let control = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.raw_execute()).map(drop).map_err(error);
+    let control = |sql: &str| {
+        conn.prepare_cached(sql).and_then(|mut s| s.raw_execute()).map(drop).map_err(error)
+    };
     if batch.begin {
         control("BEGIN")?;
     }
@@ -304,7 +336,8 @@ fn run(conn: &rusqlite::Connection, batch: &Batch) -> Result<Reply, sqlx::Error>
         let replies = i == reply_at;
         let mut stmt = conn.prepare_cached(&batch.sql[sql_at..sql_end]).map_err(error)?;
         for (n, value) in batch.args[arg_at..arg_end].iter().enumerate() {
-            stmt.raw_bind_parameter(n + 1, ToSqlOutput::Borrowed(bindable(value))).map_err(error)?;
+            stmt.raw_bind_parameter(n + 1, ToSqlOutput::Borrowed(bindable(value)))
+                .map_err(error)?;
         }
         let changes = !stmt.readonly();
         let names = replies.then(|| column_names(&stmt));
@@ -338,16 +371,26 @@ fn column_names(stmt: &rusqlite::Statement<'_>) -> (Vec<UStr>, Names) {
 }
 
 /// A row as sqlx's SQLite driver maps it to `AnyRow`: by each value's storage class.
-fn any_row(row: &rusqlite::Row<'_>, columns: &[UStr], names: &Names) -> Result<AnyRow, sqlx::Error> {
-    let mut out = AnyRow { column_names: names.clone(), columns: Vec::with_capacity(columns.len()), values: Vec::with_capacity(columns.len()) };
+fn any_row(
+    row: &rusqlite::Row<'_>,
+    columns: &[UStr],
+    names: &Names,
+) -> Result<AnyRow, sqlx::Error> {
+    let mut out = AnyRow {
+        column_names: names.clone(),
+        columns: Vec::with_capacity(columns.len()),
+        values: Vec::with_capacity(columns.len()),
+    };
     for (i, name) in columns.iter().enumerate() {
         let kind = match row.get_ref(i).map_err(error)? {
             ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
             ValueRef::Integer(v) => AnyValueKind::BigInt(v),
             ValueRef::Real(v) => AnyValueKind::Double(v),
-            ValueRef::Text(v) => AnyValueKind::Text(Arc::new(
-                String::from_utf8(v.to_vec()).map_err(|e| sqlx::Error::ColumnDecode { index: name.to_string(), source: Box::new(e) })?,
-            )),
+            ValueRef::Text(v) => {
+                AnyValueKind::Text(Arc::new(String::from_utf8(v.to_vec()).map_err(|e| {
+                    sqlx::Error::ColumnDecode { index: name.to_string(), source: Box::new(e) }
+                })?))
+            }
             ValueRef::Blob(v) => AnyValueKind::Blob(Arc::new(v.to_vec())),
         };
         let type_info = AnyTypeInfo { kind: type_kind(&kind) };
@@ -387,10 +430,12 @@ fn bindable(value: &AnyValueKind) -> ValueRef<'_> {
 /// SQLite's error as sqlx reports a database error.
 fn error(e: rusqlite::Error) -> sqlx::Error {
     match e {
-        rusqlite::Error::SqliteFailure(code, message) => sqlx::Error::Database(Box::new(SqliteError {
-            code: code.extended_code,
-            message: message.unwrap_or_else(|| code.to_string()),
-        })),
+        rusqlite::Error::SqliteFailure(code, message) => {
+            sqlx::Error::Database(Box::new(SqliteError {
+                code: code.extended_code,
+                message: message.unwrap_or_else(|| code.to_string()),
+            }))
+        }
         other => sqlx::Error::Protocol(other.to_string()),
     }
 }
@@ -428,7 +473,9 @@ impl DatabaseError for SqliteError {
     fn kind(&self) -> ErrorKind {
         use rusqlite::ffi;
         match self.code {
-            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => ErrorKind::UniqueViolation,
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
             ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
             ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
             ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
@@ -441,7 +488,12 @@ impl DatabaseError for SqliteError {
 /// an anonymous `?`, and pushes `args[N - 1]` for it onto `values`: a placeholder used twice
 /// gets its value twice. SQLite binds anonymous parameters by position, so a statement's
 /// values are simply the next ones.
-fn anonymize<V: Clone>(sql: &str, args: &[V], out: &mut String, values: &mut Vec<V>) -> Result<(), sqlx::Error> {
+fn anonymize<V: Clone>(
+    sql: &str,
+    args: &[V],
+    out: &mut String,
+    values: &mut Vec<V>,
+) -> Result<(), sqlx::Error> {
     let mut quoted = false;
     let mut chars = sql.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -451,7 +503,10 @@ fn anonymize<V: Clone>(sql: &str, args: &[V], out: &mut String, values: &mut Vec
                 let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
                 if let Ok(n) = sql[i + 1..i + 1 + digits].parse::<usize>() {
                     let value = n.checked_sub(1).and_then(|k| args.get(k)).ok_or_else(|| {
-                        sqlx::Error::Encode(format!("placeholder ${n} has no bound value ({} bound)", args.len()).into())
+                        sqlx::Error::Encode(
+                            format!("placeholder ${n} has no bound value ({} bound)", args.len())
+                                .into(),
+                        )
                     })?;
                     values.push(value.clone());
                     out.push('?');
@@ -487,7 +542,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let conn = Connection::open(&path, "PRAGMA journal_mode=WAL;").await.unwrap();
-        conn.script("CREATE TABLE t (i BIGINT, r DOUBLE, s TEXT, b BLOB, n TEXT, f BIGINT)".into()).await.unwrap();
+        conn.script("CREATE TABLE t (i BIGINT, r DOUBLE, s TEXT, b BLOB, n TEXT, f BIGINT)".into())
+            .await
+            .unwrap();
         let insert = sqlx::query("INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(-9_007_199_254_740_993_i64)
             .bind(2.5_f64)
@@ -500,7 +557,8 @@ mod tests {
         let select = "SELECT i, r, s, b, n, f FROM t";
         let mine = conn.run(batch([sqlx::query(select)])).await.unwrap().rows;
         sqlx::any::install_default_drivers();
-        let mut sqlx_conn = sqlx::AnyConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let mut sqlx_conn =
+            sqlx::AnyConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
         let theirs = sqlx::query(select).fetch_all(&mut sqlx_conn).await.unwrap();
         assert_eq!((mine.len(), theirs.len()), (1, 1));
         for row in [&mine[0], &theirs[0]] {
@@ -527,19 +585,35 @@ mod tests {
         let db_err = err.as_database_error().expect("a database error");
         assert!(db_err.is_unique_violation(), "{err}");
         assert!(db_err.message().contains("UNIQUE constraint failed: t.id"), "{err}");
-        let ids: Vec<i64> = conn.run(batch([sqlx::query("SELECT id FROM t ORDER BY id")])).await.unwrap().rows.iter().map(|r| r.get("id")).collect();
+        let ids: Vec<i64> = conn
+            .run(batch([sqlx::query("SELECT id FROM t ORDER BY id")]))
+            .await
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.get("id"))
+            .collect();
         assert_eq!(ids, [1]);
         let err = conn.run(batch([sqlx::query("SELEC 1")])).await.unwrap_err();
         assert!(err.to_string().contains("syntax error"), "{err}");
         conn.close().await;
-        assert!(matches!(conn.run(batch([insert(3)])).await, Err(sqlx::Error::WorkerCrashed)), "closed");
+        assert!(
+            matches!(conn.run(batch([insert(3)])).await, Err(sqlx::Error::WorkerCrashed)),
+            "closed"
+        );
     }
 
     #[test]
     fn placeholders_become_anonymous_in_text_order_outside_literals() {
         let args: Vec<i64> = (1..=10).map(|i| i * 100).collect();
         let (mut out, mut values) = (String::new(), Vec::new());
-        anonymize("UPDATE t SET a = $1, b = '$2' WHERE c = $10 AND d = $ AND e = $1", &args, &mut out, &mut values).unwrap();
+        anonymize(
+            "UPDATE t SET a = $1, b = '$2' WHERE c = $10 AND d = $ AND e = $1",
+            &args,
+            &mut out,
+            &mut values,
+        )
+        .unwrap();
         assert_eq!(out, "UPDATE t SET a = ?, b = '$2' WHERE c = ? AND d = $ AND e = ?");
         assert_eq!(values, [100, 1000, 100]);
     }

@@ -1,38 +1,33 @@
-//! Test harness: the real app (port 0, a temp dir, real databases) driven over HTTP,
-//! configured from the seed's YAML fixtures. Waits are on conditions, never on sleeps alone.
+//! The real app (port 0, a temp dir, real databases) driven over HTTP, configured from the
+//! YAML fixtures. Waits are on conditions, never on sleeps alone.
 //!
 //! The end-to-end scenarios are written once, as `async fn scenario(v: Variant)`, and
 //! [`variants!`] instantiates each for every binder/storage combination: the embedded binder
 //! or a real RocketMQ name server + broker (started per test), on SQLite or on PostgreSQL
 //! (`ORDERFLOW_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`; each test
 //! gets fresh databases, dropped after).
-#![allow(dead_code)]
 
+use crate::{eventually, eventually_within, fixtures, postgres_server};
 use std::{
-    future::Future,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use async_trait::async_trait;
+use binding::{
+    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, Message,
+    MessageHandler, Outcome, StreamConfig,
+};
 use order::store::OrderView;
 use orderflow::{App, AppConfig, BinderChoice, Storage};
-use rocketmq_binder::LocalCluster;
 use payment::{PaymentSettings, store::Payment};
+use rocketmq_binder::LocalCluster;
 use serde_json::{Value, json};
 use stock::store::StockView;
-use async_trait::async_trait;
-use stream::{
-    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, Message, MessageHandler, Outcome,
-    StreamConfig,
-};
-
-pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-}
 
 pub fn fixture_stream(file: &str) -> StreamConfig {
     let path = fixtures().join("config").join(file);
@@ -64,25 +59,21 @@ macro_rules! variants {
     ($($name:ident),* $(,)?) => {
         mod embedded_sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::common::Variant::EmbeddedSqlite).await } )*
+               async fn $name() { super::$name($crate::Variant::EmbeddedSqlite).await } )*
         }
         mod embedded_postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::common::Variant::EmbeddedPostgres).await } )*
+               async fn $name() { super::$name($crate::Variant::EmbeddedPostgres).await } )*
         }
         mod rocketmq_sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::common::Variant::RocketMqSqlite).await } )*
+               async fn $name() { super::$name($crate::Variant::RocketMqSqlite).await } )*
         }
         mod rocketmq_postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::common::Variant::RocketMqPostgres).await } )*
+               async fn $name() { super::$name($crate::Variant::RocketMqPostgres).await } )*
         }
     };
-}
-
-pub fn postgres_server() -> String {
-    std::env::var("ORDERFLOW_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Fresh databases for the three services (PostgreSQL variants), named after a random id.
@@ -96,7 +87,7 @@ async fn storage(v: Variant) -> (Storage, Vec<String>) {
             let mut names = Vec::new();
             for svc in ["order", "stock", "payment"] {
                 let name = format!("orderflow_t_{}_{svc}", &id[..12]);
-                urls.push(stream::Db::create_postgres_database(&server, &name).await.unwrap());
+                urls.push(storage::Db::create_postgres_database(&server, &name).await.unwrap());
                 names.push(name);
             }
             let [order, stock, payment] = <[String; 3]>::try_from(urls).unwrap();
@@ -111,7 +102,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// An HTTP client that presents the admin token.
 pub fn admin_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    headers
+        .insert(reqwest::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
     reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
@@ -180,7 +172,9 @@ async fn spawn_in(
 ) -> TestApp {
     let (storage, databases) = storage(v).await;
     let cluster = match v.rocketmq() {
-        true => Some(LocalCluster::start(&dir.path().join("rocketmq")).await.expect("local RocketMQ starts")),
+        true => Some(
+            LocalCluster::start(&dir.path().join("rocketmq")).await.expect("local RocketMQ starts"),
+        ),
         false => None,
     };
     let binder = match &cluster {
@@ -192,23 +186,6 @@ async fn spawn_in(
     TestApp { app, dir, http: admin_client(), variant: v, databases, config, cluster }
 }
 
-/// Polls `f` until it yields `Some`, failing the test after 20 s.
-pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, f: impl FnMut() -> F) -> T {
-    eventually_within(what, Duration::from_secs(20), f).await
-}
-
-/// Polls `f` until it yields `Some`, failing the test after `limit`.
-pub async fn eventually_within<T, F: Future<Output = Option<T>>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 impl TestApp {
     /// Stops the app gracefully and drops its PostgreSQL databases.
     pub async fn shutdown(self) {
@@ -217,7 +194,7 @@ impl TestApp {
             c.stop().await;
         }
         for name in &self.databases {
-            stream::Db::drop_postgres_database(&postgres_server(), name).await.unwrap();
+            storage::Db::drop_postgres_database(&postgres_server(), name).await.unwrap();
         }
     }
 
@@ -232,7 +209,7 @@ impl TestApp {
 
     /// Messages the binder accepted for `topic` (counted by either binder).
     pub fn published(&self, topic: &str) -> f64 {
-        self.app.metrics.get(stream::metrics::PUBLISHED, &[("topic", topic)])
+        self.app.metrics.get(binding::metrics::PUBLISHED, &[("topic", topic)])
     }
 
     pub fn order_url(&self, path: &str) -> String {
@@ -246,14 +223,17 @@ impl TestApp {
     }
 
     pub async fn create_order(&self, user_id: i64, items: &[(i64, i64)]) -> OrderView {
-        let items: Vec<Value> = items.iter().map(|(p, q)| json!({"productId": p, "quantity": q})).collect();
-        let (status, body) = self.post_order(&json!({"userId": user_id, "items": items, "remark": "test"})).await;
+        let items: Vec<Value> =
+            items.iter().map(|(p, q)| json!({"productId": p, "quantity": q})).collect();
+        let (status, body) =
+            self.post_order(&json!({"userId": user_id, "items": items, "remark": "test"})).await;
         assert_eq!(status, 201, "create failed: {body}");
         serde_json::from_value(body).unwrap()
     }
 
     pub async fn order(&self, order_no: &str) -> OrderView {
-        let r = self.http.get(self.order_url(&format!("/api/orders/{order_no}"))).send().await.unwrap();
+        let r =
+            self.http.get(self.order_url(&format!("/api/orders/{order_no}"))).send().await.unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -278,11 +258,17 @@ impl TestApp {
 
     /// Waits until nothing is in flight anywhere.
     pub async fn quiesce(&self) {
-        eventually("system quiet", || async { self.app.is_quiet().await.unwrap().then_some(()) }).await
+        eventually("system quiet", || async { self.app.is_quiet().await.unwrap().then_some(()) })
+            .await
     }
 
     pub async fn stock(&self, product_id: i64) -> StockView {
-        let r = self.http.get(format!("{}/api/stock/{product_id}", self.app.stock_url)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/api/stock/{product_id}", self.app.stock_url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -299,19 +285,35 @@ impl TestApp {
     }
 
     pub async fn payments(&self, order_no: &str) -> Vec<Payment> {
-        let r = self.http.get(format!("{}/api/payments?orderNo={order_no}", self.app.payment_url)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/api/payments?orderNo={order_no}", self.app.payment_url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
 
     pub async fn reservation(&self, order_no: &str) -> Option<Value> {
-        let r = self.http.get(format!("{}/api/stock/reservations/{order_no}", self.app.stock_url)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/api/stock/reservations/{order_no}", self.app.stock_url))
+            .send()
+            .await
+            .unwrap();
         if r.status() == 404 { None } else { Some(r.json().await.unwrap()) }
     }
 
     /// Pauses or resumes a consumer binding of the service at `base`.
     pub async fn binding(&self, base: &str, name: &str, state: &str) {
-        let r = self.http.put(format!("{base}/admin/bindings/{name}")).json(&json!({"state": state})).send().await.unwrap();
+        let r = self
+            .http
+            .put(format!("{base}/admin/bindings/{name}"))
+            .json(&json!({"state": state}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "binding {name} -> {state}");
     }
 
@@ -335,8 +337,17 @@ impl Faulty {
         Arc::new(Faulty { inner, refused_publishes: AtomicUsize::new(n), dead_letter: None })
     }
 
-    pub fn dead_lettering_first(inner: Arc<dyn Binder>, group: &'static str, topic: &'static str, n: usize) -> Arc<dyn Binder> {
-        Arc::new(Faulty { inner, refused_publishes: AtomicUsize::new(0), dead_letter: Some((group, topic, n)) })
+    pub fn dead_lettering_first(
+        inner: Arc<dyn Binder>,
+        group: &'static str,
+        topic: &'static str,
+        n: usize,
+    ) -> Arc<dyn Binder> {
+        Arc::new(Faulty {
+            inner,
+            refused_publishes: AtomicUsize::new(0),
+            dead_letter: Some((group, topic, n)),
+        })
     }
 }
 
@@ -354,7 +365,8 @@ fn take_one(left: &AtomicUsize) -> bool {
 impl MessageHandler for FailingHandler {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
         if take_one(&self.left) {
-            let mut outcomes = vec![Outcome::DeadLetter("stock database was read-only (test)".into())];
+            let mut outcomes =
+                vec![Outcome::DeadLetter("stock database was read-only (test)".into())];
             if batch.len() > 1 {
                 outcomes.extend(self.inner.handle(&batch[1..]).await);
             }
@@ -372,7 +384,11 @@ impl Binder for Faulty {
         }
         self.inner.publish(messages).await
     }
-    async fn bind_consumer(&self, b: ConsumerBinding, h: Arc<dyn MessageHandler>) -> Result<BindingControl, BinderError> {
+    async fn bind_consumer(
+        &self,
+        b: ConsumerBinding,
+        h: Arc<dyn MessageHandler>,
+    ) -> Result<BindingControl, BinderError> {
         let h: Arc<dyn MessageHandler> = match self.dead_letter {
             Some((group, topic, n)) if b.group == group && b.destination == topic => {
                 Arc::new(FailingHandler { inner: h, left: AtomicUsize::new(n) })
@@ -387,7 +403,11 @@ impl Binder for Faulty {
     async fn check(&self) -> Result<(), BinderError> {
         self.inner.check().await
     }
-    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, BinderError> {
+    async fn dead_letters(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BinderError> {
         self.inner.dead_letters(group, limit).await
     }
     async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {

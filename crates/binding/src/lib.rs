@@ -1,0 +1,24 @@
+//! The binding contract, in the manner of Spring Cloud Stream: what a service and a binder
+//! agree on, with no broker, database or Redis behind it.
+//!
+//! - [`config`]: a service's `application-rocketmq.yml` read unchanged into typed bindings.
+//! - [`binder`]: the contract every binder keeps (publish; bind a consumer group to a
+//!   destination with a tag expression; per-message outcomes; dead letters; pause/resume).
+//! - [`tags`]: RocketMQ tag expressions (`A || B`, `*`).
+//! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
+//!   failures, crashes between commit and acknowledgement).
+//! - [`metrics`]: counters and gauges by label, rendered in Prometheus text format.
+
+pub mod binder;
+pub mod chaos;
+pub mod config;
+pub mod metrics;
+pub mod tags;
+
+pub use binder::{
+    Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, MessageHandler,
+    Outcome, dlq_topic,
+};
+pub use config::{ConfigError, ConsumerBinding, ProducerBinding, StreamConfig};
+pub use events::Message;
+pub use metrics::Metrics;
