@@ -58,7 +58,7 @@ fn domain(c: &mut Criterion) {
         (1002, s::Counters { available: 500, frozen: 0, sold: 0 }),
     ]
     .into();
-    let lines: s::Lines = [(1001, 2), (1002, 1)].into();
+    let lines: events::ProductQuantities = [(1001, 2), (1002, 1)].into();
     g.bench_function("stock", |b| {
         b.iter(|| {
             s::decide(

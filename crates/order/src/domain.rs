@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use events::ProductQuantities;
+
 use rust_decimal::Decimal;
 
 pub const MAX_LINES: usize = 100;
@@ -32,7 +34,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRequest {
     pub user_id: i64,
-    pub lines: BTreeMap<i64, i32>,
+    pub lines: ProductQuantities,
     pub remark: Option<String>,
 }
 

@@ -7,6 +7,7 @@ use std::{
     str::FromStr,
 };
 
+use events::ProductQuantities;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
@@ -169,7 +170,7 @@ pub async fn insert_order(
     order_id: i64,
     user_id: i64,
     total: Decimal,
-    lines: &BTreeMap<i64, i32>,
+    lines: &ProductQuantities,
     remark: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
     let now = events::now_millis();
@@ -481,7 +482,7 @@ fn view_of(r: &AnyRow) -> Result<OrderView, sqlx::Error> {
     let state = state_of(r)?;
     let id: i64 = r.try_get("id")?;
     let lines: String = r.try_get("lines")?;
-    let lines: BTreeMap<i64, i32> = decode::json(&lines, "orders", "lines", format!("id {id}"))?;
+    let lines: ProductQuantities = decode::json(&lines, "orders", "lines", format!("id {id}"))?;
     Ok(OrderView {
         order_id: id,
         order_no: decode::required(
@@ -515,7 +516,7 @@ impl Created {
         &self,
         user_id: i64,
         total: Decimal,
-        lines: &BTreeMap<i64, i32>,
+        lines: &ProductQuantities,
         remark: Option<&str>,
         created: HistoryEntry,
     ) -> OrderView {

@@ -54,24 +54,45 @@ pub fn address(
     text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:8081"))
 }
 
+/// The simulated payment provider's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaymentOutcome {
+    #[value(alias = "succeed")]
+    Success,
+    #[value(alias = "failure")]
+    Fail,
+}
+
+impl std::str::FromStr for PaymentOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PaymentOutcome, String> {
+        <PaymentOutcome as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("{s:?} must be success or fail"))
+    }
+}
+
 /// Payment simulation: flag/env, else the payment YAML's `orderflow.payment.*`.
 pub fn payment(
-    outcome: Option<&str>,
+    outcome: Option<PaymentOutcome>,
     delay_ms: Option<u64>,
     yaml: &StreamConfig,
 ) -> anyhow::Result<PaymentSettings> {
-    let outcome =
-        match outcome.map(str::to_owned).or_else(|| yaml.setting("payment.outcome").map(yaml_text))
-        {
-            None => Completion::Succeed,
-            Some(o) => match o.to_ascii_lowercase().as_str() {
-                "success" | "succeed" => Completion::Succeed,
-                "fail" | "failure" => Completion::Fail {
-                    reason: "declined by the payment provider (simulated)".into(),
-                },
-                _ => bail!("payment outcome: {o:?} must be success or fail"),
-            },
-        };
+    let outcome = match outcome {
+        Some(o) => o,
+        None => match yaml.setting("payment.outcome") {
+            None => PaymentOutcome::Success,
+            Some(v) => yaml_text(v)
+                .parse()
+                .map_err(|e| anyhow::anyhow!("orderflow.payment.outcome: {e}"))?,
+        },
+    };
+    let outcome = match outcome {
+        PaymentOutcome::Success => Completion::Succeed,
+        PaymentOutcome::Fail => {
+            Completion::Fail { reason: "declined by the payment provider (simulated)".into() }
+        }
+    };
     let delay_ms = match delay_ms {
         Some(d) => d,
         None => match yaml.setting("payment.delay-ms") {
@@ -160,14 +181,16 @@ mod tests {
         let s = payment(None, None, &yaml).unwrap();
         assert!(matches!(s.outcome, Completion::Fail { .. }));
         assert_eq!(s.delay, Duration::from_millis(250));
-        let s = payment(Some("success"), Some(0), &yaml).unwrap();
+        let s = payment(Some(PaymentOutcome::Success), Some(0), &yaml).unwrap();
         assert_eq!((s.outcome, s.delay), (Completion::Succeed, Duration::ZERO));
+        let err = payment(None, None, &yaml_with("  payment:\n    outcome: maybe\n"))
+            .unwrap_err()
+            .to_string();
         assert!(
-            payment(Some("maybe"), None, &yaml)
-                .unwrap_err()
-                .to_string()
-                .contains("success or fail")
+            err.contains("orderflow.payment.outcome") && err.contains("success or fail"),
+            "{err}"
         );
+        assert_eq!("FAILURE".parse(), Ok(PaymentOutcome::Fail));
         assert!(payment(None, Some(10_000_000), &yaml).is_err());
     }
 

@@ -3,6 +3,7 @@
 
 use order::domain::OrderStatus;
 use serde_json::{Value, json};
+use storage::rows::Keys;
 use testkit::*;
 
 /// Nothing was written anywhere: no order, no outbox row, no message on the broker.
@@ -442,6 +443,22 @@ async fn corrupt_stored_data_is_an_error_naming_the_table_and_key(v: Variant) {
         .await;
     let err = stock::store::read_reservation(stock_db.reader(), &no).await.unwrap_err();
     assert!(err.to_string().contains(&format!("reservations.state of row {no}")), "{err}");
+
+    let payment_db = &t.app.payment.host.db;
+    let named = [no.clone()];
+    let outcomes = || payment::store::outcomes(payment_db.reader(), Keys::Named(&named));
+    assert_eq!(outcomes().await.unwrap().len(), 1, "the payment reads back");
+    exec(payment_db, &format!("UPDATE payments SET status = 'MAYBE' WHERE order_no = '{no}'"))
+        .await;
+    let err = outcomes().await.unwrap_err();
+    assert!(err.to_string().contains(&format!("payments.status of row {no}")), "{err}");
+    exec(
+        payment_db,
+        &format!("UPDATE payments SET status = 'SUCCESS', amount = 'lots' WHERE order_no = '{no}'"),
+    )
+    .await;
+    let err = outcomes().await.unwrap_err();
+    assert!(err.to_string().contains(&format!("payments.amount of row {no}")), "{err}");
     t.shutdown().await;
 }
 

@@ -108,7 +108,9 @@ impl PaymentService {
         let d = decide(Some(p.status), Fact::Completed(self.settings.outcome.clone()));
         let Some(status) = d.status else { return Ok(()) };
         let now = events::now_millis();
-        let amount = p.amount.unwrap_or_default();
+        // A payment that completes was made for an order-created event: it has an amount and
+        // lines. Without them the row is corrupt, and says so rather than announcing zero.
+        let amount = storage::decode::required(p.amount, "payments", "amount", order_no)?;
         match d.announce {
             Some(Announce::Success) => {
                 let transaction_no = format!("TXN{now}{}", p.payment_id);
@@ -123,7 +125,9 @@ impl PaymentService {
                     transaction_no,
                     timestamp: Some(now),
                     event_id: events::new_event_id(),
-                    product_quantity_map: serde_json::from_str::<ProductQuantities>(&p.lines).ok(),
+                    product_quantity_map: Some(storage::decode::json::<ProductQuantities>(
+                        &p.lines, "payments", "lines", order_no,
+                    )?),
                 };
                 Outbox::enqueue(tx, &e.to_message_on(&self.success_topic)).await?;
             }

@@ -9,7 +9,7 @@ use std::{
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
-use storage::{Tx, rows};
+use storage::{Tx, decode, rows};
 
 use crate::domain::PaymentStatus;
 
@@ -53,22 +53,24 @@ macro_rules! select_payments {
 }
 
 fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
+    let order_no: String = r.try_get("order_no")?;
     let status: String = r.try_get("status")?;
     let amount: Option<String> = r.try_get("amount")?;
     Ok(Payment {
         payment_id: r.try_get("id")?,
         order_id: r.try_get("order_id")?,
-        order_no: r.try_get("order_no")?,
         user_id: r.try_get("user_id")?,
         amount: amount
             .map(|a| {
                 Decimal::from_str(&a)
-                    .map_err(|e| sqlx::Error::Decode(format!("amount: {e}").into()))
+                    .map_err(|e| decode::corrupt("payments", "amount", &order_no, e))
             })
             .transpose()?,
         payment_method: r.try_get("method")?,
-        status: PaymentStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("status {status}").into()))?,
+        status: PaymentStatus::parse(&status).ok_or_else(|| {
+            decode::corrupt("payments", "status", &order_no, format!("{status:?}"))
+        })?,
+        order_no,
         transaction_no: r.try_get("transaction_no")?,
         reason: r.try_get("reason")?,
         lines: r.try_get("lines")?,

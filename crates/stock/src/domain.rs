@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-pub type Lines = BTreeMap<i64, i32>;
+use events::ProductQuantities;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -68,7 +68,7 @@ impl ReservationState {
 pub struct Reservation {
     pub order_id: i64,
     pub state: ReservationState,
-    pub lines: Lines,
+    pub lines: ProductQuantities,
     pub reason: Option<String>,
 }
 
@@ -80,11 +80,44 @@ pub struct Counters {
     pub sold: i64,
 }
 
+/// Why a product's counters moved (the `kind` column of `stock_movements`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovementKind {
+    /// Units frozen for an order.
+    Freeze,
+    /// Frozen units sold: the order is paid.
+    Deduct,
+    /// Units sold at once: the payment came before the freeze.
+    FreezeAndDeduct,
+    /// Frozen units given back: the order was cancelled.
+    Release,
+    /// Frozen units given back: the order was not paid in time.
+    Expire,
+    /// Sold units given back: a deducted order was cancelled after all.
+    Return,
+    /// An operator set the available units.
+    Adjust,
+}
+
+impl MovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Freeze => "FREEZE",
+            MovementKind::Deduct => "DEDUCT",
+            MovementKind::FreezeAndDeduct => "FREEZE_AND_DEDUCT",
+            MovementKind::Release => "RELEASE",
+            MovementKind::Expire => "EXPIRE",
+            MovementKind::Return => "RETURN",
+            MovementKind::Adjust => "ADJUST",
+        }
+    }
+}
+
 /// A change to one product's counters, recorded in the stock history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Movement {
     pub product_id: i64,
-    pub kind: &'static str,
+    pub kind: MovementKind,
     pub available: i64,
     pub frozen: i64,
     pub sold: i64,
@@ -94,7 +127,7 @@ pub struct Movement {
 pub enum Fact {
     OrderCreated {
         order_id: i64,
-        lines: Lines,
+        lines: ProductQuantities,
     },
     PaymentSucceeded {
         order_id: i64,
@@ -111,7 +144,7 @@ pub enum Fact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Announce {
     FreezeFailed { reason: String },
-    Deducted { lines: Lines },
+    Deducted { lines: ProductQuantities },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +183,7 @@ pub fn decide(
                 reservation: Some(Reservation {
                     order_id,
                     state: AwaitingFreeze,
-                    lines: Lines::new(),
+                    lines: ProductQuantities::new(),
                     reason: None,
                 }),
                 movements: Vec::new(),
@@ -159,7 +192,7 @@ pub fn decide(
             },
             Some(r) if r.state == Frozen => Decision {
                 reservation: Some(Reservation { state: Deducted, ..r.clone() }),
-                movements: moves(&r.lines, "DEDUCT", |q| (0, -q, q)),
+                movements: moves(&r.lines, MovementKind::Deduct, |q| (0, -q, q)),
                 announce: Some(Announce::Deducted { lines: r.lines.clone() }),
                 note: "deducted".into(),
             },
@@ -173,7 +206,7 @@ pub fn decide(
                 reservation: Some(Reservation {
                     order_id,
                     state: Void,
-                    lines: Lines::new(),
+                    lines: ProductQuantities::new(),
                     reason: None,
                 }),
                 movements: Vec::new(),
@@ -189,13 +222,13 @@ pub fn decide(
                 },
                 Frozen => Decision {
                     reservation: Some(Reservation { state: Released, ..r.clone() }),
-                    movements: moves(&r.lines, "RELEASE", |q| (q, -q, 0)),
+                    movements: moves(&r.lines, MovementKind::Release, |q| (q, -q, 0)),
                     announce: None,
                     note: "released".into(),
                 },
                 Deducted => Decision {
                     reservation: Some(Reservation { state: Returned, ..r.clone() }),
-                    movements: moves(&r.lines, "RETURN", |q| (q, 0, -q)),
+                    movements: moves(&r.lines, MovementKind::Return, |q| (q, 0, -q)),
                     announce: None,
                     note: "returned to stock".into(),
                 },
@@ -214,7 +247,7 @@ pub fn decide(
                         reason: Some(reason.clone()),
                         ..r.clone()
                     }),
-                    movements: moves(&r.lines, "EXPIRE", |q| (q, -q, 0)),
+                    movements: moves(&r.lines, MovementKind::Expire, |q| (q, -q, 0)),
                     announce: Some(Announce::FreezeFailed { reason: reason.clone() }),
                     note: reason,
                 }
@@ -224,7 +257,11 @@ pub fn decide(
     }
 }
 
-fn moves(lines: &Lines, kind: &'static str, f: impl Fn(i64) -> (i64, i64, i64)) -> Vec<Movement> {
+fn moves(
+    lines: &ProductQuantities,
+    kind: MovementKind,
+    f: impl Fn(i64) -> (i64, i64, i64),
+) -> Vec<Movement> {
     lines
         .iter()
         .map(|(&product_id, &q)| {
@@ -237,7 +274,7 @@ fn moves(lines: &Lines, kind: &'static str, f: impl Fn(i64) -> (i64, i64, i64)) 
 /// Freezes every line or none; `then_deduct` when the payment is already in.
 fn freeze(
     order_id: i64,
-    lines: Lines,
+    lines: ProductQuantities,
     stock: &BTreeMap<i64, Counters>,
     then_deduct: bool,
 ) -> Decision {
@@ -265,7 +302,7 @@ fn freeze(
     }
     if then_deduct {
         Decision {
-            movements: moves(&lines, "FREEZE_AND_DEDUCT", |q| (-q, 0, q)),
+            movements: moves(&lines, MovementKind::FreezeAndDeduct, |q| (-q, 0, q)),
             announce: Some(Announce::Deducted { lines: lines.clone() }),
             reservation: Some(Reservation {
                 order_id,
@@ -277,7 +314,7 @@ fn freeze(
         }
     } else {
         Decision {
-            movements: moves(&lines, "FREEZE", |q| (-q, q, 0)),
+            movements: moves(&lines, MovementKind::Freeze, |q| (-q, q, 0)),
             reservation: Some(Reservation {
                 order_id,
                 state: ReservationState::Frozen,
@@ -297,7 +334,7 @@ mod tests {
     fn stock(entries: &[(i64, i64)]) -> BTreeMap<i64, Counters> {
         entries.iter().map(|&(p, a)| (p, Counters { available: a, ..Default::default() })).collect()
     }
-    fn lines(entries: &[(i64, i32)]) -> Lines {
+    fn lines(entries: &[(i64, i32)]) -> ProductQuantities {
         entries.iter().copied().collect()
     }
     fn created(l: &[(i64, i32)]) -> Fact {
@@ -344,7 +381,7 @@ mod tests {
             d.movements[0],
             Movement {
                 product_id: 1,
-                kind: "FREEZE_AND_DEDUCT",
+                kind: MovementKind::FreezeAndDeduct,
                 available: -2,
                 frozen: 0,
                 sold: 2
@@ -360,7 +397,13 @@ mod tests {
         assert_eq!(state(&d), ReservationState::Deducted);
         assert_eq!(
             d.movements[0],
-            Movement { product_id: 1, kind: "DEDUCT", available: 0, frozen: -2, sold: 2 }
+            Movement {
+                product_id: 1,
+                kind: MovementKind::Deduct,
+                available: 0,
+                frozen: -2,
+                sold: 2
+            }
         );
     }
 
@@ -393,7 +436,13 @@ mod tests {
         assert_eq!(state(&d), ReservationState::Released);
         assert_eq!(
             d.movements[0],
-            Movement { product_id: 1, kind: "EXPIRE", available: 2, frozen: -2, sold: 0 }
+            Movement {
+                product_id: 1,
+                kind: MovementKind::Expire,
+                available: 2,
+                frozen: -2,
+                sold: 0
+            }
         );
         let reason = "reservation expired: not paid within 1800 s".to_owned();
         assert_eq!(d.announce, Some(Announce::FreezeFailed { reason }));

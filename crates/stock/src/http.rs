@@ -53,7 +53,7 @@ struct ReservationView {
     order_no: String,
     order_id: i64,
     state: &'static str,
-    items: std::collections::BTreeMap<i64, i32>,
+    items: events::ProductQuantities,
     reason: Option<String>,
 }
 

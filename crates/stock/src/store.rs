@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use events::ProductQuantities;
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
 use storage::{Tx, rows};
 
-use crate::domain::{Counters, Lines, Movement, Reservation, ReservationState};
+use crate::domain::{Counters, Movement, MovementKind, Reservation, ReservationState};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE products (
@@ -102,7 +103,7 @@ pub async fn apply(tx: &mut Tx, order_no: Option<&str>, m: &Movement) -> Result<
         )
         .bind(m.product_id)
         .bind(order_no)
-        .bind(m.kind)
+        .bind(m.kind.as_str())
         .bind(m.available)
         .bind(m.frozen)
         .bind(m.sold)
@@ -128,7 +129,13 @@ pub async fn set_available(tx: &mut Tx, id: i64, available: i64) -> Result<Stock
     apply(
         tx,
         None,
-        &Movement { product_id: id, kind: "ADJUST", available: delta, frozen: 0, sold: 0 },
+        &Movement {
+            product_id: id,
+            kind: MovementKind::Adjust,
+            available: delta,
+            frozen: 0,
+            sold: 0,
+        },
     )
     .await?;
     let row = tx
@@ -182,7 +189,12 @@ fn reservation_of(r: &AnyRow) -> Result<Reservation, sqlx::Error> {
         state: ReservationState::parse(&state).ok_or_else(|| {
             storage::decode::corrupt("reservations", "state", &order_no, format!("{state:?}"))
         })?,
-        lines: storage::decode::json::<Lines>(&lines, "reservations", "lines", order_no)?,
+        lines: storage::decode::json::<ProductQuantities>(
+            &lines,
+            "reservations",
+            "lines",
+            order_no,
+        )?,
         reason: r.try_get("reason")?,
     })
 }

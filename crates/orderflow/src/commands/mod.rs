@@ -1,0 +1,55 @@
+//! The command line's commands, one module each: its arguments (clap) and what it does.
+//! `main.rs` only parses and dispatches here.
+
+pub mod bench;
+pub mod check;
+pub mod check_config;
+pub mod dlq;
+pub mod rocketmq;
+pub mod serve;
+pub mod soak;
+pub mod up;
+
+/// Waits for Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Token for `/admin/...` and `/api/admin/...` (`Authorization: Bearer <token>`).
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// At least 16 characters [default: the YAML's orderflow.admin.token, else random, printed at start].
+    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The simulated payment provider (payment service).
+#[derive(clap::Args, Debug)]
+pub struct PaymentArgs {
+    /// Simulated payment outcome [default: success].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME", value_enum)]
+    pub payment_outcome: Option<crate::settings::PaymentOutcome>,
+    /// Simulated payment time in milliseconds [default: 0].
+    #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]
+    pub payment_delay_ms: Option<u64>,
+}
