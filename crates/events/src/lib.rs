@@ -16,9 +16,11 @@
 
 mod message;
 mod payloads;
+mod types;
 
 pub use message::{DecodeError, Message, PROP_CONTENT_TYPE, PROP_EVENT_ID, PROP_EVENT_TYPE};
 pub use payloads::*;
+pub use types::{Money, OrderNo, TypeError};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

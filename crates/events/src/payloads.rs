@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, EventType};
+use crate::{Event, EventType, Money, OrderNo};
 
 /// Product id → quantity, as Java's `Map<Long, Integer>` (JSON object with string keys).
 pub type ProductQuantities = BTreeMap<i64, i32>;
@@ -16,10 +15,9 @@ pub type ProductQuantities = BTreeMap<i64, i32>;
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreatedEvent {
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: i64,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub total_amount: Decimal,
+    pub total_amount: Money,
     pub product_quantity_map: ProductQuantities,
     pub remark: Option<String>,
     pub timestamp: Option<i64>,
@@ -35,10 +33,9 @@ pub struct OrderCreatedEvent {
 pub struct PaymentSuccessEvent {
     pub payment_id: i64,
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: i64,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub amount: Decimal,
+    pub amount: Money,
     pub payment_method: String,
     pub transaction_no: String,
     pub timestamp: Option<i64>,
@@ -52,7 +49,7 @@ pub struct PaymentSuccessEvent {
 #[serde(rename_all = "camelCase")]
 pub struct StockFreezeFailedEvent {
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub reason: String,
     pub timestamp: Option<i64>,
     pub event_id: String,
@@ -63,7 +60,7 @@ pub struct StockFreezeFailedEvent {
 #[serde(rename_all = "camelCase")]
 pub struct OrderCancelledEvent {
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: i64,
     pub reason: String,
     pub timestamp: Option<i64>,
@@ -76,7 +73,7 @@ pub struct OrderCancelledEvent {
 #[serde(rename_all = "camelCase")]
 pub struct StockDeductedEvent {
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub product_quantity_map: ProductQuantities,
     pub timestamp: Option<i64>,
     pub event_id: String,
@@ -88,10 +85,9 @@ pub struct StockDeductedEvent {
 pub struct PaymentFailedEvent {
     pub payment_id: i64,
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: i64,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub amount: Decimal,
+    pub amount: Money,
     pub reason: String,
     pub timestamp: Option<i64>,
     pub event_id: String,
@@ -103,9 +99,8 @@ pub struct PaymentFailedEvent {
 pub struct PaymentRefundedEvent {
     pub payment_id: i64,
     pub order_id: i64,
-    pub order_no: String,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub amount: Decimal,
+    pub order_no: OrderNo,
+    pub amount: Money,
     pub transaction_no: String,
     pub timestamp: Option<i64>,
     pub event_id: String,

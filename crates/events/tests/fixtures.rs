@@ -25,9 +25,9 @@ fn round_trip<T: Event + std::fmt::Debug>(name: &str) -> T {
 fn order_created_fixture_round_trips() {
     let e: OrderCreatedEvent = round_trip("order-created.json");
     assert_eq!(e.order_id, 10001);
-    assert_eq!(e.order_no, "ORD1736900000001");
-    assert_eq!(e.total_amount, Decimal::from_str("199.90").unwrap());
-    assert_eq!(e.total_amount.scale(), 2, "scale kept: 199.90 is not 199.9");
+    assert_eq!(e.order_no.as_str(), "ORD1736900000001");
+    assert_eq!(e.total_amount.amount(), Decimal::from_str("199.90").unwrap());
+    assert_eq!(e.total_amount.amount().scale(), 2, "scale kept: 199.90 is not 199.9");
     assert_eq!(e.product_quantity_map.get(&1001), Some(&2));
     assert_eq!(e.product_quantity_map.get(&1002), Some(&1));
     assert_eq!(e.timestamp, Some(1736900000000));
@@ -37,7 +37,7 @@ fn order_created_fixture_round_trips() {
 fn payment_success_fixture_round_trips_without_product_map() {
     let e: PaymentSuccessEvent = round_trip("payment-success.json");
     assert_eq!(e.payment_id, 50001);
-    assert_eq!(e.amount, Decimal::from_str("199.90").unwrap());
+    assert_eq!(e.amount.amount(), Decimal::from_str("199.90").unwrap());
     assert_eq!(e.transaction_no, "TXN173690000012350001");
     assert!(e.product_quantity_map.is_none(), "the Java event has no productQuantityMap");
 }
@@ -53,7 +53,7 @@ fn amounts_accept_numeric_strings_and_exceed_f64_precision() {
     let json = fixture("order-created.json")
         .replace("\"totalAmount\":199.90", "\"totalAmount\":\"12345678901234567.89\"");
     let e: OrderCreatedEvent = serde_json::from_str(&json).unwrap();
-    assert_eq!(e.total_amount, Decimal::from_str("12345678901234567.89").unwrap());
+    assert_eq!(e.total_amount.amount(), Decimal::from_str("12345678901234567.89").unwrap());
 
     let json = fixture("order-created.json")
         .replace("\"totalAmount\":199.90", "\"totalAmount\":12345678901234567.89");
@@ -109,4 +109,15 @@ fn event_id_falls_back_to_the_body_when_the_property_is_absent() {
     assert_eq!(m.event_id().unwrap(), "6f1c3c1e-6f0e-4a3e-9a53-0c7f0c0b9c11");
     m.body = b"not json".to_vec();
     assert!(m.event_id().is_err());
+}
+
+#[test]
+fn an_event_with_a_bad_order_number_or_a_negative_amount_does_not_decode() {
+    let json = fixture("order-created.json");
+    let spaced = json.replace("\"ORD1736900000001\"", "\"ORD 1\"");
+    let e = serde_json::from_str::<OrderCreatedEvent>(&spaced).unwrap_err().to_string();
+    assert!(e.contains("orderNo"), "{e}");
+    let negative = json.replace("\"totalAmount\":199.90", "\"totalAmount\":-199.90");
+    let e = serde_json::from_str::<OrderCreatedEvent>(&negative).unwrap_err().to_string();
+    assert!(e.contains("must not be negative"), "{e}");
 }

@@ -42,11 +42,13 @@ fn domain(c: &mut Criterion) {
     use order::domain as o;
     use stock::domain as s;
     let mut g = c.benchmark_group("domain");
-    let pending = o::OrderState::new(rust_decimal::Decimal::new(14980, 2));
+    let pending = o::OrderState::new(
+        events::Money::new(rust_decimal::Decimal::new(14980, 2)).expect("amount"),
+    );
     let paid = o::PaymentRef {
         payment_id: 1,
         transaction_no: "TXN1".into(),
-        amount: rust_decimal::Decimal::new(14980, 2),
+        amount: events::Money::new(rust_decimal::Decimal::new(14980, 2)).expect("amount"),
     };
     g.bench_function("order", |b| {
         b.iter(|| {

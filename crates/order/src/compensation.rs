@@ -27,6 +27,7 @@
 use std::{sync::Arc, time::Duration};
 
 use binding::{ConfigError, StreamConfig};
+use events::OrderNo;
 use stream::HandleError;
 use tokio_util::sync::CancellationToken;
 
@@ -145,7 +146,7 @@ pub async fn pass(
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(order_no, event = %message.tags, "compensation: event sent again");
+        tracing::info!(%order_no, event = %message.tags, "compensation: event sent again");
         done.resent += 1;
     }
     if done.cancelled > 0 {
@@ -172,7 +173,7 @@ pub async fn pass(
 async fn cancel_late(
     svc: &OrderService,
     tx: &mut storage::Tx,
-    order_no: &str,
+    order_no: &OrderNo,
     after: Duration,
 ) -> Result<bool, HandleError> {
     let Some((order_id, user_id, state)) = store::load_state(tx, order_no).await? else {
@@ -186,7 +187,7 @@ async fn cancel_late(
     store::save_state(tx, order_no, &d.state).await?;
     store::prune_messages(tx, order_no, &d.state).await?;
     store::record(tx, order_no, "COMPENSATION", &d.note).await?;
-    tracing::warn!(order_no, %reason, "compensation: order cancelled");
+    tracing::warn!(%order_no, %reason, "compensation: order cancelled");
     svc.announce_cancellation(tx, order_no, order_id, user_id, reason).await?;
     Ok(true)
 }

@@ -19,9 +19,8 @@ use std::{
     sync::Arc,
 };
 
-use events::{Event, OrderCreatedEvent};
+use events::{Event, Money, OrderCreatedEvent};
 use httpkit::ApiError;
-use rust_decimal::Decimal;
 use storage::{Backend, Tx};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -179,7 +178,7 @@ async fn write_each(
 async fn group_prices(
     tx: &mut Tx,
     group: &[(NewOrder, Reply)],
-) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
+) -> Result<BTreeMap<i64, Money>, sqlx::Error> {
     let ids: BTreeSet<i64> =
         group.iter().flat_map(|(order, _)| order.request.lines.keys().copied()).collect();
     store::prices(tx, &ids.into_iter().collect::<Vec<_>>()).await
@@ -189,7 +188,7 @@ async fn group_prices(
 async fn create_one(
     svc: &OrderService,
     tx: &mut Tx,
-    prices: &BTreeMap<i64, Decimal>,
+    prices: &BTreeMap<i64, Money>,
     id: i64,
     order: &NewOrder,
 ) -> Result<(OrderView, bool), ApiError> {

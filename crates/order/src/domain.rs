@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use events::ProductQuantities;
+use events::{Money, ProductQuantities};
 
 use rust_decimal::Decimal;
 
@@ -84,17 +84,18 @@ impl OrderRequest {
     pub fn total(
         &self,
         items: &[(i64, i64)],
-        price_of: impl Fn(i64) -> Option<Decimal>,
-    ) -> Result<Decimal, Invalid> {
+        price_of: impl Fn(i64) -> Option<Money>,
+    ) -> Result<Money, Invalid> {
         let mut total = Decimal::ZERO;
         for (product_id, quantity) in &self.lines {
             let price = price_of(*product_id).ok_or_else(|| {
                 let i = items.iter().position(|(p, _)| p == product_id).unwrap_or(0);
                 invalid(format!("items[{i}].productId"), format!("unknown product {product_id}"))
             })?;
-            total += price * Decimal::from(*quantity);
+            total += price.amount() * Decimal::from(*quantity);
         }
-        Ok(total)
+        // Prices are never negative, so neither is their sum.
+        Money::new(total).map_err(|e| invalid("items", e.to_string()))
     }
 }
 
@@ -136,14 +137,14 @@ impl OrderStatus {
 pub struct PaymentRef {
     pub payment_id: i64,
     pub transaction_no: String,
-    pub amount: Decimal,
+    pub amount: Money,
 }
 
 /// The state a decision reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderState {
     pub status: OrderStatus,
-    pub total: Decimal,
+    pub total: Money,
     pub payment: Option<PaymentRef>,
     pub stock_deducted: bool,
     pub refunded: bool,
@@ -151,7 +152,7 @@ pub struct OrderState {
 }
 
 impl OrderState {
-    pub fn new(total: Decimal) -> OrderState {
+    pub fn new(total: Money) -> OrderState {
         OrderState {
             status: OrderStatus::Pending,
             total,
@@ -269,11 +270,16 @@ fn refunded(state: &OrderState) -> Decision {
 mod tests {
     use super::*;
 
+    /// `cents` / 100, as money.
+    fn money(cents: i64) -> Money {
+        Money::new(Decimal::new(cents, 2)).expect("not negative")
+    }
+
     fn pay() -> PaymentRef {
-        PaymentRef { payment_id: 5, transaction_no: "TXN1".into(), amount: Decimal::new(1999, 2) }
+        PaymentRef { payment_id: 5, transaction_no: "TXN1".into(), amount: money(1999) }
     }
     fn pending() -> OrderState {
-        OrderState::new(Decimal::new(1999, 2))
+        OrderState::new(money(1999))
     }
     fn given(facts: Vec<Fact>) -> OrderState {
         facts.into_iter().fold(pending(), |s, f| decide(&s, f).state)
@@ -369,8 +375,8 @@ mod tests {
         let items = [(1001, 2), (1002, 1)];
         let r = OrderRequest::parse(1, &items, None).unwrap();
         let price = |p| match p {
-            1001 => Some(Decimal::new(6995, 2)),
-            1002 => Some(Decimal::new(5999, 2)),
+            1001 => Some(money(6995)),
+            1002 => Some(money(5999)),
             _ => None,
         };
         assert_eq!(r.total(&items, price).unwrap().to_string(), "199.89");

@@ -156,10 +156,11 @@ async fn put_product(
     if body.name.trim().is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
     }
-    if body.price <= rust_decimal::Decimal::ZERO || body.price.scale() > 4 {
-        return Err(ApiError::invalid("price", "must be positive, with at most 4 decimals"));
-    }
-    let product = Product { id, name: body.name, price: body.price };
+    let price = match events::Money::new(body.price) {
+        Ok(price) if !body.price.is_zero() && body.price.scale() <= 4 => price,
+        _ => return Err(ApiError::invalid("price", "must be positive, with at most 4 decimals")),
+    };
+    let product = Product { id, name: body.name, price };
     let mut tx = storage::Tx::begin(&svc.host.db).await?;
     store::upsert_product(&mut tx, &product).await?;
     tx.commit().await?;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{
-    Event, EventType, Message, OrderCancelledEvent, PaymentFailedEvent, PaymentRefundedEvent,
-    PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
+    Event, EventType, Message, OrderCancelledEvent, OrderNo, PaymentFailedEvent,
+    PaymentRefundedEvent, PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
 };
 use storage::Tx;
 use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
@@ -62,14 +62,14 @@ impl OrderService {
     pub(crate) async fn announce_cancellation(
         &self,
         tx: &mut Tx,
-        order_no: &str,
+        order_no: &OrderNo,
         order_id: i64,
         user_id: i64,
         reason: String,
     ) -> Result<(), HandleError> {
         let event = OrderCancelledEvent {
             order_id,
-            order_no: order_no.to_owned(),
+            order_no: order_no.clone(),
             user_id,
             reason,
             timestamp: Some(events::now_millis()),
@@ -126,7 +126,7 @@ struct FactHandler {
 }
 
 impl FactHandler {
-    fn fact(&self, message: &Message) -> Result<(String, Fact), HandleError> {
+    fn fact(&self, message: &Message) -> Result<(OrderNo, Fact), HandleError> {
         Ok(match self.kind {
             EventType::PaymentSuccess => {
                 let e: PaymentSuccessEvent = message.decode()?;
@@ -174,7 +174,7 @@ impl TxHandler for FactHandler {
         let order_nos: Vec<&str> = facts.iter().map(|(order_no, _)| order_no.as_str()).collect();
         let mut orders = store::load_states(tx, &order_nos).await?;
         for (order_no, fact) in facts {
-            let Some((order_id, user_id, state)) = orders.get_mut(&order_no) else {
+            let Some((order_id, user_id, state)) = orders.get_mut(order_no.as_str()) else {
                 return Err(HandleError::Permanent(format!("unknown order {order_no}")));
             };
             let d = decide(state, fact);
@@ -185,7 +185,7 @@ impl TxHandler for FactHandler {
                 self.svc.announce_cancellation(tx, &order_no, *order_id, *user_id, reason).await?;
             }
             tracing::info!(
-                order_no,
+                %order_no,
                 event = self.kind.tag(),
                 status = d.state.status.as_str(),
                 "order updated"

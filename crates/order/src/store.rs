@@ -4,11 +4,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    str::FromStr,
+    fmt::Display,
 };
 
-use events::ProductQuantities;
-use rust_decimal::Decimal;
+use events::{Money, OrderNo, ProductQuantities};
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
 use storage::{Statement, Tx, decode, rows};
@@ -49,17 +48,32 @@ CREATE INDEX orders_by_update ON orders (updated_at);
 ",
 ];
 
-fn decimal(row: &AnyRow, col: &str) -> Result<Decimal, sqlx::Error> {
+/// An amount stored as text in `table.col` of the row keyed `key`.
+fn money(row: &AnyRow, table: &str, col: &str, key: impl Display) -> Result<Money, sqlx::Error> {
     let text: String = row.try_get(col)?;
-    Decimal::from_str(&text).map_err(|e| sqlx::Error::Decode(format!("{col}: {e}").into()))
+    decode::parse(&text, table, col, key)
 }
 
-fn opt_decimal(row: &AnyRow, col: &str) -> Result<Option<Decimal>, sqlx::Error> {
+/// [`money`], for a column that may be NULL.
+fn opt_money(
+    row: &AnyRow,
+    table: &str,
+    col: &str,
+    key: impl Display,
+) -> Result<Option<Money>, sqlx::Error> {
     let text: Option<String> = row.try_get(col)?;
-    text.map(|t| {
-        Decimal::from_str(&t).map_err(|e| sqlx::Error::Decode(format!("{col}: {e}").into()))
-    })
-    .transpose()
+    text.map(|t| decode::parse(&t, table, col, key)).transpose()
+}
+
+/// An orderNo stored in `table.col` of the row keyed `key`.
+fn order_no(
+    row: &AnyRow,
+    table: &str,
+    col: &str,
+    key: impl Display,
+) -> Result<OrderNo, sqlx::Error> {
+    let text: String = row.try_get(col)?;
+    decode::parse(&text, table, col, key)
 }
 
 /// A product of the catalogue the order service prices from.
@@ -68,8 +82,7 @@ fn opt_decimal(row: &AnyRow, col: &str) -> Result<Option<Decimal>, sqlx::Error> 
 pub struct Product {
     pub id: i64,
     pub name: String,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub price: Decimal,
+    pub price: Money,
 }
 
 pub async fn upsert_product(tx: &mut Tx, p: &Product) -> Result<(), sqlx::Error> {
@@ -91,17 +104,14 @@ pub async fn products(pool: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
         sqlx::query("SELECT id, name, price FROM products ORDER BY id").fetch_all(pool).await?;
     rows.iter()
         .map(|r| {
-            Ok(Product {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                price: decimal(r, "price")?,
-            })
+            let id: i64 = r.try_get("id")?;
+            Ok(Product { id, name: r.try_get("name")?, price: money(r, "products", "price", id)? })
         })
         .collect()
 }
 
 /// The prices of those of `ids` the catalogue has.
-pub async fn prices(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Decimal>, sqlx::Error> {
+pub async fn prices(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Money>, sqlx::Error> {
     let mut out = BTreeMap::new();
     for chunk in rows::chunks(ids) {
         let mut q = sqlx::query(rows::in_list(
@@ -113,7 +123,8 @@ pub async fn prices(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Decimal>, 
             q = q.bind(*id);
         }
         for r in tx.fetch_all(q).await? {
-            out.insert(r.try_get("id")?, decimal(&r, "price")?);
+            let id: i64 = r.try_get("id")?;
+            out.insert(id, money(&r, "products", "price", id)?);
         }
     }
     Ok(out)
@@ -122,7 +133,7 @@ pub async fn prices(tx: &mut Tx, ids: &[i64]) -> Result<BTreeMap<i64, Decimal>, 
 /// A new order's identity.
 pub struct Created {
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub created_at: i64,
 }
 
@@ -169,19 +180,20 @@ pub async fn insert_order(
     tx: &mut Tx,
     order_id: i64,
     user_id: i64,
-    total: Decimal,
+    total: Money,
     lines: &ProductQuantities,
     remark: Option<&str>,
 ) -> Result<Created, sqlx::Error> {
     let now = events::now_millis();
-    let order_no = format!("ORD{now}{order_id}");
+    let order_no = OrderNo::parse(format!("ORD{now}{order_id}"))
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     tx.write(
         sqlx::query(
             "INSERT INTO orders (id, order_no, user_id, total, lines, remark, status, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
         )
         .bind(order_id)
-        .bind(&order_no)
+        .bind(order_no.as_str())
         .bind(user_id)
         .bind(total.to_string())
         .bind(serde_json::to_string(lines).unwrap_or_default())
@@ -235,7 +247,7 @@ fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {
                 key(),
             )?,
             amount: decode::required(
-                opt_decimal(r, "paid_amount")?,
+                opt_money(r, "orders", "paid_amount", key())?,
                 "orders",
                 "paid_amount",
                 key(),
@@ -246,7 +258,7 @@ fn state_of(r: &AnyRow) -> Result<OrderState, sqlx::Error> {
     Ok(OrderState {
         status: OrderStatus::parse(&status)
             .ok_or_else(|| decode::corrupt("orders", "status", key(), format!("{status:?}")))?,
-        total: decimal(r, "total")?,
+        total: money(r, "orders", "total", key())?,
         payment,
         stock_deducted: r.try_get::<i64, _>("stock_deducted")? != 0,
         refunded: r.try_get::<i64, _>("refunded")? != 0,
@@ -326,7 +338,7 @@ pub async fn stale_messages(
     cutoff: i64,
     max_resends: i64,
     limit: i64,
-) -> Result<Vec<(String, events::Message)>, sqlx::Error> {
+) -> Result<Vec<(OrderNo, events::Message)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT m.order_no, m.tags, m.topic, m.keys, m.properties, m.body
          FROM order_messages m JOIN orders o ON o.order_no = m.order_no
@@ -342,8 +354,8 @@ pub async fn stale_messages(
     .await?;
     rows.iter()
         .map(|r| {
-            let order_no: String = r.try_get("order_no")?;
             let tags: String = r.try_get("tags")?;
+            let order_no = order_no(r, "order_messages", "order_no", &tags)?;
             let properties: String = r.try_get("properties")?;
             let body: String = r.try_get("body")?;
             let properties = decode::json(
@@ -401,23 +413,32 @@ pub async fn pending_before(
     pool: &AnyPool,
     cutoff: i64,
     limit: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT order_no FROM orders WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at LIMIT $2")
+) -> Result<Vec<OrderNo>, sqlx::Error> {
+    let found: Vec<String> = sqlx::query_scalar("SELECT order_no FROM orders WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at LIMIT $2")
         .bind(cutoff)
         .bind(limit)
         .fetch_all(pool)
-        .await
+        .await?;
+    order_nos(found)
+}
+
+/// Order numbers read from `orders.order_no`, each parsed.
+fn order_nos(found: Vec<String>) -> Result<Vec<OrderNo>, sqlx::Error> {
+    found.iter().map(|s| decode::parse(s, "orders", "order_no", s)).collect()
 }
 
 /// An earlier request under the same Idempotency-Key: its request hash and order.
-pub async fn idempotent(tx: &mut Tx, key: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+pub async fn idempotent(tx: &mut Tx, key: &str) -> Result<Option<(String, OrderNo)>, sqlx::Error> {
     let row = tx
         .fetch_optional(
             sqlx::query("SELECT request_hash, order_no FROM idempotency_keys WHERE idem_key = $1")
                 .bind(key),
         )
         .await?;
-    row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("order_no")?))).transpose()
+    row.map(|r| {
+        Ok((r.try_get("request_hash")?, order_no(&r, "idempotency_keys", "order_no", key)?))
+    })
+    .transpose()
 }
 
 pub async fn remember_key(
@@ -456,11 +477,10 @@ pub struct Line {
 #[serde(rename_all = "camelCase")]
 pub struct OrderView {
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: i64,
     pub status: OrderStatus,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub total_amount: Decimal,
+    pub total_amount: Money,
     pub items: Vec<Line>,
     pub remark: Option<String>,
     pub cancel_reason: Option<String>,
@@ -485,12 +505,11 @@ fn view_of(r: &AnyRow) -> Result<OrderView, sqlx::Error> {
     let lines: ProductQuantities = decode::json(&lines, "orders", "lines", format!("id {id}"))?;
     Ok(OrderView {
         order_id: id,
-        order_no: decode::required(
-            r.try_get("order_no")?,
-            "orders",
-            "order_no",
-            format!("id {id}"),
-        )?,
+        order_no: {
+            let text: Option<String> = r.try_get("order_no")?;
+            let text = decode::required(text, "orders", "order_no", format!("id {id}"))?;
+            decode::parse(&text, "orders", "order_no", format!("id {id}"))?
+        },
         user_id: r.try_get("user_id")?,
         status: state.status,
         total_amount: state.total,
@@ -515,7 +534,7 @@ impl Created {
     pub fn view(
         &self,
         user_id: i64,
-        total: Decimal,
+        total: Money,
         lines: &ProductQuantities,
         remark: Option<&str>,
         created: HistoryEntry,
@@ -623,24 +642,23 @@ pub async fn count_by_status(pool: &AnyPool) -> Result<Vec<(String, i64)>, sqlx:
 /// What the checker judges of an order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderAudit {
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub status: OrderStatus,
-    pub total: Decimal,
+    pub total: Money,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const AUDIT_SELECT: &str = "SELECT order_no, status, total, created_at, updated_at FROM orders";
+const AUDIT_SELECT: &str = "SELECT id, order_no, status, total, created_at, updated_at FROM orders";
 
 fn audit_of(r: &AnyRow) -> Result<OrderAudit, sqlx::Error> {
-    let order_no: String = r.try_get("order_no")?;
+    let id: i64 = r.try_get("id")?;
+    let order_no = order_no(r, "orders", "order_no", format!("id {id}"))?;
     let status: String = r.try_get("status")?;
-    let total: String = r.try_get("total")?;
     Ok(OrderAudit {
         status: OrderStatus::parse(&status)
             .ok_or_else(|| decode::corrupt("orders", "status", &order_no, format!("{status:?}")))?,
-        total: Decimal::from_str(&total)
-            .map_err(|e| decode::corrupt("orders", "total", &order_no, e))?,
+        total: money(r, "orders", "total", &order_no)?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         order_no,
@@ -664,7 +682,7 @@ pub async fn audit_page(
 }
 
 /// The named orders (those of them that exist).
-pub async fn audit(pool: &AnyPool, order_nos: &[String]) -> Result<Vec<OrderAudit>, sqlx::Error> {
+pub async fn audit(pool: &AnyPool, order_nos: &[&str]) -> Result<Vec<OrderAudit>, sqlx::Error> {
     let select = format!("{AUDIT_SELECT} WHERE");
     let rows = rows::fetch_keys(pool, &select, "order_no", rows::Keys::Named(order_nos)).await?;
     rows.iter().map(audit_of).collect()
@@ -675,12 +693,13 @@ pub async fn changed_between(
     pool: &AnyPool,
     since: i64,
     until: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Vec<OrderNo>, sqlx::Error> {
+    let found = sqlx::query_scalar(
         "SELECT order_no FROM orders WHERE updated_at > $1 AND updated_at <= $2 AND order_no IS NOT NULL",
     )
     .bind(since)
     .bind(until)
     .fetch_all(pool)
-    .await
+    .await?;
+    order_nos(found)
 }

@@ -25,9 +25,9 @@ use std::{
     time::Duration,
 };
 
+use events::{Money, OrderNo};
 use order::{domain::OrderStatus, store::OrderAudit};
 use payment::domain::PaymentStatus;
-use rust_decimal::Decimal;
 use stock::domain::ReservationState;
 use storage::{Db, rows::Keys};
 
@@ -38,6 +38,9 @@ pub struct Violation {
     /// The order or product concerned (`order ORD...` / `product 1002`).
     pub subject: String,
     pub problem: String,
+    /// The order concerned, if it is one (the gauges look at it again next pass).
+    #[serde(skip)]
+    pub order: Option<OrderNo>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -48,7 +51,16 @@ pub struct Report {
 }
 
 fn violation(kind: &'static str, subject: String, problem: impl Into<String>) -> Violation {
-    Violation { kind, subject, problem: problem.into() }
+    Violation { kind, subject, problem: problem.into(), order: None }
+}
+
+fn order_violation(kind: &'static str, order: &OrderNo, problem: impl Into<String>) -> Violation {
+    Violation {
+        kind,
+        subject: format!("order {order}"),
+        problem: problem.into(),
+        order: Some(order.clone()),
+    }
 }
 
 /// The kinds of violation, for gauges that should read 0 rather than be absent.
@@ -76,7 +88,7 @@ pub async fn check(
     let mut after = String::new();
     loop {
         let orders = order::store::audit_page(order.reader(), &after, PAGE).await?;
-        let Some(last) = orders.last().map(|o| o.order_no.clone()) else {
+        let Some(last) = orders.last().map(|o| o.order_no.to_string()) else {
             break;
         };
         report.orders += orders.len();
@@ -109,7 +121,7 @@ async fn conservation(stock: &Db, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// orderNo → its payments' (status, amount).
-type Payments = BTreeMap<String, Vec<(PaymentStatus, Option<Decimal>)>>;
+type Payments = BTreeMap<OrderNo, Vec<(PaymentStatus, Option<Money>)>>;
 
 /// The per-order rules, as of one instant.
 struct Judge {
@@ -133,14 +145,13 @@ impl Judge {
     fn order(
         &self,
         o: &OrderAudit,
-        reservations: &BTreeMap<String, ReservationState>,
+        reservations: &BTreeMap<OrderNo, ReservationState>,
         payments: &Payments,
         out: &mut Vec<Violation>,
     ) {
-        let subject = format!("order {}", o.order_no);
         let reservation = reservations.get(&o.order_no).copied();
         let pays = payments.get(&o.order_no).map(Vec::as_slice).unwrap_or_default();
-        let captured: Vec<Option<Decimal>> = pays
+        let captured: Vec<Option<Money>> = pays
             .iter()
             .filter(|(status, _)| *status == PaymentStatus::Success)
             .map(|(_, amount)| *amount)
@@ -150,14 +161,14 @@ impl Judge {
             OrderStatus::Paid => {
                 match captured.as_slice() {
                     [Some(amount)] if *amount == o.total => {}
-                    [amount] => out.push(violation(
+                    [amount] => out.push(order_violation(
                         "paid",
-                        subject.clone(),
+                        &o.order_no,
                         format!("PAID {} but the payment captured {amount:?}", o.total),
                     )),
-                    other => out.push(violation(
+                    other => out.push(order_violation(
                         "paid",
-                        subject.clone(),
+                        &o.order_no,
                         format!(
                             "PAID with {} successful unrefunded payments (want exactly 1)",
                             other.len()
@@ -165,9 +176,9 @@ impl Judge {
                     )),
                 }
                 if reservation != Some(ReservationState::Deducted) {
-                    out.push(violation(
+                    out.push(order_violation(
                         "paid",
-                        subject,
+                        &o.order_no,
                         format!(
                             "PAID but its reservation is {:?}, not DEDUCTED",
                             reservation.map(ReservationState::as_str)
@@ -184,9 +195,9 @@ impl Judge {
                             | ReservationState::AwaitingFreeze
                     )
                 ) {
-                    out.push(violation(
+                    out.push(order_violation(
                         "cancelled",
-                        subject.clone(),
+                        &o.order_no,
                         format!(
                             "CANCELLED but its reservation is {:?}",
                             reservation.map(ReservationState::as_str)
@@ -194,9 +205,9 @@ impl Judge {
                     ));
                 }
                 if !captured.is_empty() {
-                    out.push(violation(
+                    out.push(order_violation(
                         "cancelled",
-                        subject,
+                        &o.order_no,
                         "CANCELLED but a captured payment was not refunded",
                     ));
                 }
@@ -206,9 +217,9 @@ impl Judge {
                     let age = Duration::from_millis(
                         u64::try_from(self.now_millis - o.created_at).unwrap_or(0),
                     );
-                    out.push(violation(
+                    out.push(order_violation(
                         "deadline",
-                        subject,
+                        &o.order_no,
                         format!("PENDING for {}s, past the deadline", age.as_secs()),
                     ));
                 }
@@ -225,13 +236,14 @@ async fn check_orders(
     stock: &Db,
     payment: &Db,
     judge: &Judge,
-    order_nos: &[String],
+    order_nos: &[OrderNo],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let orders = order::store::audit(order.reader(), order_nos).await?;
+    let names: Vec<&str> = order_nos.iter().map(|o| o.as_str()).collect();
+    let orders = order::store::audit(order.reader(), &names).await?;
     let reservations =
-        stock::store::reservation_states(stock.reader(), Keys::Named(order_nos)).await?;
-    let payments = payment::store::outcomes(payment.reader(), Keys::Named(order_nos)).await?;
+        stock::store::reservation_states(stock.reader(), Keys::Named(&names)).await?;
+    let payments = payment::store::outcomes(payment.reader(), Keys::Named(&names)).await?;
     report.orders += orders.len();
     for o in &orders {
         judge.order(o, &reservations, &payments, &mut report.violations);
@@ -266,7 +278,7 @@ pub struct GaugeState {
     /// Orders updated up to here were judged settled.
     judged_until: Option<i64>,
     /// Orders violating at the last pass.
-    open: BTreeSet<String>,
+    open: BTreeSet<OrderNo>,
 }
 
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(30);
@@ -300,7 +312,7 @@ impl Gauges {
             Some(since) if !full => {
                 let mut report = Report::default();
                 conservation(s, &mut report).await?;
-                let mut order_nos: BTreeSet<String> = open;
+                let mut order_nos: BTreeSet<OrderNo> = open;
                 order_nos.extend(
                     order::store::changed_between(o.reader(), since, judge.settled_before).await?,
                 );
@@ -312,7 +324,7 @@ impl Gauges {
                     )
                     .await?,
                 );
-                let order_nos: Vec<String> = order_nos.into_iter().collect();
+                let order_nos: Vec<OrderNo> = order_nos.into_iter().collect();
                 check_orders(o, s, p, &judge, &order_nos, &mut report).await?;
                 report
             }
@@ -322,11 +334,7 @@ impl Gauges {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.passes += 1;
             st.judged_until = Some(judge.settled_before);
-            st.open = report
-                .violations
-                .iter()
-                .filter_map(|v| v.subject.strip_prefix("order ").map(str::to_owned))
-                .collect();
+            st.open = report.violations.iter().filter_map(|v| v.order.clone()).collect();
         }
         self.publish(&report, now_millis);
         Ok(report)

@@ -13,7 +13,6 @@ use binding::{Binder, Metrics, StreamConfig};
 use httpkit::{BODY_LIMIT, Ops};
 use order::OrderService;
 use payment::{PaymentService, PaymentSettings};
-use rust_decimal::Decimal;
 use stock::StockService;
 use storage::Db;
 use stream::ServiceHost;
@@ -187,7 +186,7 @@ async fn seed_catalogue(host: &ServiceHost) -> anyhow::Result<()> {
     }
     let mut tx = storage::Tx::begin(&host.db).await?;
     for &(id, name, price, _) in DEMO_PRODUCTS {
-        let price: Decimal = price.parse().context("demo price")?;
+        let price: events::Money = price.parse().context("demo price")?;
         order::store::upsert_product(
             &mut tx,
             &order::store::Product { id, name: name.into(), price },

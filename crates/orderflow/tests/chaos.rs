@@ -163,7 +163,8 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
         .await
         .unwrap()
         .execute(
-            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&paid),
+            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1")
+                .bind(paid.as_str()),
         )
         .await
         .unwrap();
@@ -172,7 +173,7 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
         .unwrap()
         .execute(
             sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1")
-                .bind(&cancelled),
+                .bind(cancelled.as_str()),
         )
         .await
         .unwrap();
@@ -240,7 +241,8 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
         .await
         .unwrap()
         .execute(
-            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1").bind(&a),
+            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1")
+                .bind(a.as_str()),
         )
         .await
         .unwrap();
@@ -263,7 +265,8 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
         .await
         .unwrap()
         .execute(
-            sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1").bind(&a),
+            sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1")
+                .bind(a.as_str()),
         )
         .await
         .unwrap();
@@ -280,7 +283,7 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
         .execute(
             sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2")
                 .bind(t0 + 100_000)
-                .bind(&b),
+                .bind(b.as_str()),
         )
         .await
         .unwrap();
@@ -288,7 +291,8 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
         .await
         .unwrap()
         .execute(
-            sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(&b),
+            sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1")
+                .bind(b.as_str()),
         )
         .await
         .unwrap();

@@ -19,7 +19,7 @@ async fn flow_1_and_2_an_order_is_paid_and_its_stock_deducted(v: Variant) {
     let o = t.create_order(7, &[(1001, 2), (1002, 1)]).await;
     assert_eq!(o.status, OrderStatus::Pending);
     assert_eq!(
-        o.total_amount,
+        o.total_amount.amount(),
         "149.80".parse::<Decimal>().unwrap(),
         "2 x 69.95 + 9.90, priced by the server"
     );

@@ -445,7 +445,7 @@ async fn corrupt_stored_data_is_an_error_naming_the_table_and_key(v: Variant) {
     assert!(err.to_string().contains(&format!("reservations.state of row {no}")), "{err}");
 
     let payment_db = &t.app.payment.host.db;
-    let named = [no.clone()];
+    let named = [no.as_str()];
     let outcomes = || payment::store::outcomes(payment_db.reader(), Keys::Named(&named));
     assert_eq!(outcomes().await.unwrap().len(), 1, "the payment reads back");
     exec(payment_db, &format!("UPDATE payments SET status = 'MAYBE' WHERE order_no = '{no}'"))

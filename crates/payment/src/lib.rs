@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use events::{
-    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent,
+    Event, EventType, Message, Money, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent,
     PaymentRefundedEvent, PaymentSuccessEvent, ProductQuantities,
 };
 
@@ -180,7 +180,7 @@ impl FactHandler {
         let delay = i64::try_from(settings.delay.as_millis()).unwrap_or(i64::MAX);
         let mut new = Vec::with_capacity(events.len());
         for e in events {
-            if e.total_amount <= rust_decimal::Decimal::ZERO {
+            if e.total_amount == Money::ZERO {
                 if store::by_order(tx, &e.order_no).await?.is_some() {
                     continue;
                 }
@@ -241,8 +241,14 @@ impl FactHandler {
                 payment_id: p.payment_id,
                 order_id: p.order_id,
                 order_no: p.order_no.clone(),
-                amount: p.amount.unwrap_or_default(),
-                transaction_no: p.transaction_no.clone().unwrap_or_default(),
+                // A captured payment has both; without them the row is corrupt.
+                amount: storage::decode::required(p.amount, "payments", "amount", &p.order_no)?,
+                transaction_no: storage::decode::required(
+                    p.transaction_no.clone(),
+                    "payments",
+                    "transaction_no",
+                    &p.order_no,
+                )?,
                 timestamp: Some(events::now_millis()),
                 event_id: events::new_event_id(),
             };

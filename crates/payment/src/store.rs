@@ -1,12 +1,9 @@
 //! Payment's table: one row per order (`order_no` is unique), including CANCELLED records
 //! for orders cancelled before payment saw them.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    str::FromStr,
-};
+use std::collections::{BTreeMap, HashMap};
 
-use rust_decimal::Decimal;
+use events::{Money, OrderNo};
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
 use storage::{Tx, decode, rows};
@@ -28,10 +25,9 @@ CREATE INDEX payments_due ON payments (status, complete_at);
 pub struct Payment {
     pub payment_id: i64,
     pub order_id: i64,
-    pub order_no: String,
+    pub order_no: OrderNo,
     pub user_id: i64,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
-    pub amount: Option<Decimal>,
+    pub amount: Option<Money>,
     pub payment_method: String,
     pub status: PaymentStatus,
     pub transaction_no: Option<String>,
@@ -53,19 +49,16 @@ macro_rules! select_payments {
 }
 
 fn payment_of(r: &AnyRow) -> Result<Payment, sqlx::Error> {
+    let id: i64 = r.try_get("id")?;
     let order_no: String = r.try_get("order_no")?;
+    let order_no: OrderNo = decode::parse(&order_no, "payments", "order_no", format!("id {id}"))?;
     let status: String = r.try_get("status")?;
     let amount: Option<String> = r.try_get("amount")?;
     Ok(Payment {
-        payment_id: r.try_get("id")?,
+        payment_id: id,
         order_id: r.try_get("order_id")?,
         user_id: r.try_get("user_id")?,
-        amount: amount
-            .map(|a| {
-                Decimal::from_str(&a)
-                    .map_err(|e| decode::corrupt("payments", "amount", &order_no, e))
-            })
-            .transpose()?,
+        amount: amount.map(|a| decode::parse(&a, "payments", "amount", &order_no)).transpose()?,
         payment_method: r.try_get("method")?,
         status: PaymentStatus::parse(&status).ok_or_else(|| {
             decode::corrupt("payments", "status", &order_no, format!("{status:?}"))
@@ -87,10 +80,10 @@ pub async fn by_order(tx: &mut Tx, order_no: &str) -> Result<Option<Payment>, sq
 }
 
 pub struct NewPayment<'a> {
-    pub order_no: &'a str,
+    pub order_no: &'a OrderNo,
     pub order_id: i64,
     pub user_id: i64,
-    pub amount: Option<Decimal>,
+    pub amount: Option<Money>,
     pub method: &'a str,
     pub status: PaymentStatus,
     pub lines: String,
@@ -119,7 +112,7 @@ pub async fn insert_new(tx: &mut Tx, new: &[NewPayment<'_>]) -> Result<Vec<Payme
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for p in chunk {
             q = q
-                .bind(p.order_no)
+                .bind(p.order_no.as_str())
                 .bind(p.order_id)
                 .bind(p.user_id)
                 .bind(p.amount.map(|a| a.to_string()))
@@ -138,10 +131,10 @@ pub async fn insert_new(tx: &mut Tx, new: &[NewPayment<'_>]) -> Result<Vec<Payme
     Ok(new
         .iter()
         .filter_map(|p| {
-            ids.remove(p.order_no).map(|payment_id| Payment {
+            ids.remove(p.order_no.as_str()).map(|payment_id| Payment {
                 payment_id,
                 order_id: p.order_id,
-                order_no: p.order_no.to_owned(),
+                order_no: p.order_no.clone(),
                 user_id: p.user_id,
                 amount: p.amount,
                 payment_method: p.method.to_owned(),
@@ -214,9 +207,9 @@ pub async fn list(
 pub async fn outcomes(
     pool: &AnyPool,
     keys: rows::Keys<'_>,
-) -> Result<BTreeMap<String, Vec<(PaymentStatus, Option<Decimal>)>>, sqlx::Error> {
+) -> Result<BTreeMap<OrderNo, Vec<(PaymentStatus, Option<Money>)>>, sqlx::Error> {
     let rows = rows::fetch_keys(pool, select_payments!("WHERE"), "order_no", keys).await?;
-    let mut out: BTreeMap<String, Vec<(PaymentStatus, Option<Decimal>)>> = BTreeMap::new();
+    let mut out: BTreeMap<OrderNo, Vec<(PaymentStatus, Option<Money>)>> = BTreeMap::new();
     for r in &rows {
         let p = payment_of(r)?;
         out.entry(p.order_no).or_default().push((p.status, p.amount));

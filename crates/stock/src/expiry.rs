@@ -63,7 +63,7 @@ pub async fn pass(
             .await?;
         tx.commit().await?;
         if released {
-            tracing::warn!(order_no, %note, "reservation expired");
+            tracing::warn!(%order_no, %note, "reservation expired");
             expired += 1;
         }
     }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use events::{
-    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, PaymentSuccessEvent,
-    StockDeductedEvent, StockFreezeFailedEvent,
+    Event, EventType, Message, OrderCancelledEvent, OrderCreatedEvent, OrderNo,
+    PaymentSuccessEvent, StockDeductedEvent, StockFreezeFailedEvent,
 };
 
 use storage::Tx;
@@ -88,7 +88,7 @@ struct FactHandler {
 }
 
 impl FactHandler {
-    fn fact(&self, message: &Message) -> Result<(String, Fact), HandleError> {
+    fn fact(&self, message: &Message) -> Result<(OrderNo, Fact), HandleError> {
         Ok(match self.kind {
             EventType::OrderCreated => {
                 let e: OrderCreatedEvent = message.decode()?;
@@ -130,7 +130,7 @@ impl TxHandler for FactHandler {
     async fn apply_batch(&self, tx: &mut Tx, messages: &[&Message]) -> Result<(), HandleError> {
         let facts = messages.iter().map(|m| self.fact(m)).collect::<Result<Vec<_>, _>>()?;
         for (order_no, note, _) in self.svc.apply_facts(tx, facts).await? {
-            tracing::info!(order_no, event = self.kind.tag(), %note, "stock decision");
+            tracing::info!(%order_no, event = self.kind.tag(), %note, "stock decision");
         }
         Ok(())
     }
@@ -141,10 +141,10 @@ impl StockService {
     async fn apply_fact(
         &self,
         tx: &mut Tx,
-        order_no: &str,
+        order_no: &OrderNo,
         fact: Fact,
     ) -> Result<(String, bool), HandleError> {
-        let mut decided = self.apply_facts(tx, vec![(order_no.to_owned(), fact)]).await?;
+        let mut decided = self.apply_facts(tx, vec![(order_no.clone(), fact)]).await?;
         let (_, note, moved) =
             decided.pop().ok_or_else(|| HandleError::Transient("no decision".into()))?;
         Ok((note, moved))
@@ -160,8 +160,8 @@ impl StockService {
     async fn apply_facts(
         &self,
         tx: &mut Tx,
-        facts: Vec<(String, Fact)>,
-    ) -> Result<Vec<(String, String, bool)>, HandleError> {
+        facts: Vec<(OrderNo, Fact)>,
+    ) -> Result<Vec<(OrderNo, String, bool)>, HandleError> {
         let mut keys: Vec<&str> = facts.iter().map(|(order_no, _)| order_no.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
@@ -174,7 +174,7 @@ impl StockService {
             .flat_map(|(order_no, fact)| match fact {
                 Fact::OrderCreated { lines, .. } => lines.keys().copied().collect::<Vec<_>>(),
                 _ => reservations
-                    .get(order_no)
+                    .get(order_no.as_str())
                     .map(|r| r.lines.keys().copied().collect())
                     .unwrap_or_default(),
             })
@@ -182,7 +182,7 @@ impl StockService {
         let mut counters = store::counters(tx, &products).await?;
         let mut decided = Vec::with_capacity(facts.len());
         for (order_no, fact) in facts {
-            let existing = reservations.get(&order_no);
+            let existing = reservations.get(order_no.as_str());
             let d = decide(existing, &counters, fact);
             for m in &d.movements {
                 store::apply(tx, Some(&order_no), m).await?;
@@ -197,7 +197,7 @@ impl StockService {
             }
             self.announce(tx, &order_no, existing, &d).await?;
             if let Some(r) = d.reservation {
-                reservations.insert(order_no.clone(), r);
+                reservations.insert(order_no.to_string(), r);
             }
             decided.push((order_no, d.note, !d.movements.is_empty()));
         }
@@ -208,13 +208,13 @@ impl StockService {
     async fn announce(
         &self,
         tx: &mut Tx,
-        order_no: &str,
+        order_no: &OrderNo,
         existing: Option<&Reservation>,
         d: &Decision,
     ) -> Result<(), HandleError> {
         let order_id = d.reservation.as_ref().or(existing).map(|r| r.order_id).unwrap_or_default();
         let now = Some(events::now_millis());
-        let order_no = order_no.to_owned();
+        let order_no = order_no.clone();
         match &d.announce {
             Some(Announce::FreezeFailed { reason }) => {
                 let e = StockFreezeFailedEvent {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use events::ProductQuantities;
+use events::{OrderNo, ProductQuantities};
 use serde::Serialize;
 use sqlx::{AnyPool, Row, any::AnyRow};
 use storage::{Tx, rows};
@@ -205,12 +205,13 @@ pub async fn frozen_before(
     pool: &AnyPool,
     cutoff: i64,
     limit: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT order_no FROM reservations WHERE state = 'FROZEN' AND updated_at < $1 ORDER BY updated_at LIMIT $2")
+) -> Result<Vec<OrderNo>, sqlx::Error> {
+    let found: Vec<String> = sqlx::query_scalar("SELECT order_no FROM reservations WHERE state = 'FROZEN' AND updated_at < $1 ORDER BY updated_at LIMIT $2")
         .bind(cutoff)
         .bind(limit)
         .fetch_all(pool)
-        .await
+        .await?;
+    found.iter().map(|s| storage::decode::parse(s, "reservations", "order_no", s)).collect()
 }
 
 pub async fn save_reservation(
@@ -241,13 +242,15 @@ pub async fn save_reservation(
 pub async fn reservation_states(
     pool: &AnyPool,
     keys: rows::Keys<'_>,
-) -> Result<BTreeMap<String, ReservationState>, sqlx::Error> {
+) -> Result<BTreeMap<OrderNo, ReservationState>, sqlx::Error> {
     let rows =
         rows::fetch_keys(pool, "SELECT order_no, state FROM reservations WHERE", "order_no", keys)
             .await?;
     rows.iter()
         .map(|r| {
             let order_no: String = r.try_get("order_no")?;
+            let order_no: OrderNo =
+                storage::decode::parse(&order_no, "reservations", "order_no", &order_no)?;
             let state: String = r.try_get("state")?;
             let state = ReservationState::parse(&state).ok_or_else(|| {
                 storage::decode::corrupt("reservations", "state", &order_no, format!("{state:?}"))

@@ -30,6 +30,16 @@ pub fn json<T: DeserializeOwned>(
     serde_json::from_str(text).map_err(|e| corrupt(table, column, key, e))
 }
 
+/// `text`, stored in `table.column` of the row keyed `key`, parsed as a `T` (a domain value
+/// such as an orderNo or an amount).
+pub fn parse<T>(text: &str, table: &str, column: &str, key: impl Display) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(|e| corrupt(table, column, key, e))
+}
+
 /// A value that must be present in `table.column` of the row keyed `key`.
 pub fn required<T>(
     value: Option<T>,

@@ -83,7 +83,7 @@ pub fn placeholder(sql: &mut String, n: usize) {
 #[derive(Debug, Clone, Copy)]
 pub enum Keys<'a> {
     Range { after: &'a str, through: &'a str },
-    Named(&'a [String]),
+    Named(&'a [&'a str]),
 }
 
 /// The rows `select` (a query ending in `WHERE`) finds for `keys` in its `column`: one
