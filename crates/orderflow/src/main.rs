@@ -12,7 +12,14 @@ use orderflow::{LogFormat, commands};
 )]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "ORDERFLOW_LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

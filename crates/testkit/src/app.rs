@@ -7,7 +7,7 @@
 //! (`ORDERFLOW_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`; each test
 //! gets fresh databases, dropped after).
 
-use crate::{eventually, eventually_within, fixtures, postgres_server};
+use crate::{TempDatabase, eventually, eventually_within, fixtures};
 use std::{
     path::Path,
     sync::{
@@ -76,24 +76,22 @@ macro_rules! variants {
     };
 }
 
-/// Fresh databases for the three services (PostgreSQL variants), named after a random id.
-async fn storage(v: Variant) -> (Storage, Vec<String>) {
-    match v.postgres() {
-        false => (Storage::Sqlite, Vec::new()),
-        true => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let server = postgres_server();
-            let mut urls = Vec::new();
-            let mut names = Vec::new();
-            for svc in ["order", "stock", "payment"] {
-                let name = format!("orderflow_t_{}_{svc}", &id[..12]);
-                urls.push(storage::Db::create_postgres_database(&server, &name).await.unwrap());
-                names.push(name);
-            }
-            let [order, stock, payment] = <[String; 3]>::try_from(urls).unwrap();
-            (Storage::Postgres { order, stock, payment }, names)
-        }
+/// Fresh databases for the three services (PostgreSQL variants).
+async fn storage(v: Variant) -> (Storage, Vec<TempDatabase>) {
+    if !v.postgres() {
+        return (Storage::Sqlite, Vec::new());
     }
+    let (order, stock, payment) = (
+        TempDatabase::create("order").await,
+        TempDatabase::create("stock").await,
+        TempDatabase::create("payment").await,
+    );
+    let storage = Storage::Postgres {
+        order: order.url.clone(),
+        stock: stock.url.clone(),
+        payment: payment.url.clone(),
+    };
+    (storage, vec![order, stock, payment])
 }
 
 /// The admin token of every test app (and of the processes the tests start).
@@ -131,7 +129,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub variant: Variant,
     /// PostgreSQL databases to drop at shutdown.
-    databases: Vec<String>,
+    databases: Vec<TempDatabase>,
     config: AppConfig,
     /// The RocketMQ name server and broker of a RocketMQ variant.
     pub cluster: Option<LocalCluster>,
@@ -193,8 +191,8 @@ impl TestApp {
         if let Some(c) = self.cluster {
             c.stop().await;
         }
-        for name in &self.databases {
-            storage::Db::drop_postgres_database(&postgres_server(), name).await.unwrap();
+        for db in self.databases {
+            db.drop_now().await;
         }
     }
 

@@ -47,7 +47,7 @@ pub struct AdminArgs {
 #[derive(clap::Args, Debug)]
 pub struct PaymentArgs {
     /// Simulated payment outcome [default: success].
-    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME", value_enum)]
+    #[arg(long, env = "ORDERFLOW_PAYMENT_OUTCOME", value_enum, ignore_case = true)]
     pub payment_outcome: Option<crate::settings::PaymentOutcome>,
     /// Simulated payment time in milliseconds [default: 0].
     #[arg(long, env = "ORDERFLOW_PAYMENT_DELAY_MS")]

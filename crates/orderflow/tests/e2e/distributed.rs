@@ -58,20 +58,14 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(&dir.path().join("rocketmq")).await.unwrap();
     let ns = cluster.name_server();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let server = postgres_server();
     let mut dbs = HashMap::new();
     for svc in ["order", "stock", "payment"] {
-        let name = format!("orderflow_t_{}_{svc}", &id[..12]);
-        dbs.insert(
-            svc,
-            (name.clone(), storage::Db::create_postgres_database(&server, &name).await.unwrap()),
-        );
+        dbs.insert(svc, TempDatabase::create(svc).await);
     }
-    let order = serve("order", &ns, &dbs["order"].1, "127.0.0.1:0").await;
-    let mut stock_a = serve("stock", &ns, &dbs["stock"].1, "127.0.0.1:0").await;
-    let stock_b = serve("stock", &ns, &dbs["stock"].1, "127.0.0.1:0").await;
-    let payment = serve("payment", &ns, &dbs["payment"].1, "127.0.0.1:0").await;
+    let order = serve("order", &ns, &dbs["order"].url, "127.0.0.1:0").await;
+    let mut stock_a = serve("stock", &ns, &dbs["stock"].url, "127.0.0.1:0").await;
+    let stock_b = serve("stock", &ns, &dbs["stock"].url, "127.0.0.1:0").await;
+    let payment = serve("payment", &ns, &dbs["payment"].url, "127.0.0.1:0").await;
     let http = admin_client();
 
     let create = |items: Value| {
@@ -191,8 +185,8 @@ async fn three_processes_on_rocketmq_and_postgres_and_a_stock_instance_killed_mi
         let _ = s.child.wait().await;
     }
     cluster.stop().await;
-    for (_, (name, _)) in dbs {
-        storage::Db::drop_postgres_database(&server, &name).await.unwrap();
+    for (_, db) in dbs {
+        db.drop_now().await;
     }
 }
 
