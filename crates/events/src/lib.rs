@@ -20,7 +20,7 @@ mod types;
 
 pub use message::{DecodeError, Message, PROP_CONTENT_TYPE, PROP_EVENT_ID, PROP_EVENT_TYPE};
 pub use payloads::*;
-pub use types::{Money, OrderNo, TypeError};
+pub use types::{Money, OrderNo, ProductId, Quantity, TypeError};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

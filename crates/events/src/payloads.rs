@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, EventType, Money, OrderNo};
+use crate::{Event, EventType, Money, OrderNo, ProductId, Quantity};
 
 /// Product id → quantity, as Java's `Map<Long, Integer>` (JSON object with string keys).
-pub type ProductQuantities = BTreeMap<i64, i32>;
+pub type ProductQuantities = BTreeMap<ProductId, Quantity>;
 
 /// `OrderCreatedEvent`: published by order, consumed by stock and payment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

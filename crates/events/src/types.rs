@@ -3,6 +3,8 @@
 //!
 //! - [`OrderNo`]: an order's business key (RocketMQ KEYS): 1–64 printable ASCII characters,
 //!   no spaces.
+//! - [`ProductId`]: a product's id, a positive number; [`Quantity`]: units of one product, a
+//!   positive number. In JSON maps (Java's `Map<Long, Integer>`) the id is a string key.
 //! - [`Money`]: a non-negative decimal amount, written as a JSON number with its scale kept
 //!   (`199.90`, not `199.9`), as Jackson writes Java's `BigDecimal`.
 //!
@@ -19,6 +21,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum TypeError {
     #[error("orderNo {0:?}: must be 1-64 printable ASCII characters without spaces")]
     OrderNo(String),
+    #[error("productId {0}: must be a positive id")]
+    ProductId(i64),
+    #[error("quantity {0}: must be at least 1")]
+    Quantity(i64),
     #[error("amount {0}: must not be negative")]
     NegativeMoney(Decimal),
     #[error("amount {0:?}: not a decimal number")]
@@ -87,6 +93,77 @@ impl fmt::Display for OrderNo {
     }
 }
 
+/// A product's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct ProductId(i64);
+
+impl ProductId {
+    pub fn new(id: i64) -> Result<ProductId, TypeError> {
+        if id > 0 { Ok(ProductId(id)) } else { Err(TypeError::ProductId(id)) }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for ProductId {
+    type Error = TypeError;
+    fn try_from(id: i64) -> Result<ProductId, TypeError> {
+        ProductId::new(id)
+    }
+}
+
+impl From<ProductId> for i64 {
+    fn from(id: ProductId) -> i64 {
+        id.0
+    }
+}
+
+impl fmt::Display for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Units of one product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i32")]
+pub struct Quantity(i32);
+
+impl Quantity {
+    pub fn new(units: i64) -> Result<Quantity, TypeError> {
+        match i32::try_from(units) {
+            Ok(q) if q > 0 => Ok(Quantity(q)),
+            _ => Err(TypeError::Quantity(units)),
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = TypeError;
+    fn try_from(units: i64) -> Result<Quantity, TypeError> {
+        Quantity::new(units)
+    }
+}
+
+impl From<Quantity> for i32 {
+    fn from(q: Quantity) -> i32 {
+        q.0
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A non-negative amount of money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Money(Decimal);
@@ -145,6 +222,18 @@ mod tests {
         }
         let e: Result<OrderNo, _> = serde_json::from_str("\"has space\"");
         assert!(e.unwrap_err().to_string().contains("printable ASCII"));
+    }
+
+    #[test]
+    fn product_quantities_keep_javas_map_json_and_refuse_non_positive_values() {
+        let json = r#"{"1001":2,"1002":1}"#;
+        let m: crate::ProductQuantities = serde_json::from_str(json).unwrap();
+        assert_eq!(m.get(&ProductId::new(1001).unwrap()), Some(&Quantity::new(2).unwrap()));
+        assert_eq!(serde_json::to_string(&m).unwrap(), json);
+        for bad in [r#"{"0":1}"#, r#"{"-5":1}"#, r#"{"1001":0}"#, r#"{"1001":-1}"#, r#"{"x":1}"#] {
+            assert!(serde_json::from_str::<crate::ProductQuantities>(bad).is_err(), "{bad}");
+        }
+        assert!(Quantity::new(i64::from(i32::MAX) + 1).is_err());
     }
 
     #[test]

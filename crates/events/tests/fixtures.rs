@@ -28,8 +28,8 @@ fn order_created_fixture_round_trips() {
     assert_eq!(e.order_no.as_str(), "ORD1736900000001");
     assert_eq!(e.total_amount.amount(), Decimal::from_str("199.90").unwrap());
     assert_eq!(e.total_amount.amount().scale(), 2, "scale kept: 199.90 is not 199.9");
-    assert_eq!(e.product_quantity_map.get(&1001), Some(&2));
-    assert_eq!(e.product_quantity_map.get(&1002), Some(&1));
+    let units = |p| e.product_quantity_map.get(&ProductId::new(p).unwrap()).map(|q| q.get());
+    assert_eq!((units(1001), units(1002)), (Some(2), Some(1)));
     assert_eq!(e.timestamp, Some(1736900000000));
 }
 

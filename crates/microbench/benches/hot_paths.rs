@@ -60,7 +60,10 @@ fn domain(c: &mut Criterion) {
         (1002, s::Counters { available: 500, frozen: 0, sold: 0 }),
     ]
     .into();
-    let lines: events::ProductQuantities = [(1001, 2), (1002, 1)].into();
+    let line = |p, q| {
+        (events::ProductId::new(p).expect("id"), events::Quantity::new(q).expect("quantity"))
+    };
+    let lines: events::ProductQuantities = [line(1001, 2), line(1002, 1)].into();
     g.bench_function("stock", |b| {
         b.iter(|| {
             s::decide(

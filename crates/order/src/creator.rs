@@ -180,7 +180,7 @@ async fn group_prices(
     group: &[(NewOrder, Reply)],
 ) -> Result<BTreeMap<i64, Money>, sqlx::Error> {
     let ids: BTreeSet<i64> =
-        group.iter().flat_map(|(order, _)| order.request.lines.keys().copied()).collect();
+        group.iter().flat_map(|(order, _)| order.request.lines.keys().map(|p| p.get())).collect();
     store::prices(tx, &ids.into_iter().collect::<Vec<_>>()).await
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use events::{Money, ProductQuantities};
+use events::{Money, ProductId, ProductQuantities, Quantity};
 
 use rust_decimal::Decimal;
 
@@ -54,11 +54,10 @@ impl OrderRequest {
         if items.len() > MAX_LINES {
             return Err(invalid("items", format!("at most {MAX_LINES} items per order")));
         }
-        let mut lines: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut lines: BTreeMap<ProductId, i64> = BTreeMap::new();
         for (i, &(product_id, quantity)) in items.iter().enumerate() {
-            if product_id <= 0 {
-                return Err(invalid(format!("items[{i}].productId"), "must be a positive id"));
-            }
+            let product_id = ProductId::new(product_id)
+                .map_err(|_| invalid(format!("items[{i}].productId"), "must be a positive id"))?;
             if quantity <= 0 {
                 return Err(invalid(format!("items[{i}].quantity"), "must be at least 1"));
             }
@@ -76,7 +75,11 @@ impl OrderRequest {
         {
             return Err(invalid("remark", format!("at most {MAX_REMARK_CHARS} characters")));
         }
-        let lines = lines.into_iter().map(|(p, q)| (p, q as i32)).collect();
+        let lines = lines
+            .into_iter()
+            .map(|(p, q)| Quantity::new(q).map(|q| (p, q)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid("items", e.to_string()))?;
         Ok(OrderRequest { user_id, lines, remark })
     }
 
@@ -88,11 +91,11 @@ impl OrderRequest {
     ) -> Result<Money, Invalid> {
         let mut total = Decimal::ZERO;
         for (product_id, quantity) in &self.lines {
-            let price = price_of(*product_id).ok_or_else(|| {
-                let i = items.iter().position(|(p, _)| p == product_id).unwrap_or(0);
+            let price = price_of(product_id.get()).ok_or_else(|| {
+                let i = items.iter().position(|(p, _)| *p == product_id.get()).unwrap_or(0);
                 invalid(format!("items[{i}].productId"), format!("unknown product {product_id}"))
             })?;
-            total += price.amount() * Decimal::from(*quantity);
+            total += price.amount() * Decimal::from(quantity.get());
         }
         // Prices are never negative, so neither is their sum.
         Money::new(total).map_err(|e| invalid("items", e.to_string()))
@@ -367,7 +370,8 @@ mod tests {
         assert_eq!(bad(1, &too_many), "items");
 
         let r = OrderRequest::parse(1, &[(7, 2), (7, 3)], None).unwrap();
-        assert_eq!(r.lines.get(&7), Some(&5), "lines of one product are merged");
+        let units = r.lines.get(&ProductId::new(7).unwrap()).map(|q| q.get());
+        assert_eq!(units, Some(5), "lines of one product are merged");
     }
 
     #[test]

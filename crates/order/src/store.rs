@@ -7,7 +7,7 @@ use std::{
     fmt::Display,
 };
 
-use events::{Money, OrderNo, ProductQuantities};
+use events::{Money, OrderNo, ProductId, ProductQuantities, Quantity};
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
 use storage::{Statement, Tx, decode, rows};
@@ -468,8 +468,8 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Line {
-    pub product_id: i64,
-    pub quantity: i32,
+    pub product_id: ProductId,
+    pub quantity: Quantity,
 }
 
 /// An order as the API shows it.

@@ -18,6 +18,8 @@
 use std::collections::BTreeMap;
 
 use events::ProductQuantities;
+#[cfg(test)]
+use events::{ProductId, Quantity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -265,8 +267,8 @@ fn moves(
     lines
         .iter()
         .map(|(&product_id, &q)| {
-            let (available, frozen, sold) = f(i64::from(q));
-            Movement { product_id, kind, available, frozen, sold }
+            let (available, frozen, sold) = f(q.get());
+            Movement { product_id: product_id.get(), kind, available, frozen, sold }
         })
         .collect()
 }
@@ -278,10 +280,9 @@ fn freeze(
     stock: &BTreeMap<i64, Counters>,
     then_deduct: bool,
 ) -> Decision {
-    let shortage = lines.iter().find_map(|(&product_id, &q)| match stock.get(&product_id) {
-        _ if q <= 0 => Some(format!("invalid quantity {q} for product {product_id}")),
+    let shortage = lines.iter().find_map(|(&product_id, &q)| match stock.get(&product_id.get()) {
         None => Some(format!("unknown product {product_id}")),
-        Some(c) if c.available < i64::from(q) => Some(format!(
+        Some(c) if c.available < q.get() => Some(format!(
             "insufficient stock for product {product_id}: requested {q}, available {}",
             c.available
         )),
@@ -335,7 +336,10 @@ mod tests {
         entries.iter().map(|&(p, a)| (p, Counters { available: a, ..Default::default() })).collect()
     }
     fn lines(entries: &[(i64, i32)]) -> ProductQuantities {
-        entries.iter().copied().collect()
+        entries
+            .iter()
+            .map(|&(p, q)| (ProductId::new(p).unwrap(), Quantity::new(i64::from(q)).unwrap()))
+            .collect()
     }
     fn created(l: &[(i64, i32)]) -> Fact {
         Fact::OrderCreated { order_id: 1, lines: lines(l) }

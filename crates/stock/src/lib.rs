@@ -172,10 +172,12 @@ impl StockService {
         let products: Vec<i64> = facts
             .iter()
             .flat_map(|(order_no, fact)| match fact {
-                Fact::OrderCreated { lines, .. } => lines.keys().copied().collect::<Vec<_>>(),
+                Fact::OrderCreated { lines, .. } => {
+                    lines.keys().map(|p| p.get()).collect::<Vec<_>>()
+                }
                 _ => reservations
                     .get(order_no.as_str())
-                    .map(|r| r.lines.keys().copied().collect())
+                    .map(|r| r.lines.keys().map(|p| p.get()).collect())
                     .unwrap_or_default(),
             })
             .collect();
