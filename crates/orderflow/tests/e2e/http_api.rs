@@ -396,9 +396,14 @@ async fn corrupt_stored_data_is_an_error_naming_the_table_and_key(v: Variant) {
     let no = created.order_no.clone();
     t.settled(&no).await;
     let order_db = &t.app.order.host.db;
+    // By orderNo, and in the user's list (which still finds an order whose orderNo is gone).
     let view = || async {
         let mut conn = order_db.reader().acquire().await.unwrap();
-        order::store::view(&mut conn, &no).await.map(|_| ()).map_err(|e| e.to_string())
+        order::store::view(&mut conn, &no).await.map_err(|e| e.to_string())?;
+        order::store::list(order_db.reader(), Some(7), None, 10)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     assert_eq!(view().await, Ok(()));
     let id = created.order_id;
@@ -407,6 +412,9 @@ async fn corrupt_stored_data_is_an_error_naming_the_table_and_key(v: Variant) {
         ("transaction_no = NULL", format!("orders.transaction_no of row id {id}")),
         ("paid_amount = NULL", format!("orders.paid_amount of row id {id}")),
         ("status = 'SHIPPED'", format!("orders.status of row id {id}")),
+        ("total = 'lots'", format!("orders.total of row id {id}")),
+        ("order_no = NULL", format!("orders.order_no of row id {id}")),
+        ("order_no = 'has space'", format!("orders.order_no of row id {id}")),
     ];
     for (set, expected) in cases {
         exec(order_db, &format!("CREATE TABLE keep AS SELECT * FROM orders WHERE id = {id}")).await;
