@@ -372,12 +372,7 @@ async fn corrupt_stored_messages_are_errors_naming_the_row() {
     })
     .await;
     let raw = storage::Db::open(&dir.path().join("broker.db").display().to_string()).await.unwrap();
-    let exec = |sql: &'static str| {
-        let raw = raw.clone();
-        async move {
-            raw.writer().await.unwrap().execute(sqlx::query(sql)).await.unwrap();
-        }
-    };
+    let exec = |sql: &'static str| testkit::write(&raw, sqlx::query(sql));
 
     exec("UPDATE messages SET properties = json_set(properties, '$.DLQ_ATTEMPTS', 'many') WHERE topic = '%DLQ%g'").await;
     let err = b.dead_letters("g", 10).await.unwrap_err().to_string();

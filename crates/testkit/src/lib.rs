@@ -2,6 +2,7 @@
 //!
 //! - waiting on a condition, never on a sleep alone ([`eventually`], [`until`]);
 //! - the repository's fixtures: the Java services' YAML and event bodies ([`fixtures`]);
+//! - writing rows behind a service's back ([`write`]);
 //! - a PostgreSQL database per test ([`postgres_server`], [`TempDatabase`]);
 //! - the real app, spawned per test on each binder and storage, with a RocketMQ name server
 //!   and broker per test where the variant needs one ([`app`]).
@@ -52,10 +53,15 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
-/// The text of `fixtures/<relative>`.
-pub fn fixture(relative: &str) -> String {
-    let path = fixtures().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+/// Runs `statement` on `db`'s writer, committed on its own (tests that set up or corrupt
+/// rows behind a service's back).
+pub async fn write(db: &storage::Db, statement: storage::Statement<'_>) {
+    db.writer()
+        .await
+        .expect("the writer")
+        .execute(statement)
+        .await
+        .unwrap_or_else(|e| panic!("test write failed: {e}"));
 }
 
 /// The PostgreSQL server the tests may create databases on (`ORDERFLOW_TEST_POSTGRES`,

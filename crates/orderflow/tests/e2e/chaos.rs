@@ -153,30 +153,19 @@ async fn the_checker_reports_violations_by_order_and_product(v: Variant) {
     );
 
     // Break one thing of each kind.
-    st.writer()
-        .await
-        .unwrap()
-        .execute(sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002"))
-        .await
-        .unwrap();
-    st.writer()
-        .await
-        .unwrap()
-        .execute(
-            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1")
-                .bind(paid.as_str()),
-        )
-        .await
-        .unwrap();
-    p.writer()
-        .await
-        .unwrap()
-        .execute(
-            sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1")
-                .bind(cancelled.as_str()),
-        )
-        .await
-        .unwrap();
+    write(st, sqlx::query("UPDATE products SET available = available + 5 WHERE id = 1002")).await;
+    write(
+        st,
+        sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1")
+            .bind(paid.as_str()),
+    )
+    .await;
+    write(
+        p,
+        sqlx::query("UPDATE payments SET status = 'SUCCESS' WHERE order_no = $1")
+            .bind(cancelled.as_str()),
+    )
+    .await;
     let later = stuck.created_at + 601_000;
     let report = check(later).await.unwrap();
     let found: Vec<(&str, &str)> =
@@ -237,15 +226,12 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
     );
 
     // Broken behind the order's back: the order row is untouched.
-    st.writer()
-        .await
-        .unwrap()
-        .execute(
-            sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1")
-                .bind(a.as_str()),
-        )
-        .await
-        .unwrap();
+    write(
+        st,
+        sqlx::query("UPDATE reservations SET state = 'FROZEN' WHERE order_no = $1")
+            .bind(a.as_str()),
+    )
+    .await;
     assert_eq!(
         seen(&gauges.pass(t0 + 60_000, false).await.unwrap()),
         (0, vec![]),
@@ -261,15 +247,12 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
         (1, vec![format!("order {a}")]),
         "looked at again"
     );
-    st.writer()
-        .await
-        .unwrap()
-        .execute(
-            sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1")
-                .bind(a.as_str()),
-        )
-        .await
-        .unwrap();
+    write(
+        st,
+        sqlx::query("UPDATE reservations SET state = 'DEDUCTED' WHERE order_no = $1")
+            .bind(a.as_str()),
+    )
+    .await;
     assert_eq!(
         seen(&gauges.pass(t0 + 150_000, false).await.unwrap()),
         (1, vec![]),
@@ -277,25 +260,18 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
     );
 
     // An order updated since the last pass is judged by the next one (once past the grace).
-    o.writer()
-        .await
-        .unwrap()
-        .execute(
-            sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2")
-                .bind(t0 + 100_000)
-                .bind(b.as_str()),
-        )
-        .await
-        .unwrap();
-    p.writer()
-        .await
-        .unwrap()
-        .execute(
-            sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1")
-                .bind(b.as_str()),
-        )
-        .await
-        .unwrap();
+    write(
+        o,
+        sqlx::query("UPDATE orders SET updated_at = $1 WHERE order_no = $2")
+            .bind(t0 + 100_000)
+            .bind(b.as_str()),
+    )
+    .await;
+    write(
+        p,
+        sqlx::query("UPDATE payments SET status = 'REFUNDED' WHERE order_no = $1").bind(b.as_str()),
+    )
+    .await;
     assert_eq!(
         seen(&gauges.pass(t0 + 180_000, false).await.unwrap()),
         (1, vec![format!("order {b}")])

@@ -380,12 +380,7 @@ async fn futures_join<F: std::future::Future<Output = (u16, Value)> + Send + 'st
 
 /// Runs `sql` on a service's database, committed on its own.
 async fn exec(db: &storage::Db, sql: &str) {
-    db.writer()
-        .await
-        .unwrap()
-        .execute(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())))
-        .await
-        .unwrap();
+    write(db, sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))).await;
 }
 
 /// A stored value that cannot be decoded is an error naming the table, column and row,
