@@ -7,6 +7,7 @@
 //! A delayed completion is durable: the payment is stored PENDING with its due time and a
 //! completer task finishes it, so a restart in between loses nothing.
 
+mod announce;
 pub mod domain;
 pub mod http;
 pub mod store;
@@ -14,10 +15,7 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use events::{
-    Event, EventType, Message, Money, OrderCancelledEvent, OrderCreatedEvent, PaymentFailedEvent,
-    PaymentRefundedEvent, PaymentSuccessEvent, ProductQuantities,
-};
+use events::{Event, EventType, Message, Money, OrderCancelledEvent, OrderCreatedEvent};
 
 use storage::Tx;
 use stream::{HandleError, ServiceHost, StartError, TxHandler, outbox::Outbox};
@@ -108,41 +106,16 @@ impl PaymentService {
         let d = decide(Some(p.status), Fact::Completed(self.settings.outcome.clone()));
         let Some(status) = d.status else { return Ok(()) };
         let now = events::now_millis();
-        // A payment that completes was made for an order-created event: it has an amount and
-        // lines. Without them the row is corrupt, and says so rather than announcing zero.
-        let amount = storage::decode::required(p.amount, "payments", "amount", order_no)?;
         match d.announce {
             Some(Announce::Success) => {
                 let transaction_no = format!("TXN{now}{}", p.payment_id);
+                let e = announce::success(&p, transaction_no.clone(), now)?;
                 store::set_status(tx, p.payment_id, status, Some(&transaction_no), None).await?;
-                let e = PaymentSuccessEvent {
-                    payment_id: p.payment_id,
-                    order_id: p.order_id,
-                    order_no: p.order_no.clone(),
-                    user_id: p.user_id,
-                    amount,
-                    payment_method: p.payment_method.clone(),
-                    transaction_no,
-                    timestamp: Some(now),
-                    event_id: events::new_event_id(),
-                    product_quantity_map: Some(storage::decode::json::<ProductQuantities>(
-                        &p.lines, "payments", "lines", order_no,
-                    )?),
-                };
                 Outbox::enqueue(tx, &e.to_message_on(&self.success_topic)).await?;
             }
             Some(Announce::Failed { reason }) => {
+                let e = announce::failed(&p, reason.clone(), now)?;
                 store::set_status(tx, p.payment_id, status, None, Some(&reason)).await?;
-                let e = PaymentFailedEvent {
-                    payment_id: p.payment_id,
-                    order_id: p.order_id,
-                    order_no: p.order_no.clone(),
-                    user_id: p.user_id,
-                    amount,
-                    reason,
-                    timestamp: Some(now),
-                    event_id: events::new_event_id(),
-                };
                 Outbox::enqueue(tx, &e.to_message_on(&self.failed_topic)).await?;
             }
             Some(Announce::Refunded) | None => {
@@ -237,21 +210,7 @@ impl FactHandler {
         };
         store::set_status(tx, p.payment_id, status, None, Some(&e.reason)).await?;
         if d.announce == Some(Announce::Refunded) {
-            let r = PaymentRefundedEvent {
-                payment_id: p.payment_id,
-                order_id: p.order_id,
-                order_no: p.order_no.clone(),
-                // A captured payment has both; without them the row is corrupt.
-                amount: storage::decode::required(p.amount, "payments", "amount", &p.order_no)?,
-                transaction_no: storage::decode::required(
-                    p.transaction_no.clone(),
-                    "payments",
-                    "transaction_no",
-                    &p.order_no,
-                )?,
-                timestamp: Some(events::now_millis()),
-                event_id: events::new_event_id(),
-            };
+            let r = announce::refunded(&p, events::now_millis())?;
             Outbox::enqueue(tx, &r.to_message_on(&self.svc.refunded_topic)).await?;
             tracing::info!(order_no = %p.order_no, "payment refunded");
         }

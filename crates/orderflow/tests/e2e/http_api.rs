@@ -422,6 +422,18 @@ async fn corrupt_stored_data_is_an_error_naming_the_table_and_key(v: Variant) {
         assert_eq!(view().await, Ok(()), "restored after {set}");
     }
 
+    // An Idempotency-Key kept with an orderNo that is not one: the retried POST fails.
+    exec(
+        order_db,
+        "INSERT INTO idempotency_keys (idem_key, request_hash, order_no, created_at)
+         VALUES ('checkout-bad', 'h', 'has space', 0)",
+    )
+    .await;
+    let mut tx = storage::Tx::begin(order_db).await.unwrap();
+    let err = order::store::idempotent(&mut tx, "checkout-bad").await.unwrap_err();
+    drop(tx);
+    assert!(err.to_string().contains("idempotency_keys.order_no of row checkout-bad"), "{err}");
+
     // The events a PENDING order announced, kept for the compensation job to send again.
     exec(order_db, &format!("UPDATE orders SET status = 'PENDING' WHERE id = {id}")).await;
     exec(
