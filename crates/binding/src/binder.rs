@@ -50,6 +50,9 @@ pub struct Delivery {
     pub attempt: u32,
     /// The broker's id for the message.
     pub message_id: String,
+    /// When the broker took the message (ms since the Unix epoch; RocketMQ's born
+    /// timestamp), for the consume latency.
+    pub born_at: i64,
 }
 
 /// What should happen to a delivered message.
@@ -122,6 +125,9 @@ impl BindingControl {
 
 #[async_trait]
 pub trait Binder: Send + Sync + 'static {
+    /// The messaging system, as OpenTelemetry's `messaging.system` names it.
+    fn system(&self) -> &'static str;
+
     /// Durably publishes `messages`, in order, to their topics.
     async fn publish(&self, messages: &[Message]) -> Result<(), BinderError>;
 
@@ -154,8 +160,43 @@ pub trait Binder: Send + Sync + 'static {
     /// inbox acknowledges an eventId it already applied.
     async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError>;
 
+    /// How far `group` is behind on `topic`: messages published and not yet acknowledged,
+    /// and when the oldest of them was born.
+    async fn lag(&self, group: &str, topic: &str) -> Result<Lag, BinderError>;
+
     /// Stops every consumer, letting in-flight batches finish and settle.
     async fn shutdown(&self);
+}
+
+/// A consumer group's lag on one topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lag {
+    /// Messages published and not yet acknowledged by the group.
+    pub messages: i64,
+    /// Birth (ms since the Unix epoch) of the oldest of them; `None` when there are none.
+    pub oldest_born_at: Option<i64>,
+    /// Per queue, where the broker has queues (RocketMQ); empty otherwise.
+    pub queues: Vec<QueueLag>,
+}
+
+/// One queue's part of a [`Lag`], as `mqadmin consumerProgress` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueLag {
+    pub broker: String,
+    pub queue_id: i32,
+    /// The queue's max offset (the next message's).
+    pub broker_offset: i64,
+    /// The group's committed offset in the queue.
+    pub consumer_offset: i64,
+}
+
+impl QueueLag {
+    /// Messages of this queue the group has not acknowledged.
+    pub fn lag(&self) -> i64 {
+        (self.broker_offset - self.consumer_offset.max(0)).max(0)
+    }
 }
 
 /// The dead-letter topic of a consumer group, as RocketMQ names it.

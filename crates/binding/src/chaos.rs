@@ -173,6 +173,10 @@ impl MessageHandler for ChaosHandler {
 
 #[async_trait]
 impl Binder for ChaosBinder {
+    fn system(&self) -> &'static str {
+        self.inner.system()
+    }
+
     async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
         let mut out: Vec<Message> = Vec::with_capacity(messages.len() * 2);
         for m in messages {
@@ -220,6 +224,9 @@ impl Binder for ChaosBinder {
         self.inner.replay(dead).await
     }
 
+    async fn lag(&self, group: &str, topic: &str) -> Result<crate::Lag, BinderError> {
+        self.inner.lag(group, topic).await
+    }
     async fn shutdown(&self) {
         self.inner.shutdown().await
     }

@@ -16,8 +16,8 @@ pub mod metrics;
 pub mod tags;
 
 pub use binder::{
-    Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, MessageHandler,
-    Outcome, dlq_topic,
+    Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, Lag, MessageHandler,
+    Outcome, QueueLag, dlq_topic,
 };
 pub use config::{ConfigError, ConsumerBinding, ProducerBinding, StreamConfig};
 pub use events::Message;

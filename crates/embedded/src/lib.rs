@@ -170,12 +170,7 @@ impl EmbeddedBinder {
 
     /// Messages still to be acknowledged by `group` on `topic` (its backlog).
     pub async fn backlog(&self, group: &str, topic: &str) -> Result<i64, BinderError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE grp = $1 AND topic = $2")
-            .bind(group)
-            .bind(topic)
-            .fetch_one(self.inner.db.reader())
-            .await
-            .map_err(BinderError::storage)
+        Ok(self.lag(group, topic).await?.messages)
     }
 
     /// Deliveries not yet acknowledged, over every group and topic.
@@ -221,6 +216,7 @@ fn claimed_rows(rows: &[AnyRow]) -> Result<Vec<Claimed>, sqlx::Error> {
                     message,
                     attempt: attempts.clamp(1, u32::MAX as i64) as u32,
                     message_id: message_id.to_string(),
+                    born_at: r.try_get("born_at")?,
                 },
             })
         })
@@ -346,7 +342,7 @@ impl Inner {
         // the DLQ topic it is stored under.
         Ok(sqlx::query(
             "SELECT d.id AS delivery_id, d.attempts, d.message_id, m.topic AS stored_topic,
-                    d.topic, m.tags, m.keys, m.properties, m.body
+                    d.topic, m.tags, m.keys, m.properties, m.body, m.born_at
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.lease_owner = $1 ORDER BY d.id",
         )
@@ -367,7 +363,8 @@ impl Inner {
         let mut tx = Tx::begin(&self.db).await?;
         let mut settled: Vec<i64> = Vec::with_capacity(claimed.len());
         let mut dead_letters: Vec<Message> = Vec::new();
-        let mut counts = [0u64; 4]; // consumed, failed, retried, dead-lettered
+        let mut counts = [0u64; 3]; // failed, retried, dead-lettered
+        let mut acknowledged = Vec::with_capacity(claimed.len());
         for (i, c) in claimed.iter().enumerate() {
             let outcome = outcomes
                 .get(i)
@@ -375,12 +372,12 @@ impl Inner {
                 .unwrap_or_else(|| Outcome::Retry("handler returned no outcome".into()));
             let dead = match outcome {
                 Outcome::Done => {
-                    counts[0] += 1;
+                    acknowledged.push(metrics::age(c.delivery.born_at, now));
                     None
                 }
                 Outcome::Retry(e) if c.delivery.attempt < b.max_attempts => {
+                    counts[0] += 1;
                     counts[1] += 1;
-                    counts[2] += 1;
                     let delay = b.backoff.delay(c.delivery.attempt + 1).as_millis() as i64;
                     tx.write(
                         sqlx::query(
@@ -397,12 +394,12 @@ impl Inner {
                     continue;
                 }
                 Outcome::Retry(e) | Outcome::DeadLetter(e) => {
-                    counts[1] += 1;
+                    counts[0] += 1;
                     Some(e)
                 }
             };
             if let Some(error) = dead {
-                counts[3] += 1;
+                counts[2] += 1;
                 let mut m = c.delivery.message.clone();
                 m.properties.insert(PROP_ORIGIN_TOPIC.into(), m.topic.clone());
                 m.properties.insert(PROP_DLQ_ERROR.into(), error.clone());
@@ -438,11 +435,11 @@ impl Inner {
             }
         };
         let m = &self.metrics;
+        m.acknowledged(&labels, acknowledged);
         for (name, n) in [
-            (metrics::CONSUMED, counts[0]),
-            (metrics::FAILED, counts[1]),
-            (metrics::RETRIED, counts[2]),
-            (metrics::DEAD_LETTERED, counts[3]),
+            (metrics::FAILED, counts[0]),
+            (metrics::RETRIED, counts[1]),
+            (metrics::DEAD_LETTERED, counts[2]),
         ] {
             if n > 0 {
                 m.inc(name, &labels, n);
@@ -560,6 +557,10 @@ impl Inner {
 
 #[async_trait]
 impl Binder for EmbeddedBinder {
+    fn system(&self) -> &'static str {
+        "orderflow_embedded"
+    }
+
     async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
         if self.inner.token.is_cancelled() {
             return Err(BinderError::ShuttingDown);
@@ -700,6 +701,26 @@ impl Binder for EmbeddedBinder {
             .map_err(BinderError::storage)?;
         self.inner.wake(&dead.group, &dead.origin_topic);
         Ok(())
+    }
+
+    /// The group's deliveries still in `deliveries` (leased ones too: not yet acknowledged),
+    /// and the birth of the oldest of their messages.
+    async fn lag(&self, group: &str, topic: &str) -> Result<binding::Lag, BinderError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(m.born_at) AS oldest
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.grp = $1 AND d.topic = $2",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_one(self.inner.db.reader())
+        .await
+        .map_err(BinderError::storage)?;
+        Ok(binding::Lag {
+            messages: row.try_get("n").map_err(BinderError::storage)?,
+            oldest_born_at: row.try_get("oldest").map_err(BinderError::storage)?,
+            queues: Vec::new(),
+        })
     }
 
     async fn shutdown(&self) {

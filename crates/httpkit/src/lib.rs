@@ -161,6 +161,46 @@ fn missing_field(message: &str) -> Option<String> {
     rest.split('`').next().map(str::to_owned)
 }
 
+/// What [`record_http`] records into: the process's metrics, under the service's name.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub metrics: binding::Metrics,
+    pub service: &'static str,
+}
+
+/// Middleware: each request's duration into `orderflow_http_request_duration_seconds`, by
+/// service, route (the matched pattern such as `/api/orders/{order_no}`, never the raw path,
+/// so ids do not make new series; `unmatched` for a 404 no route knew) and status class.
+/// With tracing on, the request runs in its server span ([`stream::trace::server_span`]).
+pub async fn record_http(
+    axum::extract::State(to): axum::extract::State<HttpMetrics>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route =
+        request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = if stream::trace::enabled() {
+        let headers = request.headers();
+        let span = stream::trace::server_span(
+            request.method().as_str(),
+            route.as_deref().unwrap_or("unmatched"),
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        );
+        let cx = stream::trace::context_of(&span);
+        let response = stream::trace::within(&span, &cx, next.run(request)).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        response
+    } else {
+        next.run(request).await
+    };
+    let class = format!("{}xx", response.status().as_u16() / 100);
+    let route = route.as_deref().unwrap_or("unmatched");
+    let labels = [("service", to.service), ("route", route), ("status", class.as_str())];
+    to.metrics.observe(binding::metrics::HTTP_SECONDS, &labels, started.elapsed());
+    response
+}
+
 /// Middleware: admin paths need the configured token (compared in constant time).
 pub async fn require_admin_token(
     axum::extract::State(token): axum::extract::State<Arc<str>>,
@@ -221,7 +261,7 @@ pub fn ops_routes(ops: Arc<dyn Ops>) -> Router {
             get(move || {
                 let ops = ops.clone();
                 async move {
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics().await)
+                    ([(header::CONTENT_TYPE, binding::metrics::CONTENT_TYPE)], ops.metrics().await)
                 }
             }),
         )

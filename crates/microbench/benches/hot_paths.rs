@@ -117,7 +117,8 @@ fn storage(c: &mut Criterion) {
     let consumer =
         InboxConsumer::new(db.clone(), &binding, Arc::new(Nothing), relay.clone(), Metrics::new());
     let event: OrderCreatedEvent = serde_json::from_str(&fixture()).expect("fixture decodes");
-    let delivery = Delivery { message: event.to_message(), attempt: 2, message_id: "1".into() };
+    let delivery =
+        Delivery { message: event.to_message(), attempt: 2, message_id: "1".into(), born_at: 0 };
     rt.block_on(consumer.handle(std::slice::from_ref(&delivery)));
 
     let mut g = c.benchmark_group("storage");

@@ -176,19 +176,16 @@ async fn cancel_late(
     order_no: &OrderNo,
     after: Duration,
 ) -> Result<bool, HandleError> {
-    let Some((order_id, user_id, state)) = store::load_state(tx, order_no).await? else {
+    let Some(order) = store::load_state(tx, order_no).await? else {
         return Ok(false);
     };
-    if state.status != OrderStatus::Pending {
+    if order.state.status != OrderStatus::Pending {
         return Ok(false);
     }
-    let d = decide(&state, Fact::DeadlinePassed { after_secs: after.as_secs() });
-    let Some(reason) = d.cancel else { return Ok(false) };
-    store::save_state(tx, order_no, &d.state).await?;
-    store::prune_messages(tx, order_no, &d.state).await?;
-    store::record(tx, order_no, "COMPENSATION", &d.note).await?;
+    let d = decide(&order.state, Fact::DeadlinePassed { after_secs: after.as_secs() });
+    let Some(reason) = d.cancel.clone() else { return Ok(false) };
+    svc.apply(tx, order_no, &order, d, "COMPENSATION").await?;
     tracing::warn!(%order_no, %reason, "compensation: order cancelled");
-    svc.announce_cancellation(tx, order_no, order_id, user_id, reason).await?;
     Ok(true)
 }
 

@@ -22,6 +22,7 @@ use std::{
 use events::{Event, Money, OrderCreatedEvent};
 use httpkit::ApiError;
 use storage::{Backend, Tx};
+use stream::trace;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -46,14 +47,19 @@ pub struct NewOrder {
 
 type Reply = oneshot::Sender<Result<(OrderView, bool), ApiError>>;
 
+/// A request waiting for the creator, with the span and trace context it came in under (its
+/// HTTP request's): the order is written within them, so its log lines and its
+/// `order-created` event continue the request's trace.
+type Queued = (NewOrder, (tracing::Span, stream::trace::Context), Reply);
+
 /// The handle requests go through.
 #[derive(Clone)]
 pub struct Creator {
-    queue: mpsc::Sender<(NewOrder, Reply)>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl Creator {
-    pub fn new() -> (Creator, mpsc::Receiver<(NewOrder, Reply)>) {
+    pub fn new() -> (Creator, mpsc::Receiver<Queued>) {
         let (queue, rx) = mpsc::channel(4 * MAX_GROUP);
         (Creator { queue }, rx)
     }
@@ -62,18 +68,15 @@ impl Creator {
     pub async fn create(&self, order: NewOrder) -> Result<(OrderView, bool), ApiError> {
         let (reply, answer) = oneshot::channel();
         let stopping = || ApiError::Unavailable("the order service is stopping".into());
-        self.queue.send((order, reply)).await.map_err(|_| stopping())?;
+        let caller = (tracing::Span::current(), stream::trace::current());
+        self.queue.send((order, caller, reply)).await.map_err(|_| stopping())?;
         answer.await.map_err(|_| stopping())?
     }
 }
 
 /// The creator task: groups waiting requests into one transaction until `token` is
 /// cancelled, then writes what is already queued and refuses the rest.
-pub async fn run(
-    svc: Arc<OrderService>,
-    mut rx: mpsc::Receiver<(NewOrder, Reply)>,
-    token: CancellationToken,
-) {
+pub async fn run(svc: Arc<OrderService>, mut rx: mpsc::Receiver<Queued>, token: CancellationToken) {
     // The last order id given (SQLite; [`store::order_ids`]).
     let mut last_id = None;
     loop {
@@ -95,13 +98,13 @@ pub async fn run(
         match write_group(&svc, &group, &mut last_id).await {
             Ok(results) => {
                 svc.host.relay.wake();
-                for ((_, reply), result) in group.into_iter().zip(results) {
+                for ((_, _, reply), result) in group.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, orders = group.len(), "order group commit failed");
-                for (_, reply) in group {
+                for (_, _, reply) in group {
                     let _ = reply.send(Err(ApiError::internal(format!("storage: {e}"))));
                 }
             }
@@ -116,15 +119,15 @@ type Outcomes = Vec<Result<(OrderView, bool), ApiError>>;
 /// and the group written again with a savepoint per request, so the failure stands alone.
 async fn write_group(
     svc: &OrderService,
-    group: &[(NewOrder, Reply)],
+    group: &[Queued],
     last_id: &mut Option<i64>,
 ) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
     let ids = store::order_ids(&mut tx, group.len(), last_id).await?;
     let mut results = Vec::with_capacity(group.len());
-    for ((order, _), id) in group.iter().zip(ids) {
-        match create_one(svc, &mut tx, &prices, id, order).await {
+    for ((order, (span, cx), _), id) in group.iter().zip(ids) {
+        match trace::within(span, cx, create_one(svc, &mut tx, &prices, id, order)).await {
             Ok(created) => results.push(Ok(created)),
             Err(_) => {
                 // Rolled back when dropped; it holds the one writer connection.
@@ -148,26 +151,23 @@ async fn write_group(
 /// The careful path: a savepoint per request.
 async fn write_each(
     svc: &OrderService,
-    group: &[(NewOrder, Reply)],
+    group: &[Queued],
     last_id: &mut Option<i64>,
 ) -> Result<Outcomes, sqlx::Error> {
     let mut tx = Tx::begin(&svc.host.db).await?;
     let prices = group_prices(&mut tx, group).await?;
     let ids = store::order_ids(&mut tx, group.len(), last_id).await?;
     let mut results = Vec::with_capacity(group.len());
-    for ((order, _), id) in group.iter().zip(ids) {
-        tx.execute(sqlx::query("SAVEPOINT new_order")).await?;
-        let mut result = create_one(svc, &mut tx, &prices, id, order).await;
+    for ((order, (span, cx), _), id) in group.iter().zip(ids) {
+        let savepoint = tx.savepoint("new_order").await?;
+        let mut result =
+            trace::within(span, cx, create_one(svc, &mut tx, &prices, id, order)).await;
         if result.is_ok()
             && let Err(e) = tx.flush().await
         {
             result = Err(e.into());
         }
-        if result.is_err() {
-            tx.discard();
-            tx.execute(sqlx::query("ROLLBACK TO SAVEPOINT new_order")).await?;
-        }
-        tx.execute(sqlx::query("RELEASE SAVEPOINT new_order")).await?;
+        tx.end_savepoint(savepoint, result.is_ok()).await?;
         results.push(result);
     }
     tx.commit().await?;
@@ -175,12 +175,11 @@ async fn write_each(
 }
 
 /// The prices of every product the group orders, read once.
-async fn group_prices(
-    tx: &mut Tx,
-    group: &[(NewOrder, Reply)],
-) -> Result<BTreeMap<i64, Money>, sqlx::Error> {
-    let ids: BTreeSet<i64> =
-        group.iter().flat_map(|(order, _)| order.request.lines.keys().map(|p| p.get())).collect();
+async fn group_prices(tx: &mut Tx, group: &[Queued]) -> Result<BTreeMap<i64, Money>, sqlx::Error> {
+    let ids: BTreeSet<i64> = group
+        .iter()
+        .flat_map(|(order, _, _)| order.request.lines.keys().map(|p| p.get()))
+        .collect();
     store::prices(tx, &ids.into_iter().collect::<Vec<_>>()).await
 }
 

@@ -31,7 +31,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     compensation::CompensationSettings,
-    domain::{Fact, PaymentRef, decide},
+    domain::{Decision, Fact, OrderStatus, PaymentRef, decide},
 };
 
 pub const SERVICE: &str = "order";
@@ -77,6 +77,37 @@ impl OrderService {
         };
         self.announce(tx, order_no, &event.to_message_on(&self.order_cancelled_topic)).await?;
         store::record(tx, order_no, EventType::OrderCancelled.tag(), &event.reason).await?;
+        Ok(())
+    }
+
+    /// Writes decision `d` about order `o` (`event` caused it, for the history): its state,
+    /// the messages it still keeps, the history line, and the cancellation it announces.
+    /// When the order has just ended (PAID or CANCELLED), its time from creation is recorded
+    /// once the transaction commits.
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut Tx,
+        order_no: &OrderNo,
+        o: &store::Loaded,
+        d: Decision,
+        event: &str,
+    ) -> Result<(), HandleError> {
+        store::save_state(tx, order_no, &d.state).await?;
+        store::prune_messages(tx, order_no, &d.state).await?;
+        store::record(tx, order_no, event, &d.note).await?;
+        if let Some(reason) = d.cancel {
+            self.announce_cancellation(tx, order_no, o.order_id, o.user_id, reason).await?;
+        }
+        let ended = d.state.status != o.state.status && d.state.status != OrderStatus::Pending;
+        if ended {
+            let metrics = self.host.metrics.clone();
+            let (status, created_at) = (d.state.status, o.created_at);
+            tx.on_commit(move || {
+                let took = binding::metrics::age(created_at, events::now_millis());
+                let outcome = [("outcome", status.as_str())];
+                metrics.observe(binding::metrics::ORDER_SECONDS, &outcome, took);
+            });
+        }
         Ok(())
     }
 
@@ -174,23 +205,19 @@ impl TxHandler for FactHandler {
         let order_nos: Vec<&str> = facts.iter().map(|(order_no, _)| order_no.as_str()).collect();
         let mut orders = store::load_states(tx, &order_nos).await?;
         for (order_no, fact) in facts {
-            let Some((order_id, user_id, state)) = orders.get_mut(order_no.as_str()) else {
+            let Some(order) = orders.get_mut(order_no.as_str()) else {
                 return Err(HandleError::Permanent(format!("unknown order {order_no}")));
             };
-            let d = decide(state, fact);
-            store::save_state(tx, &order_no, &d.state).await?;
-            store::prune_messages(tx, &order_no, &d.state).await?;
-            store::record(tx, &order_no, self.kind.tag(), &d.note).await?;
-            if let Some(reason) = d.cancel {
-                self.svc.announce_cancellation(tx, &order_no, *order_id, *user_id, reason).await?;
-            }
+            let d = decide(&order.state, fact);
+            let state = d.state.clone();
+            self.svc.apply(tx, &order_no, order, d, self.kind.tag()).await?;
             tracing::info!(
                 %order_no,
                 event = self.kind.tag(),
-                status = d.state.status.as_str(),
+                status = state.status.as_str(),
                 "order updated"
             );
-            *state = d.state;
+            order.state = state;
         }
         Ok(())
     }

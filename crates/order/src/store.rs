@@ -210,11 +210,18 @@ pub async fn load_state(tx: &mut Tx, order_no: &str) -> Result<Option<Loaded>, s
     Ok(load_states(tx, &[order_no]).await?.remove(order_no))
 }
 
-/// An order as a decision sees it: id, user and state.
-pub type Loaded = (i64, i64, OrderState);
+/// An order as a decision sees it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub order_id: i64,
+    pub user_id: i64,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at: i64,
+    pub state: OrderState,
+}
 
 const STATE_COLUMNS: &str =
-    "SELECT order_no, id, user_id, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
+    "SELECT order_no, id, user_id, created_at, total, status, payment_id, transaction_no, paid_amount, stock_deducted, refunded, cancel_reason
      FROM orders WHERE order_no IN";
 
 /// The orders of `order_nos` that exist, read (and on PostgreSQL locked, in ascending
@@ -227,7 +234,13 @@ pub async fn load_states(
         .await?
         .iter()
         .map(|r| {
-            Ok((r.try_get("order_no")?, (r.try_get("id")?, r.try_get("user_id")?, state_of(r)?)))
+            let loaded = Loaded {
+                order_id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                created_at: r.try_get("created_at")?,
+                state: state_of(r)?,
+            };
+            Ok((r.try_get("order_no")?, loaded))
         })
         .collect()
 }

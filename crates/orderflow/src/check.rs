@@ -25,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+use binding::metrics;
 use events::{Money, OrderNo};
 use order::{domain::OrderStatus, store::OrderAudit};
 use payment::domain::PaymentStatus;
@@ -343,25 +344,10 @@ impl Gauges {
     fn publish(&self, report: &Report, now_millis: i64) {
         for kind in KINDS {
             let n = report.violations.iter().filter(|v| v.kind == kind).count();
-            self.metrics.gauge(
-                "orderflow_invariant_violations",
-                "Violations the invariant checker found at its last run, by kind (see `orderflow check`).",
-                &[("kind", kind)],
-                n as f64,
-            );
+            self.metrics.set(metrics::VIOLATIONS, &[("kind", kind)], n as f64);
         }
-        self.metrics.gauge(
-            "orderflow_invariant_orders_checked",
-            "Orders the invariant checker read at its last run.",
-            &[],
-            report.orders as f64,
-        );
-        self.metrics.gauge(
-            "orderflow_invariant_checked_at_seconds",
-            "When the invariant checker last ran (Unix time).",
-            &[],
-            now_millis as f64 / 1000.0,
-        );
+        self.metrics.set(metrics::ORDERS_CHECKED, &[], report.orders as f64);
+        self.metrics.set(metrics::CHECKED_AT, &[], now_millis as f64 / 1000.0);
     }
 
     pub async fn run(self, token: tokio_util::sync::CancellationToken) {

@@ -8,6 +8,7 @@
 //! - [`settings`]: where settings come from (YAML, environment, flags).
 //! - [`check`], [`soak`], [`bench`], [`dlq`]: the checker, the chaos run, the load driver and
 //!   the dead-letter client.
+//! - [`telemetry`]: logs, and traces exported over OTLP when configured.
 //! - [`commands`]: each command's arguments and what it does; `main.rs` only dispatches.
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod mount;
 pub mod serving;
 pub mod settings;
 pub mod soak;
+pub mod telemetry;
 
 pub use app::{App, AppConfig, BinderChoice, Storage};
 pub use mount::DEMO_PRODUCTS;
@@ -56,17 +58,4 @@ impl ServiceName {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// Logs to standard error in `format`, filtered by `ORDERFLOW_LOG` (or `RUST_LOG`), else
-/// `default_filter`.
-pub fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERFLOW_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }

@@ -60,7 +60,12 @@ fn main() -> std::process::ExitCode {
         Command::Bench(_) => "warn",
         _ => "info,sqlx=warn",
     };
-    orderflow::init_logging(cli.log_format, default_filter);
+    // The name traces are exported under (unless OTEL_SERVICE_NAME says otherwise).
+    let service = match &cli.command {
+        Command::Serve(a) => a.service.as_str(),
+        _ => "orderflow",
+    };
+    let telemetry = orderflow::telemetry::init(cli.log_format, default_filter, service);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -80,6 +85,8 @@ fn main() -> std::process::ExitCode {
             Command::CheckConfig(a) => commands::check_config::run(a),
         }
     });
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -36,7 +36,11 @@ pub struct Process {
     pub tracker: TaskTracker,
     /// HTTP servers.
     servers: TaskTracker,
+    /// The services mounted so far.
+    hosts: Hosts,
 }
+
+type Hosts = Arc<std::sync::Mutex<Vec<Arc<ServiceHost>>>>;
 
 impl Process {
     pub fn new(binder: Arc<dyn Binder>, metrics: Metrics) -> Process {
@@ -46,7 +50,13 @@ impl Process {
             token: CancellationToken::new(),
             tracker: TaskTracker::new(),
             servers: TaskTracker::new(),
+            hosts: Hosts::default(),
         }
+    }
+
+    /// The ops routes' view of `host`: its readiness, the process's metrics.
+    fn ops(&self, host: &Arc<ServiceHost>) -> Arc<dyn Ops> {
+        Arc::new(ServiceOps { host: host.clone(), hosts: self.hosts.clone() })
     }
 
     /// Opens the service's database at `location`, applies its migrations and starts its
@@ -71,7 +81,9 @@ impl Process {
         )
         .await
         .with_context(|| format!("{name} service"))?;
-        Ok(Arc::new(host))
+        let host = Arc::new(host);
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).push(host.clone());
+        Ok(host)
     }
 
     /// Serves `mounted`'s API with the ops, binding and dead-letter routes on `addr`, admin
@@ -94,7 +106,11 @@ impl Process {
             .merge(httpkit::binding_routes(mounted.host.clone()))
             .merge(httpkit::dlq_routes(mounted.host.clone()))
             .layer(axum::middleware::from_fn_with_state(admin, httpkit::require_admin_token))
-            .layer(DefaultBodyLimit::max(BODY_LIMIT));
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn_with_state(
+                httpkit::HttpMetrics { metrics: self.metrics.clone(), service: mounted.host.name },
+                httpkit::record_http,
+            ));
         let token = self.token.clone();
         self.servers.spawn(async move {
             let served = axum::serve(listener, app)
@@ -143,7 +159,7 @@ pub async fn order(
         seed_catalogue(&host).await.context("demo catalogue")?;
     }
     let api = order::http::routes(service.clone());
-    Ok(Mounted { service, api, ops: Arc::new(OrderOps(host.clone())), host })
+    Ok(Mounted { service, api, ops: p.ops(&host), host })
 }
 
 /// The stock service on `p`; the demo stock of the products it does not know when `demo`.
@@ -161,7 +177,7 @@ pub async fn stock(
         seed_stock(&host).await.context("demo stock")?;
     }
     let api = stock::http::routes(service.clone());
-    Ok(Mounted { service, api, ops: Arc::new(HostOps(host.clone())), host })
+    Ok(Mounted { service, api, ops: p.ops(&host), host })
 }
 
 /// The payment service on `p`, with its simulated provider's `settings`.
@@ -176,7 +192,7 @@ pub async fn payment(
         .await
         .context("payment service")?;
     let api = payment::http::routes(service.clone());
-    Ok(Mounted { service, api, ops: Arc::new(HostOps(host.clone())), host })
+    Ok(Mounted { service, api, ops: p.ops(&host), host })
 }
 
 /// The demo prices, when the order service's catalogue is empty.
@@ -212,43 +228,40 @@ async fn seed_stock(host: &ServiceHost) -> anyhow::Result<()> {
 type Ready<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 type Rendered<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
 
-/// Readiness and metrics of a service host.
-struct HostOps(Arc<ServiceHost>);
-
-impl Ops for HostOps {
-    fn ready(&self) -> Ready<'_> {
-        Box::pin(self.0.ready())
-    }
-    fn metrics(&self) -> Rendered<'_> {
-        Box::pin(self.0.render_metrics())
-    }
+/// Readiness of one service; the metrics of its whole process. Every service of the process
+/// refreshes its gauges (lag, backlog, dead letters, orders by status) before the registry
+/// they share is rendered, so under `up` any one port's `/metrics` tells everything.
+struct ServiceOps {
+    host: Arc<ServiceHost>,
+    hosts: Hosts,
 }
 
-/// The order service's ops add the orders-by-status gauge.
-struct OrderOps(Arc<ServiceHost>);
-
-impl Ops for OrderOps {
+impl Ops for ServiceOps {
     fn ready(&self) -> Ready<'_> {
-        Box::pin(self.0.ready())
+        Box::pin(self.host.ready())
     }
     fn metrics(&self) -> Rendered<'_> {
         Box::pin(async move {
-            if let Ok(counts) = order::store::count_by_status(self.0.db.reader()).await {
-                for status in order::domain::OrderStatus::ALL {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| s == status.as_str())
-                        .map(|(_, n)| *n)
-                        .unwrap_or(0);
-                    self.0.metrics.gauge(
-                        "orderflow_orders",
-                        "Orders by status.",
-                        &[("status", status.as_str())],
-                        n as f64,
-                    );
+            let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for host in hosts {
+                if host.name == order::SERVICE {
+                    count_orders(&host).await;
                 }
+                host.refresh_metrics().await;
             }
-            self.0.render_metrics().await
+            self.host.metrics.render()
         })
+    }
+}
+
+/// Sets the orders-by-status gauge.
+async fn count_orders(host: &ServiceHost) {
+    let counts = match order::store::count_by_status(host.db.reader()).await {
+        Ok(counts) => counts,
+        Err(e) => return tracing::warn!(error = %e, "could not count orders for /metrics"),
+    };
+    for status in order::domain::OrderStatus::ALL {
+        let n = counts.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
+        host.metrics.set(binding::metrics::ORDERS, &[("status", status.as_str())], n as f64);
     }
 }

@@ -31,6 +31,10 @@
 //!   of the lite pull consumer, but the direct way to read a queue from offset to offset),
 //!   and replayed on their origin topic marked `replayGroup=<group>`: this binder's
 //!   consumers of other groups acknowledge such a message without handling it.
+//! - Lag comes from the broker's own offsets through the client's admin API
+//!   (`examine_consume_stats`, what `mqadmin consumerProgress` shows): per queue, its max
+//!   offset against the group's committed offset. The oldest unacknowledged message of a
+//!   queue is the one at the group's offset; the reader pulls it for its born timestamp.
 #![allow(deprecated)]
 
 use std::{
@@ -44,14 +48,15 @@ use std::{
 
 use async_trait::async_trait;
 use binding::{
-    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, MessageHandler,
-    Metrics, Outcome, dlq_topic, metrics,
+    Binder, BinderError, BindingControl, ConsumerBinding, DeadLetter, Delivery, Lag,
+    MessageHandler, Metrics, Outcome, QueueLag, dlq_topic, metrics,
 };
 use events::Message;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer, DefaultMQPullConsumer,
-    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently, MessageListenerOrderly,
+    ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQAdminExt, DefaultMQProducer,
+    DefaultMQPullConsumer, DefaultMQPushConsumer, MQAdminReadExt, MQPushConsumer,
+    MessageListenerConcurrently, MessageListenerOrderly,
 };
 use rocketmq_model::common::{
     consumer::consume_from_where::ConsumeFromWhere,
@@ -97,7 +102,10 @@ pub struct RocketMqBinder {
     /// Bindings waiting for `start`, by group.
     pending: Mutex<BTreeMap<String, Vec<Bound>>>,
     consumers: tokio::sync::Mutex<Vec<DefaultMQPushConsumer>>,
-    dlq_reader: tokio::sync::Mutex<Option<DefaultMQPullConsumer>>,
+    /// Reads dead letters and the messages at a group's offsets (started on first use).
+    reader: tokio::sync::Mutex<Option<DefaultMQPullConsumer>>,
+    /// Reads the broker's consume stats (started on first use).
+    admin: tokio::sync::Mutex<Option<DefaultMQAdminExt>>,
     shutting_down: AtomicBool,
 }
 
@@ -156,7 +164,8 @@ impl RocketMqBinder {
             sender: Arc::new(Sender { producer: tokio::sync::Mutex::new(producer) }),
             pending: Mutex::new(BTreeMap::new()),
             consumers: tokio::sync::Mutex::new(Vec::new()),
-            dlq_reader: tokio::sync::Mutex::new(None),
+            reader: tokio::sync::Mutex::new(None),
+            admin: tokio::sync::Mutex::new(None),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -194,6 +203,38 @@ fn build(m: &Message) -> Result<MqMessage, BinderError> {
 }
 
 impl RocketMqBinder {
+    /// The pull consumer that reads queues from an offset, started on the first call and
+    /// kept (starting one takes seconds).
+    async fn reader(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<DefaultMQPullConsumer>>, BinderError> {
+        let mut reader = self.reader.lock().await;
+        if reader.is_none() {
+            let r = DefaultMQPullConsumer::builder(self.client.clone())
+                .consumer_group(format!("orderflow-dlq-reader-{}", self.settings.producer_group))
+                .name_server_addr(self.settings.name_server.clone())
+                .build()
+                .map_err(|e| unavailable("reader", e))?;
+            r.start().await.map_err(|e| unavailable("reader", e))?;
+            *reader = Some(r);
+        }
+        Ok(reader)
+    }
+
+    /// The admin client, started on the first call and kept.
+    async fn admin(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<DefaultMQAdminExt>>, BinderError> {
+        let mut admin = self.admin.lock().await;
+        if admin.is_none() {
+            let mut a = DefaultMQAdminExt::new(self.client.clone());
+            a.set_namesrv_addr(self.settings.name_server.as_str());
+            a.start().await.map_err(|e| unavailable("admin", e))?;
+            *admin = Some(a);
+        }
+        Ok(admin)
+    }
+
     /// One push consumer for `group`, subscribed to every destination of its bindings.
     async fn start_group(
         &self,
@@ -285,9 +326,10 @@ async fn serve_binding(
             })
             .collect();
         let labels = [("topic", b.destination.as_str()), ("group", b.group.as_str())];
+        let now = events::now_millis();
         for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
             match o {
-                Outcome::Done => metrics.inc(metrics::CONSUMED, &labels, 1),
+                Outcome::Done => metrics.acknowledged(&labels, [metrics::age(d.born_at, now)]),
                 Outcome::Retry(error) => {
                     metrics.inc(metrics::FAILED, &labels, 1);
                     metrics.inc(metrics::RETRIED, &labels, 1);
@@ -365,6 +407,7 @@ impl Bridge {
                 message: from_ext(m),
                 attempt: u32::try_from(m.reconsume_times()).unwrap_or(0) + 1,
                 message_id: m.msg_id().to_string(),
+                born_at: m.born_timestamp(),
             })
             .collect();
         let n = batch.len();
@@ -419,6 +462,10 @@ impl MessageListenerOrderly for Bridge {
 
 #[async_trait]
 impl Binder for RocketMqBinder {
+    fn system(&self) -> &'static str {
+        "rocketmq"
+    }
+
     async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(BinderError::ShuttingDown);
@@ -466,26 +513,15 @@ impl Binder for RocketMqBinder {
         }
     }
 
-    /// Reads with one pull consumer, started on the first call and kept (starting one
-    /// takes seconds).
     async fn dead_letters(
         &self,
         group: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BinderError> {
-        let mut reader = self.dlq_reader.lock().await;
-        if reader.is_none() {
-            let r = DefaultMQPullConsumer::builder(self.client.clone())
-                .consumer_group(format!("orderflow-dlq-reader-{}", self.settings.producer_group))
-                .name_server_addr(self.settings.name_server.clone())
-                .build()
-                .map_err(|e| unavailable("dlq reader", e))?;
-            r.start().await.map_err(|e| unavailable("dlq reader", e))?;
-            *reader = Some(r);
-        }
+        let reader = self.reader().await?;
         match reader.as_ref() {
             Some(r) => read_all(r, &dlq_topic(group), group, limit).await,
-            None => Err(unavailable("dlq reader", "not started")),
+            None => Err(unavailable("reader", "not started")),
         }
     }
 
@@ -507,13 +543,62 @@ impl Binder for RocketMqBinder {
         self.publish(std::slice::from_ref(&message)).await
     }
 
+    async fn lag(&self, group: &str, topic: &str) -> Result<Lag, BinderError> {
+        let stats = {
+            let admin = self.admin().await?;
+            let Some(admin) = admin.as_ref() else {
+                return Err(unavailable("admin", "not started"));
+            };
+            admin
+                .examine_consume_stats(group.into(), Some(topic.into()), None, None, None)
+                .await
+                .map_err(|e| unavailable("consume stats", e))?
+        };
+        let mut queues: Vec<(QueueLag, MessageQueue)> = stats
+            .offset_table
+            .into_iter()
+            .filter(|(q, _)| q.topic_str() == topic)
+            .map(|(q, w)| {
+                let lag = QueueLag {
+                    broker: q.broker_name().to_string(),
+                    queue_id: q.queue_id(),
+                    broker_offset: w.get_broker_offset(),
+                    consumer_offset: w.get_consumer_offset(),
+                };
+                (lag, q)
+            })
+            .collect();
+        queues.sort_by(|a, b| (&a.0.broker, a.0.queue_id).cmp(&(&b.0.broker, b.0.queue_id)));
+        let mut oldest_born_at: Option<i64> = None;
+        let reader = self.reader().await?;
+        if let Some(r) = reader.as_ref() {
+            for (lag, q) in queues.iter().filter(|(l, _)| l.lag() > 0) {
+                let pulled = r
+                    .pull(q, "*", lag.consumer_offset.max(0), 1)
+                    .await
+                    .map_err(|e| unavailable("pull at the group's offset", e))?;
+                let born =
+                    pulled.msg_found_list().into_iter().flatten().map(|m| m.born_timestamp());
+                oldest_born_at = born.chain(oldest_born_at).min();
+            }
+        }
+        Ok(Lag {
+            messages: queues.iter().map(|(l, _)| l.lag()).sum(),
+            oldest_born_at,
+            queues: queues.into_iter().map(|(l, _)| l).collect(),
+        })
+    }
+
     async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for mut c in self.consumers.lock().await.drain(..) {
             c.shutdown().await;
         }
-        if let Some(r) = self.dlq_reader.lock().await.take() {
+        if let Some(r) = self.reader.lock().await.take() {
             let _ = r.shutdown().await;
+        }
+        if let Some(mut a) = self.admin.lock().await.take() {
+            a.shutdown().await;
         }
         self.sender.producer.lock().await.shutdown().await;
         let _ = self.client.shutdown().await;

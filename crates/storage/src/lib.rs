@@ -22,4 +22,4 @@ mod writer;
 
 pub use db::{Backend, Db, DbError, Writer};
 pub use sqlite::{Statement, memory_bytes as sqlite_memory_bytes};
-pub use tx::{Tx, lock_key, lock_rows};
+pub use tx::{Savepoint, Tx, lock_key, lock_rows};

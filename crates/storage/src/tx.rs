@@ -26,6 +26,10 @@
 //! transaction on to them, so one durable commit covers many; `commit` still returns only
 //! once its work is durable. The state machine is [`crate::writer`]'s.
 //!
+//! After-commit work ([`Tx::on_commit`]) runs only once the transaction is durable, and is
+//! dropped with it, or with the savepoint it was registered after ([`Tx::savepoint`]): a
+//! metric of something that committed is counted once, however often a batch is retried.
+//!
 //! PostgreSQL: rows a decision reads are locked with `FOR UPDATE` ([`lock_rows`]), always in
 //! ascending key order ([`Tx::fetch_locked`]); a record that may not exist yet is guarded by
 //! a transaction-scoped advisory lock on its business key ([`lock_key`]).
@@ -54,6 +58,16 @@ pub struct Tx {
     queued: Batch,
     /// An event was enqueued (an outbox row written): its relay has work once this commits.
     enqueued: bool,
+    /// Run, in order, once the commit succeeded.
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// An open savepoint of a [`Tx`], closed by [`Tx::end_savepoint`].
+#[must_use = "a savepoint is closed with Tx::end_savepoint"]
+pub struct Savepoint {
+    name: &'static str,
+    /// `after_commit` hooks registered before it.
+    hooks: usize,
 }
 
 enum Conn {
@@ -79,7 +93,7 @@ impl Tx {
             }
             TxWriter::Pool(conn) => Conn::Postgres(Transaction::begin(conn, None).await?),
         };
-        Ok(Tx { conn, queued: Batch::default(), enqueued: false })
+        Ok(Tx { conn, queued: Batch::default(), enqueued: false, after_commit: Vec::new() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -133,18 +147,20 @@ impl Tx {
         self,
         statement: Statement<'_>,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
-        let Tx { conn, mut queued, .. } = self;
-        match conn {
+        let Tx { conn, mut queued, after_commit, .. } = self;
+        let rows = match conn {
             Conn::Postgres(mut tx) => {
                 let rows = statement.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(rows)
+                rows
             }
             Conn::Sqlite { writer, slot, joins } => {
                 queued.push(statement)?;
-                Ok(writer::finish(writer, slot, joins, queued).await?.rows)
+                writer::finish(writer, slot, joins, queued).await?.rows
             }
-        }
+        };
+        after_commit.into_iter().for_each(|f| f());
+        Ok(rows)
     }
 
     /// The rows `select` (which ends in `WHERE <key_column> IN`) finds for `keys`: many keys
@@ -224,21 +240,45 @@ impl Tx {
         Ok(())
     }
 
-    /// Drops the queued writes: before rolling back to a savepoint they belong after.
-    pub fn discard(&mut self) {
-        self.queued = Batch::default();
+    /// Runs `f` once this transaction has committed; never if it does not.
+    pub fn on_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(f));
+    }
+
+    /// Opens savepoint `name` (an SQL identifier): what follows, up to
+    /// [`Tx::end_savepoint`], can be undone alone.
+    pub async fn savepoint(&mut self, name: &'static str) -> Result<Savepoint, sqlx::Error> {
+        self.execute(sqlx::query(AssertSqlSafe(format!("SAVEPOINT {name}")))).await?;
+        Ok(Savepoint { name, hooks: self.after_commit.len() })
+    }
+
+    /// Closes `sp`, keeping what was done since it or (`keep` false) undoing it: writes
+    /// still queued, database changes and [`Tx::on_commit`] work alike.
+    pub async fn end_savepoint(&mut self, sp: Savepoint, keep: bool) -> Result<(), sqlx::Error> {
+        let Savepoint { name, hooks } = sp;
+        if !keep {
+            self.queued = Batch::default();
+            self.after_commit.truncate(hooks);
+            // ROLLBACK TO leaves the savepoint open; RELEASE below closes it.
+            self.execute(sqlx::query(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {name}"))))
+                .await?;
+        }
+        self.execute(sqlx::query(AssertSqlSafe(format!("RELEASE SAVEPOINT {name}")))).await?;
+        Ok(())
     }
 
     /// Sends the queue and commits (one round trip on SQLite; two when deferring to a
-    /// group commit).
+    /// group commit), then runs the [`Tx::on_commit`] work.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { conn, queued, .. } = self;
+        let Tx { conn, queued, after_commit, .. } = self;
         match conn {
-            Conn::Postgres(tx) => tx.commit().await,
+            Conn::Postgres(tx) => tx.commit().await?,
             Conn::Sqlite { writer, slot, joins } => {
-                writer::finish(writer, slot, joins, queued).await.map(drop)
+                writer::finish(writer, slot, joins, queued).await.map(drop)?
             }
         }
+        after_commit.into_iter().for_each(|f| f());
+        Ok(())
     }
 
     /// Sends the queue (opening the transaction or savepoint in front, if not yet); the

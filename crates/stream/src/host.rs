@@ -2,7 +2,10 @@
 //! its database with the outbox and inbox tables, start its outbox relay, bind its message
 //! handlers through the inbox, and answer readiness and metrics.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -103,7 +106,8 @@ impl ServiceHost {
             self.relay.clone(),
             self.metrics.clone(),
         )
-        .with_fast_path(self.fast.clone());
+        .with_fast_path(self.fast.clone())
+        .traced_as(self.binder.system());
         let control = self.binder.bind_consumer(binding, Arc::new(consumer)).await?;
         self.bindings.lock().unwrap_or_else(|p| p.into_inner()).push(control);
         Ok(())
@@ -123,14 +127,46 @@ impl ServiceHost {
         self.binder.check().await.map_err(|e| e.to_string())
     }
 
-    /// Prometheus text, with this service's outbox backlog and the process's memory
-    /// refreshed.
-    pub async fn render_metrics(&self) -> String {
+    /// Sets the lag gauges of every binding of this service, as its binder reports them.
+    pub async fn measure_lag(&self) {
+        let now = events::now_millis();
+        for b in self.bindings() {
+            let (group, topic) = (b.binding.group.as_str(), b.binding.destination.as_str());
+            let lag = match self.binder.lag(group, topic).await {
+                Ok(lag) => lag,
+                Err(e) => {
+                    tracing::warn!(group, topic, error = %e, "could not read consumer lag");
+                    continue;
+                }
+            };
+            let labels = [("group", group), ("topic", topic)];
+            self.metrics.set(metrics::LAG_MESSAGES, &labels, lag.messages as f64);
+            let oldest = lag.oldest_born_at.map_or(Duration::ZERO, |b| metrics::age(b, now));
+            self.metrics.set(metrics::LAG_OLDEST, &labels, oldest.as_secs_f64());
+            for q in &lag.queues {
+                let queue = q.queue_id.to_string();
+                let labels = [
+                    ("group", group),
+                    ("topic", topic),
+                    ("broker", q.broker.as_str()),
+                    ("queue", queue.as_str()),
+                ];
+                self.metrics.set(metrics::QUEUE_LAG, &labels, q.lag() as f64);
+            }
+        }
+    }
+
+    /// Refreshes the gauges that are a query: this service's outbox backlog, dead letters and
+    /// consumer lag, and the process's memory.
+    pub async fn refresh_metrics(&self) {
         if let Ok(n) = Outbox::backlog(&self.db).await {
             self.metrics.set(metrics::OUTBOX_BACKLOG, &[("service", self.name)], n as f64);
         }
+        if let Err(e) = self.count_dead_letters().await {
+            tracing::warn!(error = %e, "could not count dead letters for /metrics");
+        }
+        self.measure_lag().await;
         metrics::set_resident_memory(&self.metrics);
         self.metrics.set(metrics::SQLITE_MEMORY, &[], storage::sqlite_memory_bytes() as f64);
-        self.metrics.render()
     }
 }

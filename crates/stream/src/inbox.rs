@@ -28,7 +28,10 @@ use binding::{
 };
 use storage::{Backend, Db, Tx, rows};
 
-use crate::{OutboxRelay, idempotency::RedisIdempotency};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{OutboxRelay, idempotency::RedisIdempotency, trace};
 
 pub const MIGRATIONS: &[&str] = &["
 CREATE TABLE inbox (
@@ -92,10 +95,13 @@ pub struct InboxConsumer {
     consumer: String,
     topic: String,
     group: String,
+    binding: String,
     handler: Arc<dyn TxHandler>,
     relay: OutboxRelay,
     metrics: Metrics,
     fast: Option<RedisIdempotency>,
+    /// `messaging.system` of its consumer spans.
+    system: &'static str,
 }
 
 impl InboxConsumer {
@@ -108,14 +114,21 @@ impl InboxConsumer {
     ) -> InboxConsumer {
         InboxConsumer {
             fast: None,
+            system: "unknown",
             db,
             consumer: format!("{}/{}", binding.group, binding.name),
             topic: binding.destination.clone(),
             group: binding.group.clone(),
+            binding: binding.name.clone(),
             handler,
             relay,
             metrics,
         }
+    }
+
+    /// Names the messaging system of its consumer spans (the binder's).
+    pub fn traced_as(self, system: &'static str) -> InboxConsumer {
+        InboxConsumer { system, ..self }
     }
 
     /// Puts the Redis fast path in front of the inbox (see [`crate::idempotency`]).
@@ -151,6 +164,47 @@ impl InboxConsumer {
 #[async_trait]
 impl MessageHandler for InboxConsumer {
     async fn handle(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        let started = std::time::Instant::now();
+        let outcomes = if trace::enabled() {
+            self.handle_traced(batch).await
+        } else {
+            self.handle_timed(batch).await
+        };
+        let labels = [("binding", self.binding.as_str()), ("group", self.group.as_str())];
+        self.metrics.observe(metrics::HANDLER_SECONDS, &labels, started.elapsed());
+        outcomes
+    }
+}
+
+impl InboxConsumer {
+    /// [`InboxConsumer::handle_timed`] with a consumer span per message, child of its
+    /// producer's; the events the batch causes continue the span of their key's message.
+    async fn handle_traced(&self, batch: &[Delivery]) -> Vec<Outcome> {
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .map(|d| trace::process_span(self.system, &self.group, &d.message))
+            .collect();
+        let by_key = batch
+            .iter()
+            .zip(&spans)
+            .map(|(d, span)| (d.message.keys.clone(), span.context()))
+            .collect();
+        // One message: its log lines carry its trace.
+        let work = trace::with_keys(by_key, self.handle_timed(batch));
+        let outcomes = match spans.as_slice() {
+            [one] => work.instrument(one.clone()).await,
+            _ => work.await,
+        };
+        for (span, outcome) in spans.iter().zip(&outcomes) {
+            if let Outcome::Retry(why) | Outcome::DeadLetter(why) = outcome {
+                trace::failed(span, why);
+            }
+        }
+        outcomes
+    }
+
+    /// [`MessageHandler::handle`], whose duration `handle` records.
+    async fn handle_timed(&self, batch: &[Delivery]) -> Vec<Outcome> {
         // Redis fast path: duplicates it has seen are acknowledged without a transaction.
         let (keys, seen): (Vec<Option<String>>, Vec<bool>) = match &self.fast {
             Some(fast) => {
@@ -308,15 +362,9 @@ impl InboxConsumer {
             if outcome.is_some() {
                 continue;
             }
-            tx.execute(sqlx::query("SAVEPOINT msg")).await?;
+            let savepoint = tx.savepoint("msg").await?;
             let result = self.apply_one(&mut tx, &d.message).await;
-            if result.is_err() {
-                // Whatever of it is still queued goes with the savepoint; ROLLBACK TO leaves
-                // the savepoint open, so release it too.
-                tx.discard();
-                tx.execute(sqlx::query("ROLLBACK TO SAVEPOINT msg")).await?;
-            }
-            tx.execute(sqlx::query("RELEASE SAVEPOINT msg")).await?;
+            tx.end_savepoint(savepoint, result.is_ok()).await?;
             *outcome = Some(match result {
                 Ok(fresh) => {
                     duplicates += u64::from(!fresh);

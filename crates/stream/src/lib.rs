@@ -9,12 +9,15 @@
 //! - [`idempotency`]: the optional Redis fast path in front of the inbox.
 //! - [`host`]: hosting one service on a binder: database, migrations, relay, bindings,
 //!   readiness and metrics.
+//! - [`trace`]: the W3C trace context carried from HTTP request to outbox row to message to
+//!   consumer, and the spans on the way.
 
 pub mod dlq;
 pub mod host;
 pub mod idempotency;
 pub mod inbox;
 pub mod outbox;
+pub mod trace;
 
 pub use host::{ServiceHost, StartError};
 pub use inbox::{HandleError, InboxConsumer, TxHandler};

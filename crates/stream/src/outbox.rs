@@ -67,8 +67,11 @@ pub enum OutboxError {
 pub struct Outbox;
 
 impl Outbox {
-    /// Adds `message` to the outbox inside the caller's transaction.
+    /// Adds `message` to the outbox inside the caller's transaction, with the trace context
+    /// of what caused it when tracing is on ([`crate::trace::stamp`]).
     pub async fn enqueue(tx: &mut Tx, message: &Message) -> Result<(), OutboxError> {
+        let stamped = crate::trace::stamp(message);
+        let message = stamped.as_ref().unwrap_or(message);
         if message.body.len() > MAX_EVENT_BYTES {
             return Err(OutboxError::TooLarge {
                 event: message.tags.clone(),
@@ -138,7 +141,7 @@ async fn run(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let result = relay_once(&db, binder.as_ref()).await;
+        let result = relay_once(&db, binder.as_ref(), &metrics).await;
         // On SQLite the one relay owns the file: a partial batch (or none) found the outbox
         // empty as of its fetch, so there is nothing to count.
         let known_empty =
@@ -189,7 +192,7 @@ async fn commit_deletes(db: &Db) -> Result<(), sqlx::Error> {
 type RelayError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Publishes one batch; returns how many rows left the outbox.
-async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
+async fn relay_once(db: &Db, binder: &dyn Binder, metrics: &Metrics) -> Result<usize, RelayError> {
     match db.backend() {
         // One process owns the file, and one relay: read past what was published, publish,
         // leave the deletes to the next commit (module docs). The read goes through the
@@ -198,13 +201,13 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
         Backend::Sqlite => {
             let deferred = db.deferred();
             let rows = db.writer().await?.fetch_all(fetch_query(deferred.through(TABLE))).await?;
-            let (messages, ids) = messages(&rows)?;
+            let (mut messages, ids) = messages(&rows)?;
             if messages.is_empty() {
                 // Nothing new, so likely nobody else is committing either.
                 commit_deletes(db).await?;
                 return Ok(0);
             }
-            binder.publish(&messages).await?;
+            publish(binder, metrics, &mut messages).await?;
             deferred.record(TABLE, &ids);
             Ok(messages.len())
         }
@@ -217,15 +220,41 @@ async fn relay_once(db: &Db, binder: &dyn Binder) -> Result<usize, RelayError> {
             if !mine {
                 return Ok(0);
             }
-            let (messages, ids) = messages(&tx.fetch_all(fetch_query(0)).await?)?;
+            let (mut messages, ids) = messages(&tx.fetch_all(fetch_query(0)).await?)?;
             if messages.is_empty() {
                 return Ok(0);
             }
-            binder.publish(&messages).await?;
+            publish(binder, metrics, &mut messages).await?;
             delete_and_commit(tx, &ids).await?;
             Ok(messages.len())
         }
     }
+}
+
+/// Hands `messages` to the binder, timing the call per topic and counting a refusal as a
+/// publish failure of each topic in the batch.
+async fn publish(
+    binder: &dyn Binder,
+    metrics: &Metrics,
+    messages: &mut [Message],
+) -> Result<(), binding::BinderError> {
+    let spans = crate::trace::publish_spans(binder.system(), messages);
+    let started = std::time::Instant::now();
+    let result = binder.publish(messages).await;
+    let took = started.elapsed();
+    let mut topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    for topic in topics {
+        match &result {
+            Ok(()) => metrics.observe(metrics::PUBLISH_SECONDS, &[("topic", topic)], took),
+            Err(_) => metrics.inc(metrics::PUBLISH_FAILURES, &[("topic", topic)], 1),
+        }
+    }
+    if let Err(e) = &result {
+        spans.iter().for_each(|s| crate::trace::failed(s, &e.to_string()));
+    }
+    result
 }
 
 /// The oldest rows after id `after`. The limit is in the text, not bound: SQLite
@@ -296,7 +325,8 @@ mod tests {
             .execute(sqlx::query("UPDATE outbox SET properties = '{\"eventId\":'"))
             .await
             .expect("corrupt");
-        let err = relay_once(&db, &broker).await.expect_err("corrupt row").to_string();
+        let err =
+            relay_once(&db, &broker, &Metrics::new()).await.expect_err("corrupt row").to_string();
         assert!(err.contains("outbox.properties of row 1"), "{err}");
         assert_eq!(Outbox::backlog(&db).await.expect("backlog"), 1, "the row stays");
         assert!(broker.topic_messages("t").await.expect("read").is_empty(), "nothing published");

@@ -47,6 +47,7 @@ fn delivery(event_id: &str, body: &str) -> Delivery {
         },
         attempt: 1,
         message_id: event_id.into(),
+        born_at: events::now_millis(),
     }
 }
 

@@ -48,7 +48,8 @@ impl Variant {
     fn postgres(self) -> bool {
         matches!(self, Variant::EmbeddedPostgres | Variant::RocketMqPostgres)
     }
-    fn rocketmq(self) -> bool {
+    /// Whether the variant runs on a RocketMQ name server and broker.
+    pub fn rocketmq(self) -> bool {
         matches!(self, Variant::RocketMqSqlite | Variant::RocketMqPostgres)
     }
 }
@@ -376,6 +377,10 @@ impl MessageHandler for FailingHandler {
 
 #[async_trait]
 impl Binder for Faulty {
+    fn system(&self) -> &'static str {
+        self.inner.system()
+    }
+
     async fn publish(&self, messages: &[Message]) -> Result<(), BinderError> {
         if take_one(&self.refused_publishes) {
             return Err(BinderError::Unavailable("broker down (test)".into()));
@@ -410,6 +415,9 @@ impl Binder for Faulty {
     }
     async fn replay(&self, dead: &DeadLetter) -> Result<(), BinderError> {
         self.inner.replay(dead).await
+    }
+    async fn lag(&self, group: &str, topic: &str) -> Result<binding::Lag, BinderError> {
+        self.inner.lag(group, topic).await
     }
     async fn shutdown(&self) {
         self.inner.shutdown().await

@@ -94,3 +94,23 @@ impl TempDatabase {
             .unwrap_or_else(|e| panic!("dropping database {}: {e}", self.name));
     }
 }
+
+/// The value of sample `name` whose labels include every one of `labels`, in Prometheus
+/// text `text` (`None` when there is no such sample).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text, name, labels).into_iter().next()
+}
+
+/// The values of every sample `name` whose labels include every one of `labels`.
+pub fn samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (sample_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches = sample_name == name
+                && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if matches { value.parse().ok() } else { None }
+        })
+        .collect()
+}

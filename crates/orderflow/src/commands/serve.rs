@@ -12,7 +12,7 @@ use super::{AdminArgs, PaymentArgs, shutdown_signal};
 pub struct Args {
     /// The service to run.
     #[arg(value_enum)]
-    service: ServiceName,
+    pub service: ServiceName,
     /// The service's application-rocketmq.yml (the Java service's file, unchanged, works).
     #[arg(long, env = "ORDERFLOW_CONFIG")]
     config: PathBuf,

@@ -11,13 +11,24 @@ use serde_json::{Value, json};
 use testkit::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-struct Service {
-    child: tokio::process::Child,
-    url: String,
+pub(crate) struct Service {
+    pub child: tokio::process::Child,
+    pub url: String,
 }
 
 /// Starts `orderflow serve <service>` on `http_addr`; returns once it printed its address.
 async fn serve(service: &str, name_server: &str, database: &str, http_addr: &str) -> Service {
+    serve_with(service, name_server, database, http_addr, &[]).await
+}
+
+/// [`serve`] with more environment variables.
+pub(crate) async fn serve_with(
+    service: &str,
+    name_server: &str,
+    database: &str,
+    http_addr: &str,
+    env: &[(&str, &str)],
+) -> Service {
     let config = fixtures().join("config").join(format!("{service}-service.yml"));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(["serve", service, "--http-addr", http_addr, "--database", database])
@@ -26,6 +37,7 @@ async fn serve(service: &str, name_server: &str, database: &str, http_addr: &str
         .env("ROCKETMQ_NAME_SERVER", name_server)
         .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ORDERFLOW_LOG", "warn,rocketmq_client_rust=error")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

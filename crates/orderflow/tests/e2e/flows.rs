@@ -263,6 +263,10 @@ async fn a_malformed_event_is_dead_lettered_at_once_and_the_queue_keeps_flowing(
         "the order behind the poison completes"
     );
     t.quiesce().await;
+    // The gauge is current on a scrape, before anyone lists the dead letters.
+    let metrics = t.metrics(&t.app.stock_url).await;
+    let group = [("group", "stock-consumer-group")];
+    assert_eq!(sample(&metrics, "orderflow_dead_letters", &group), Some(1.0), "{metrics}");
     for group in ["stock-consumer-group", "payment-consumer-group"] {
         let dlq = t.app.binder.dead_letters(group, 10).await.unwrap();
         assert_eq!(dlq.len(), 1, "{group}");
@@ -364,6 +368,12 @@ async fn events_wait_in_the_outbox_while_the_broker_refuses_them(v: Variant) {
     assert_eq!(o.status, OrderStatus::Paid, "the relay retried until the broker took the events");
     t.quiesce().await;
     assert_eq!(t.published("order-created"), 1.0, "published once");
+    let failures = [("topic", "order-created")];
+    assert_eq!(
+        t.app.metrics.get(binding::metrics::PUBLISH_FAILURES, &failures),
+        4.0,
+        "each refusal is counted"
+    );
     t.shutdown().await;
 }
 

@@ -9,4 +9,6 @@ mod dead_letters;
 mod distributed;
 mod flows;
 mod http_api;
+mod monitoring;
 mod restart;
+mod traces;
