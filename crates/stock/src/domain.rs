@@ -348,6 +348,38 @@ mod tests {
         d.reservation.as_ref().map(|r| r.state).expect("reservation written")
     }
 
+    /// The service names the reservation's orderId in what it announces: whatever the
+    /// state and the fact, a decision that announces has a reservation.
+    #[test]
+    fn every_announcement_is_about_a_reservation() {
+        use ReservationState::*;
+        let facts = || {
+            [
+                created(&[(1, 2)]),
+                created(&[(2, 50)]),
+                Fact::PaymentSucceeded { order_id: 1 },
+                Fact::OrderCancelled { order_id: 1 },
+                Fact::Expired { after_secs: 900 },
+            ]
+        };
+        let states = [AwaitingFreeze, Frozen, Deducted, Failed, Released, Void, Returned];
+        let mut existing: Vec<Option<Reservation>> = vec![None];
+        existing.extend(states.iter().map(|&state| {
+            Some(Reservation { order_id: 1, state, lines: lines(&[(1, 2)]), reason: None })
+        }));
+        let mut announced = 0;
+        for r in &existing {
+            for fact in facts() {
+                let d = decide(r.as_ref(), &stock(&[(1, 10), (2, 10)]), fact.clone());
+                if d.announce.is_some() {
+                    announced += 1;
+                    assert!(d.reservation.is_some() || r.is_some(), "{r:?} + {fact:?}: {d:?}");
+                }
+            }
+        }
+        assert!(announced >= 4, "the cases announce: {announced}");
+    }
+
     #[test]
     fn freezes_all_lines_when_every_product_suffices() {
         let d = decide(None, &stock(&[(1, 5), (2, 1)]), created(&[(1, 2), (2, 1)]));

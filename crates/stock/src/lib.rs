@@ -206,7 +206,8 @@ impl StockService {
         Ok(decided)
     }
 
-    /// Puts the decision's announcement, if any, in the outbox.
+    /// Puts the decision's announcement, if any, in the outbox. Every announcement is about
+    /// a reservation (the decision's, or the one it left as it was), whose orderId it names.
     async fn announce(
         &self,
         tx: &mut Tx,
@@ -214,7 +215,14 @@ impl StockService {
         existing: Option<&Reservation>,
         d: &Decision,
     ) -> Result<(), HandleError> {
-        let order_id = d.reservation.as_ref().or(existing).map(|r| r.order_id).unwrap_or_default();
+        if d.announce.is_none() {
+            return Ok(());
+        }
+        let Some(order_id) = d.reservation.as_ref().or(existing).map(|r| r.order_id) else {
+            return Err(HandleError::Permanent(format!(
+                "stock would announce for order {order_no}, which has no reservation"
+            )));
+        };
         let now = Some(events::now_millis());
         let order_no = order_no.clone();
         match &d.announce {
