@@ -255,7 +255,7 @@ impl Metrics {
         name: &'static str,
         family: &Family<Labels, M, C>,
         l: &[(&'static str, &str)],
-        f: impl Fn(&M),
+        f: impl FnOnce(&M),
     ) {
         let l = labels(l);
         if let Some(m) = family.get(&l) {
@@ -298,10 +298,15 @@ impl Metrics {
         labels: &[(&'static str, &str)],
         ages: impl IntoIterator<Item = Duration>,
     ) {
+        // One look-up of the histogram for the whole batch, not one per message.
         let mut n = 0;
-        for age in ages {
-            self.observe(CONSUME_LATENCY, labels, age);
-            n += 1;
+        if let Some(Handle::Histogram(f)) = self.family(CONSUME_LATENCY) {
+            self.with(CONSUME_LATENCY, f, labels, |h| {
+                for age in ages {
+                    h.observe(age.as_secs_f64());
+                    n += 1;
+                }
+            });
         }
         if n > 0 {
             self.inc(CONSUMED, labels, n);

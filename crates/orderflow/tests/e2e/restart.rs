@@ -42,36 +42,31 @@ async fn a_graceful_stop_mid_flow_then_restart_finishes_every_order(v: Variant) 
 
 variants!(a_graceful_stop_mid_flow_then_restart_finishes_every_order);
 
-struct Process {
-    child: tokio::process::Child,
-    order_url: String,
-    stock_url: String,
+pub(crate) struct Process {
+    pub child: tokio::process::Child,
+    pub order_url: String,
+    pub stock_url: String,
 }
 
-/// Starts `orderflow up` on `dir` with free ports; returns once it printed its addresses.
-async fn start_binary(dir: &std::path::Path, payment_delay_ms: u64) -> Process {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args([
-            "up",
-            "--order-addr",
-            "127.0.0.1:0",
-            "--stock-addr",
-            "127.0.0.1:0",
-            "--payment-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
+/// `orderflow up` on `dir` with free ports and the test admin token, logging warnings to
+/// the test's standard error; add to it, then [`start`] it.
+pub(crate) fn up_command(dir: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    command
+        .args(["up", "--order-addr", "127.0.0.1:0", "--stock-addr", "127.0.0.1:0"])
+        .args(["--payment-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .arg("--config-dir")
-        .arg(fixtures().join("config"))
-        .env("ORDERFLOW_PAYMENT_DELAY_MS", payment_delay_ms.to_string())
         .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ORDERFLOW_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("orderflow binary starts");
+        .kill_on_drop(true);
+    command
+}
+
+/// Spawns an [`up_command`]; returns once it printed its addresses.
+pub(crate) async fn start(mut command: tokio::process::Command) -> Process {
+    let mut child = command.spawn().expect("orderflow binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut order_url, mut stock_url) = (String::new(), String::new());
     let read = async {
@@ -89,6 +84,17 @@ async fn start_binary(dir: &std::path::Path, payment_delay_ms: u64) -> Process {
     tokio::time::timeout(Duration::from_secs(30), read).await.expect("orderflow up within 30 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Process { child, order_url, stock_url }
+}
+
+/// `orderflow up` on `dir` with the fixtures' YAML and payments completing after
+/// `payment_delay_ms`.
+async fn start_binary(dir: &std::path::Path, payment_delay_ms: u64) -> Process {
+    let mut command = up_command(dir);
+    command
+        .arg("--config-dir")
+        .arg(fixtures().join("config"))
+        .env("ORDERFLOW_PAYMENT_DELAY_MS", payment_delay_ms.to_string());
+    start(command).await
 }
 
 #[tokio::test]

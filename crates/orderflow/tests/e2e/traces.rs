@@ -21,7 +21,10 @@ use serde_json::{Value, json};
 use testkit::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::distributed::serve_with;
+use crate::{
+    distributed::serve_with,
+    restart::{start, up_command},
+};
 
 /// One span as the receiver got it (ids in hex).
 #[derive(Debug, Clone)]
@@ -191,47 +194,22 @@ async fn up(
     rx: &Receiver,
     dir: &std::path::Path,
 ) -> (tokio::process::Child, String, Arc<Mutex<Vec<String>>>) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args([
-            "--log-format",
-            "json",
-            "up",
-            "--order-addr",
-            "127.0.0.1:0",
-            "--stock-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--payment-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+    let mut command = up_command(dir);
+    command
+        .args(["--log-format", "json"])
         .envs(rx.env())
-        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ORDERFLOW_LOG", "info,sqlx=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("orderflow up starts");
+        .stderr(Stdio::piped());
+    let mut p = start(command).await;
     let logs = Arc::new(Mutex::new(Vec::new()));
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = BufReader::new(p.child.stderr.take().unwrap()).lines();
     let kept = logs.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = stderr.next_line().await {
             kept.lock().unwrap().push(line);
         }
     });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if words.first() == Some(&"order") {
-                return words[1].to_owned();
-            }
-        }
-        panic!("orderflow up exited before it was up");
-    };
-    let url = tokio::time::timeout(Duration::from_secs(60), read).await.expect("up within 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url, logs)
+    (p.child, p.order_url, logs)
 }
 
 async fn create(http: &reqwest::Client, base: &str, traceparent: Option<&str>) -> String {
