@@ -7,7 +7,7 @@
 //! (`ORDERFLOW_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`; each test
 //! gets fresh databases, dropped after).
 
-use crate::{TempDatabase, eventually, eventually_within, fixtures};
+use crate::{TempDatabase, eventually_within, fixtures};
 use std::{
     path::Path,
     sync::{
@@ -240,10 +240,7 @@ impl TestApp {
     /// Waits until the order is PAID, or CANCELLED with every consequence in (a captured
     /// payment refunded).
     pub async fn settled(&self, order_no: &str) -> OrderView {
-        // On RocketMQ a consumer may wait for the client's route refresh (up to 30 s) on a
-        // loaded machine.
-        let limit = Duration::from_secs(if self.variant.rocketmq() { 60 } else { 20 });
-        eventually_within(&format!("order {order_no} settled"), limit, || async {
+        eventually_within(&format!("order {order_no} settled"), self.flow_limit(), || async {
             let o = self.order(order_no).await;
             let done = match o.status {
                 order::domain::OrderStatus::Paid => true,
@@ -257,8 +254,16 @@ impl TestApp {
 
     /// Waits until nothing is in flight anywhere.
     pub async fn quiesce(&self) {
-        eventually("system quiet", || async { self.app.is_quiet().await.unwrap().then_some(()) })
-            .await
+        eventually_within("system quiet", self.flow_limit(), || async {
+            self.app.is_quiet().await.unwrap().then_some(())
+        })
+        .await
+    }
+
+    /// How long a message may take to reach its consumers: on RocketMQ a consumer may wait
+    /// for the client's route refresh or rebalance (up to 30 s) on a loaded machine.
+    fn flow_limit(&self) -> Duration {
+        Duration::from_secs(if self.variant.rocketmq() { 60 } else { 20 })
     }
 
     pub async fn stock(&self, product_id: i64) -> StockView {
