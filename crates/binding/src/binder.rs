@@ -169,7 +169,7 @@ pub trait Binder: Send + Sync + 'static {
 }
 
 /// A consumer group's lag on one topic.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lag {
     /// Messages published and not yet acknowledged by the group.
@@ -181,7 +181,7 @@ pub struct Lag {
 }
 
 /// One queue's part of a [`Lag`], as `mqadmin consumerProgress` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueLag {
     pub broker: String,

@@ -267,9 +267,24 @@ pub fn ops_routes(ops: Arc<dyn Ops>) -> Router {
         )
 }
 
+/// One consumer binding's progress, as `GET /admin/consumer-progress` reports it and
+/// `orderflow mqadmin consumerProgress` reads it: the group's lag on the binding's topic,
+/// per queue on RocketMQ.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerProgress {
+    pub binding: String,
+    pub group: String,
+    pub topic: String,
+    #[serde(flatten)]
+    pub lag: binding::Lag,
+}
+
 /// `GET /admin/bindings` lists the service's consumer bindings and their state;
 /// `PUT /admin/bindings/{name}` with `{"state":"PAUSED"}` or `{"state":"RUNNING"}` pauses or
 /// resumes one (Spring Cloud Stream's bindings endpoint). Messages wait while paused.
+/// `GET /admin/consumer-progress` reports each binding's [`ConsumerProgress`], read from the
+/// binder when asked (on RocketMQ, the broker's offsets).
 pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
     use axum::extract::{Path, State};
     use binding::BindingState;
@@ -317,9 +332,30 @@ pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
         tracing::info!(binding = %name, ?state, "binding state changed");
         Ok(Json(view(&control)))
     }
+    async fn progress(
+        State(host): State<Arc<stream::ServiceHost>>,
+    ) -> Result<Json<Vec<ConsumerProgress>>, ApiError> {
+        let mut all = Vec::new();
+        for c in host.bindings() {
+            let b = &c.binding;
+            let lag = host
+                .binder
+                .lag(&b.group, &b.destination)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            all.push(ConsumerProgress {
+                binding: b.name.clone(),
+                group: b.group.clone(),
+                topic: b.destination.clone(),
+                lag,
+            });
+        }
+        Ok(Json(all))
+    }
     Router::new()
         .route("/admin/bindings", get(list))
         .route("/admin/bindings/{name}", axum::routing::put(change))
+        .route("/admin/consumer-progress", get(progress))
         .with_state(host)
 }
 

@@ -4,8 +4,9 @@
 //! Each service answers for its own consumer groups; the command asks every service URL it
 //! is given (by default the three of `orderflow up`) and, for one id, the first that has it.
 
-use anyhow::Context;
 use serde_json::Value;
+
+use crate::admin_api::{AdminApi, error_message};
 
 /// What to do.
 #[derive(Debug, Clone)]
@@ -17,10 +18,6 @@ pub enum DlqAction {
     PurgeAll,
 }
 
-/// The default service URLs of `orderflow up` and `orderflow serve`.
-pub const DEFAULT_URLS: [&str; 3] =
-    ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
-
 /// Runs `action` against `urls`; returns what to print.
 pub async fn run(
     action: &DlqAction,
@@ -28,33 +25,13 @@ pub async fn run(
     token: &str,
     json: bool,
 ) -> anyhow::Result<String> {
-    let client = reqwest::Client::new();
-    let call = |method: reqwest::Method, url: String| {
-        let request = client.request(method, url.clone()).bearer_auth(token);
-        async move {
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("{url}: no answer (is the service running?)"))?;
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            if status == reqwest::StatusCode::UNAUTHORIZED {
-                anyhow::bail!(
-                    "{url}: refused: wrong or missing admin token (--admin-token or ORDERFLOW_ADMIN_TOKEN)"
-                );
-            }
-            Ok::<_, anyhow::Error>((status, body))
-        }
-    };
+    let api = AdminApi::new(token);
     match action {
         DlqAction::List { limit } => {
             let mut all = Vec::new();
             for base in urls {
-                let (status, body) =
-                    call(reqwest::Method::GET, format!("{base}/admin/dlq?limit={limit}")).await?;
-                if !status.is_success() {
-                    anyhow::bail!("{base}: {status}: {}", error_message(&body));
-                }
+                let url = format!("{base}/admin/dlq?limit={limit}");
+                let body = api.expect_ok(reqwest::Method::GET, &url).await?;
                 all.extend(body.as_array().cloned().unwrap_or_default());
             }
             if json {
@@ -84,11 +61,8 @@ pub async fn run(
         DlqAction::PurgeAll => {
             let mut total = 0;
             for base in urls {
-                let (status, body) =
-                    call(reqwest::Method::DELETE, format!("{base}/admin/dlq")).await?;
-                if !status.is_success() {
-                    anyhow::bail!("{base}: {status}: {}", error_message(&body));
-                }
+                let body =
+                    api.expect_ok(reqwest::Method::DELETE, &format!("{base}/admin/dlq")).await?;
                 total += body.get("purged").and_then(Value::as_u64).unwrap_or(0);
             }
             Ok(format!("purged {total} dead letters"))
@@ -100,8 +74,8 @@ pub async fn run(
                 _ => (reqwest::Method::GET, "", ""),
             };
             for base in urls {
-                let (status, body) =
-                    call(method.clone(), format!("{base}/admin/dlq/{id}{suffix}")).await?;
+                let url = format!("{base}/admin/dlq/{id}{suffix}");
+                let (status, body) = api.call(method.clone(), &url).await?;
                 if status == reqwest::StatusCode::NOT_FOUND {
                     continue;
                 }
@@ -126,8 +100,4 @@ fn text(v: &Value, key: &str) -> String {
         Some(Value::Null) | None => "-".into(),
         Some(other) => other.to_string(),
     }
-}
-
-fn error_message(body: &Value) -> String {
-    body.pointer("/error/message").and_then(Value::as_str).unwrap_or("error").to_owned()
 }

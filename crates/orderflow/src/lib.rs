@@ -6,17 +6,20 @@
 //!   (the builder tests drive).
 //! - [`serving`]: `orderflow serve`, one service in its own process on RocketMQ.
 //! - [`settings`]: where settings come from (YAML, environment, flags).
-//! - [`check`], [`soak`], [`bench`], [`dlq`]: the checker, the chaos run, the load driver and
-//!   the dead-letter client.
+//! - [`check`], [`soak`], [`bench`], [`dlq`], [`mqadmin`]: the checker, the chaos run, the
+//!   load driver, the dead-letter client and RocketMQ's admin commands, the last two through
+//!   the services' admin API ([`admin_api`]).
 //! - [`telemetry`]: logs, and traces exported over OTLP when configured.
 //! - [`commands`]: each command's arguments and what it does; `main.rs` only dispatches.
 
+pub mod admin_api;
 pub mod app;
 pub mod bench;
 pub mod check;
 pub mod commands;
 pub mod dlq;
 pub mod mount;
+pub mod mqadmin;
 pub mod serving;
 pub mod settings;
 pub mod soak;

@@ -46,6 +46,9 @@ enum Command {
     Bench(commands::bench::Args),
     /// Work with the dead letters of running services (through their admin API).
     Dlq(commands::dlq::Args),
+    /// RocketMQ's admin commands (mqadmin's names and flags), asked of the running services:
+    /// consumerProgress.
+    Mqadmin(commands::mqadmin::Args),
     /// Validate service YAML files (the Java services' application-rocketmq.yml) and print
     /// their bindings.
     CheckConfig(commands::check_config::Args),
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Soak(a) => commands::soak::run(a).await,
             Command::Bench(a) => commands::bench::run(a).await,
             Command::Dlq(a) => commands::dlq::run(a).await,
+            Command::Mqadmin(a) => commands::mqadmin::run(a).await,
             Command::CheckConfig(a) => commands::check_config::run(a),
         }
     });

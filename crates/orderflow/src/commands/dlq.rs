@@ -1,8 +1,7 @@
 //! `orderflow dlq`: the dead letters of running services, through their admin API.
 
-use anyhow::Context;
-
-use crate::dlq::{DEFAULT_URLS, DlqAction};
+use crate::admin_api;
+use crate::dlq::DlqAction;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -47,14 +46,8 @@ pub async fn run(dlq: Args) -> anyhow::Result<()> {
         Command::Purge { id: Some(id), .. } => DlqAction::Purge(id),
         Command::Purge { id: None, .. } => DlqAction::PurgeAll,
     };
-    let urls = if dlq.urls.is_empty() {
-        DEFAULT_URLS.iter().map(|u| u.to_string()).collect()
-    } else {
-        dlq.urls
-    };
-    let token = dlq
-        .admin_token
-        .context("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")?;
+    let urls = admin_api::urls_or_default(dlq.urls);
+    let token = admin_api::token(dlq.admin_token)?;
     println!("{}", crate::dlq::run(&action, &urls, &token, dlq.json).await?);
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod check_config;
 pub mod dlq;
+pub mod mqadmin;
 pub mod rocketmq;
 pub mod serve;
 pub mod soak;

@@ -10,5 +10,6 @@ mod distributed;
 mod flows;
 mod http_api;
 mod monitoring;
+mod mqadmin;
 mod restart;
 mod traces;

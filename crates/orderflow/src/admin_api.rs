@@ -1,0 +1,68 @@
+//! The services' admin HTTP API as the command line calls it (`orderflow dlq`, `orderflow
+//! mqadmin`): requests carry the admin token, and every failure names the URL that failed.
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// The default service URLs of `orderflow up` and `orderflow serve`.
+pub const DEFAULT_URLS: [&str; 3] =
+    ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
+
+/// A client of the services' `/admin` routes.
+pub struct AdminApi {
+    client: reqwest::Client,
+    token: String,
+}
+
+impl AdminApi {
+    pub fn new(token: &str) -> AdminApi {
+        AdminApi { client: reqwest::Client::new(), token: token.to_owned() }
+    }
+
+    /// Sends one request; a refused token is an error, any other status is the caller's.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let response = self
+            .client
+            .request(method, url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("{url}: no answer (is the service running?)"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            anyhow::bail!(
+                "{url}: refused: wrong or missing admin token (--admin-token or ORDERFLOW_ADMIN_TOKEN)"
+            );
+        }
+        Ok((status, body))
+    }
+
+    /// Sends one request and returns its body, failing on any status but success.
+    pub async fn expect_ok(&self, method: reqwest::Method, url: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.call(method, url).await?;
+        if !status.is_success() {
+            anyhow::bail!("{url}: {status}: {}", error_message(&body));
+        }
+        Ok(body)
+    }
+}
+
+/// The service URLs to ask: those given, or the three of `orderflow up`.
+pub fn urls_or_default(urls: Vec<String>) -> Vec<String> {
+    if urls.is_empty() { DEFAULT_URLS.iter().map(|u| u.to_string()).collect() } else { urls }
+}
+
+/// The admin token given (`--admin-token` or `ORDERFLOW_ADMIN_TOKEN`), or an error saying so.
+pub fn token(given: Option<String>) -> anyhow::Result<String> {
+    given.context("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")
+}
+
+/// The message of an API error body (`{"error":{"message":...}}`).
+pub fn error_message(body: &Value) -> String {
+    body.pointer("/error/message").and_then(Value::as_str).unwrap_or("error").to_owned()
+}
