@@ -1,21 +1,14 @@
 //! `orderflow dlq`: the dead letters of running services, through their admin API.
 
-use crate::admin_api;
+use super::ServiceAdmin;
 use crate::dlq::DlqAction;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
     action: Command,
-    /// Service base URLs to ask (repeat the flag) [default: the three of `orderflow up`].
-    #[arg(long = "url", global = true)]
-    urls: Vec<String>,
-    /// The services' admin token.
-    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    admin_token: Option<String>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    service: ServiceAdmin,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -46,8 +39,7 @@ pub async fn run(dlq: Args) -> anyhow::Result<()> {
         Command::Purge { id: Some(id), .. } => DlqAction::Purge(id),
         Command::Purge { id: None, .. } => DlqAction::PurgeAll,
     };
-    let urls = admin_api::urls_or_default(dlq.urls);
-    let token = admin_api::token(dlq.admin_token)?;
-    println!("{}", crate::dlq::run(&action, &urls, &token, dlq.json).await?);
+    let (urls, token) = dlq.service.urls_and_token()?;
+    println!("{}", crate::dlq::run(&action, &urls, &token, dlq.service.json).await?);
     Ok(())
 }

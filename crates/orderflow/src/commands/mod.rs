@@ -11,6 +11,28 @@ pub mod serve;
 pub mod soak;
 pub mod up;
 
+/// How `dlq` and `mqadmin` reach the running services' admin API.
+#[derive(clap::Args, Debug)]
+pub struct ServiceAdmin {
+    /// Service base URLs to ask (repeat the flag) [default: the three of `orderflow up`].
+    #[arg(long = "url", global = true)]
+    urls: Vec<String>,
+    /// The services' admin token.
+    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ServiceAdmin {
+    /// The URLs to ask (those given, or the three of `orderflow up`) and the admin token.
+    fn urls_and_token(&self) -> anyhow::Result<(Vec<String>, String)> {
+        let urls = crate::admin_api::urls_or_default(self.urls.clone());
+        Ok((urls, crate::admin_api::token(self.admin_token.clone())?))
+    }
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {

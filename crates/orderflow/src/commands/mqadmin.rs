@@ -1,21 +1,14 @@
 //! `orderflow mqadmin`: RocketMQ's admin commands, under mqadmin's names and flags, asked of
 //! the running services (so they work on either binder).
 
-use crate::admin_api;
+use super::ServiceAdmin;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-    /// Service base URLs to ask (repeat the flag) [default: the three of `orderflow up`].
-    #[arg(long = "url", global = true)]
-    urls: Vec<String>,
-    /// The services' admin token.
-    #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    admin_token: Option<String>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    service: ServiceAdmin,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -31,15 +24,14 @@ enum Command {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let urls = admin_api::urls_or_default(args.urls);
-    let token = admin_api::token(args.admin_token)?;
+    let (urls, token) = args.service.urls_and_token()?;
     let out = match args.command {
         Command::ConsumerProgress { group } => {
             crate::mqadmin::consumer_progress(
                 &urls,
                 &token,
                 group.as_deref(),
-                args.json,
+                args.service.json,
                 events::now_millis(),
             )
             .await?
