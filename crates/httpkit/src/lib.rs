@@ -336,17 +336,12 @@ pub fn binding_routes(host: Arc<stream::ServiceHost>) -> Router {
         State(host): State<Arc<stream::ServiceHost>>,
     ) -> Result<Json<Vec<ConsumerProgress>>, ApiError> {
         let mut all = Vec::new();
-        for c in host.bindings() {
-            let b = &c.binding;
-            let lag = host
-                .binder
-                .lag(&b.group, &b.destination)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        for (b, lag) in host.lags().await {
+            let lag = lag.map_err(|e| ApiError::Unavailable(e.to_string()))?;
             all.push(ConsumerProgress {
-                binding: b.name.clone(),
-                group: b.group.clone(),
-                topic: b.destination.clone(),
+                binding: b.name,
+                group: b.group,
+                topic: b.destination,
                 lag,
             });
         }

@@ -4,10 +4,6 @@
 use anyhow::Context;
 use serde_json::Value;
 
-/// The default service URLs of `orderflow up` and `orderflow serve`.
-pub const DEFAULT_URLS: [&str; 3] =
-    ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
-
 /// A client of the services' `/admin` routes.
 pub struct AdminApi {
     client: reqwest::Client,
@@ -50,16 +46,6 @@ impl AdminApi {
         }
         Ok(body)
     }
-}
-
-/// The service URLs to ask: those given, or the three of `orderflow up`.
-pub fn urls_or_default(urls: Vec<String>) -> Vec<String> {
-    if urls.is_empty() { DEFAULT_URLS.iter().map(|u| u.to_string()).collect() } else { urls }
-}
-
-/// The admin token given (`--admin-token` or `ORDERFLOW_ADMIN_TOKEN`), or an error saying so.
-pub fn token(given: Option<String>) -> anyhow::Result<String> {
-    given.context("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")
 }
 
 /// The message of an API error body (`{"error":{"message":...}}`).

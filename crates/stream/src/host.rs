@@ -10,7 +10,7 @@ use std::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use binding::{
-    Binder, BinderError, BindingControl, ConfigError, ConsumerBinding, Metrics, StreamConfig,
+    Binder, BinderError, BindingControl, ConfigError, ConsumerBinding, Lag, Metrics, StreamConfig,
     metrics,
 };
 use storage::{Db, DbError};
@@ -127,12 +127,23 @@ impl ServiceHost {
         self.binder.check().await.map_err(|e| e.to_string())
     }
 
+    /// Each consumer binding of this service with its lag, as the binder reports it now
+    /// (the lag gauges and `GET /admin/consumer-progress` both read it here).
+    pub async fn lags(&self) -> Vec<(ConsumerBinding, Result<Lag, BinderError>)> {
+        let mut all = Vec::new();
+        for c in self.bindings() {
+            let lag = self.binder.lag(&c.binding.group, &c.binding.destination).await;
+            all.push((c.binding, lag));
+        }
+        all
+    }
+
     /// Sets the lag gauges of every binding of this service, as its binder reports them.
     pub async fn measure_lag(&self) {
         let now = events::now_millis();
-        for b in self.bindings() {
-            let (group, topic) = (b.binding.group.as_str(), b.binding.destination.as_str());
-            let lag = match self.binder.lag(group, topic).await {
+        for (b, lag) in self.lags().await {
+            let (group, topic) = (b.group.as_str(), b.destination.as_str());
+            let lag = match lag {
                 Ok(lag) => lag,
                 Err(e) => {
                     tracing::warn!(group, topic, error = %e, "could not read consumer lag");

@@ -28,8 +28,17 @@ pub struct ServiceAdmin {
 impl ServiceAdmin {
     /// The URLs to ask (those given, or the three of `orderflow up`) and the admin token.
     fn urls_and_token(&self) -> anyhow::Result<(Vec<String>, String)> {
-        let urls = crate::admin_api::urls_or_default(self.urls.clone());
-        Ok((urls, crate::admin_api::token(self.admin_token.clone())?))
+        const DEFAULT_URLS: [&str; 3] =
+            ["http://127.0.0.1:8081", "http://127.0.0.1:8082", "http://127.0.0.1:8083"];
+        let urls = if self.urls.is_empty() {
+            DEFAULT_URLS.map(String::from).to_vec()
+        } else {
+            self.urls.clone()
+        };
+        let token = self.admin_token.clone().ok_or_else(|| {
+            anyhow::anyhow!("the admin token is needed: --admin-token or ORDERFLOW_ADMIN_TOKEN")
+        })?;
+        Ok((urls, token))
     }
 }
 
