@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use events::Message;
 use tokio::sync::watch;
 
-use crate::config::ConsumerBinding;
+use crate::{admin::BrokerAdmin, config::ConsumerBinding};
 
 /// A boxed error from a binder's own storage or client library.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -31,6 +31,12 @@ pub enum BinderError {
     Unavailable(String),
     #[error("no binding named {0:?}")]
     UnknownBinding(String),
+    #[error("no topic {0:?}")]
+    UnknownTopic(String),
+    #[error("no consumer of group {0:?} is online")]
+    UnknownGroup(String),
+    #[error("consumer group {group:?} is not subscribed to {topic:?}")]
+    NotSubscribed { group: String, topic: String },
     #[error("binder is shutting down")]
     ShuttingDown,
 }
@@ -163,6 +169,9 @@ pub trait Binder: Send + Sync + 'static {
     /// How far `group` is behind on `topic`: messages published and not yet acknowledged,
     /// and when the oldest of them was born.
     async fn lag(&self, group: &str, topic: &str) -> Result<Lag, BinderError>;
+
+    /// mqadmin's questions: topics, queues, offsets moved, messages found.
+    fn admin(&self) -> &dyn BrokerAdmin;
 
     /// Stops every consumer, letting in-flight batches finish and settle.
     async fn shutdown(&self);

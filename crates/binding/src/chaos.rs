@@ -227,6 +227,9 @@ impl Binder for ChaosBinder {
     async fn lag(&self, group: &str, topic: &str) -> Result<crate::Lag, BinderError> {
         self.inner.lag(group, topic).await
     }
+    fn admin(&self) -> &dyn crate::BrokerAdmin {
+        self.inner.admin()
+    }
     async fn shutdown(&self) {
         self.inner.shutdown().await
     }

@@ -4,17 +4,24 @@
 //! - [`config`]: a service's `application-rocketmq.yml` read unchanged into typed bindings.
 //! - [`binder`]: the contract every binder keeps (publish; bind a consumer group to a
 //!   destination with a tag expression; per-message outcomes; dead letters; pause/resume).
+//! - [`admin`]: mqadmin's questions of a broker (topics, queues, offsets moved, messages
+//!   found), answered by each binder.
 //! - [`tags`]: RocketMQ tag expressions (`A || B`, `*`).
 //! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
 //!   failures, crashes between commit and acknowledgement).
 //! - [`metrics`]: counters and gauges by label, rendered in Prometheus text format.
 
+pub mod admin;
 pub mod binder;
 pub mod chaos;
 pub mod config;
 pub mod metrics;
 pub mod tags;
 
+pub use admin::{
+    BrokerAdmin, ClientConnection, GroupConnections, GroupConsumption, QueueOffset, QueueStatus,
+    ResetTo, StoredMessage, Subscribed,
+};
 pub use binder::{
     Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, Lag, MessageHandler,
     Outcome, QueueLag, dlq_topic,

@@ -33,6 +33,7 @@ pub const CONSUMED: &str = "orderflow_messages_consumed_total";
 pub const FAILED: &str = "orderflow_messages_failed_total";
 pub const RETRIED: &str = "orderflow_messages_retried_total";
 pub const DEAD_LETTERED: &str = "orderflow_messages_dead_lettered_total";
+pub const SKIPPED: &str = "orderflow_messages_skipped_total";
 pub const DUPLICATES: &str = "orderflow_messages_duplicates_total";
 pub const CONSUME_LATENCY: &str = "orderflow_consume_latency_seconds";
 pub const HANDLER_SECONDS: &str = "orderflow_handler_duration_seconds";
@@ -97,6 +98,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (FAILED, Kind::Counter, "Handler failures (retry or dead-letter), by topic and group."),
     (RETRIED, Kind::Counter, "Messages scheduled for redelivery, by topic and group."),
     (DEAD_LETTERED, Kind::Counter, "Messages moved to %DLQ%<group>, by topic and group."),
+    (
+        SKIPPED,
+        Kind::Counter,
+        "Messages a consumer group will never be given because an operator moved its offset past them (skipAccumulatedMessage, resetOffsetByTime forward), by topic and group.",
+    ),
     (
         DUPLICATES,
         Kind::Counter,

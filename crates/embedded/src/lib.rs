@@ -17,6 +17,8 @@
 //! - `orderly`: a row is claimable only when no earlier row of the same group, topic and key
 //!   is pending, so each orderNo's messages are handled one at a time, in order, while
 //!   different keys proceed in parallel.
+//! - Offsets (mqadmin's view, `admin.rs`): one queue per topic, whose offsets are message ids;
+//!   a group's offset is its oldest delivery of the topic still waiting.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -41,6 +43,8 @@ use binding::{
     tags::TagExpression,
 };
 use storage::{Db, DbError, Statement, Tx, rows};
+
+mod admin;
 
 /// Property on a dead letter naming the topic it came from (RocketMQ's `RETRY_TOPIC`).
 pub const PROP_ORIGIN_TOPIC: &str = "RETRY_TOPIC";
@@ -111,6 +115,8 @@ struct Inner {
     db: Db,
     metrics: Metrics,
     subscriptions: RwLock<Vec<Subscription>>,
+    /// The groups this process consumes as.
+    bound: Mutex<std::collections::BTreeSet<String>>,
     wakers: Mutex<HashMap<(String, String), Arc<Notify>>>,
     next_lease: AtomicI64,
     /// The last message id handed out. Only the one writer connection inserts messages, so
@@ -159,6 +165,7 @@ impl EmbeddedBinder {
                 db,
                 metrics,
                 subscriptions: RwLock::new(subscriptions),
+                bound: Mutex::new(Default::default()),
                 wakers: Mutex::new(HashMap::new()),
                 next_lease: AtomicI64::new(now_millis().saturating_mul(1000)),
                 last_message_id: AtomicI64::new(last_message_id),
@@ -616,6 +623,7 @@ impl Binder for EmbeddedBinder {
                 expression: binding.subscription.clone(),
             });
         }
+        self.inner.bound.lock().unwrap_or_else(|p| p.into_inner()).insert(binding.group.clone());
         let control = BindingControl::new(binding.clone());
         for _ in 0..binding.concurrency {
             let inner = self.inner.clone();
@@ -721,6 +729,10 @@ impl Binder for EmbeddedBinder {
             oldest_born_at: row.try_get("oldest").map_err(BinderError::storage)?,
             queues: Vec::new(),
         })
+    }
+
+    fn admin(&self) -> &dyn binding::BrokerAdmin {
+        self
     }
 
     async fn shutdown(&self) {

@@ -11,8 +11,13 @@
 //! - [`require_admin_token`]: every `/admin/...` and `/api/admin/...` request must carry
 //!   `Authorization: Bearer <token>`; anything else is refused with 401 before a handler runs,
 //!   so a refused call changes nothing.
+//! - [`binding_routes`], [`dlq_routes`], [`broker_routes`]: the admin routes the operator
+//!   commands (`orderflow dlq`, `orderflow mqadmin`) ask.
 
 use std::{future::Future, pin::Pin, sync::Arc};
+
+mod broker;
+pub use broker::{OffsetReset, Publish, broker_routes};
 
 use axum::{
     Json, Router,

@@ -21,10 +21,21 @@ impl AdminApi {
         method: reqwest::Method,
         url: &str,
     ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
-        let response = self
-            .client
-            .request(method, url)
-            .bearer_auth(&self.token)
+        self.send(method, url, None).await
+    }
+
+    /// Sends one request with an optional JSON body; as [`AdminApi::call`].
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        json: Option<&Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let mut request = self.client.request(method, url).bearer_auth(&self.token);
+        if let Some(json) = json {
+            request = request.json(json);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("{url}: no answer (is the service running?)"))?;

@@ -191,7 +191,7 @@ impl App {
     /// its topic as were published — and no message moved while this was checked. Counts
     /// are this process's, so this holds for `up`, where every publisher is in process.
     pub async fn is_quiet(&self) -> anyhow::Result<bool> {
-        use binding::metrics::{CONSUMED, DEAD_LETTERED, FAILED, PUBLISHED};
+        use binding::metrics::{CONSUMED, DEAD_LETTERED, FAILED, PUBLISHED, SKIPPED};
         let moved = || [PUBLISHED, CONSUMED, FAILED, DEAD_LETTERED].map(|n| self.metrics.total(n));
         let before = moved();
         let hosts = [&self.order.host, &self.stock.host, &self.payment.host];
@@ -211,8 +211,10 @@ impl App {
         for b in hosts.iter().flat_map(|h| h.bindings()) {
             let (topic, group) = (b.binding.destination.as_str(), b.binding.group.as_str());
             let labels = [("topic", topic), ("group", group)];
-            let settled =
-                self.metrics.get(CONSUMED, &labels) + self.metrics.get(DEAD_LETTERED, &labels);
+            let settled = [CONSUMED, DEAD_LETTERED, SKIPPED]
+                .map(|n| self.metrics.get(n, &labels))
+                .iter()
+                .sum::<f64>();
             if settled < self.metrics.get(PUBLISHED, &[("topic", topic)]) {
                 return Ok(false);
             }

@@ -61,6 +61,8 @@ fn main() -> std::process::ExitCode {
     let default_filter = match cli.command {
         Command::Soak(_) => "error",
         Command::Bench(_) => "warn",
+        // An operator command prints its answer; the RocketMQ client's own chatter is noise.
+        Command::Mqadmin(_) | Command::Dlq(_) => "warn,rocketmq_client_rust=error",
         _ => "info,sqlx=warn",
     };
     // The name traces are exported under (unless OTEL_SERVICE_NAME says otherwise).

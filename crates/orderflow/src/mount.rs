@@ -105,6 +105,7 @@ impl Process {
             .merge(httpkit::ops_routes(mounted.ops.clone()))
             .merge(httpkit::binding_routes(mounted.host.clone()))
             .merge(httpkit::dlq_routes(mounted.host.clone()))
+            .merge(httpkit::broker_routes(mounted.host.clone()))
             .layer(axum::middleware::from_fn_with_state(admin, httpkit::require_admin_token))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(axum::middleware::from_fn_with_state(

@@ -26,7 +26,9 @@
 //!   the batch to an async task over a channel and waits for the outcomes on a std channel,
 //!   so no Tokio worker is ever blocked. The client runtime's blocking lanes are sized for
 //!   the sum of the bindings' concurrency.
-//! - Topics are created at startup when missing (what the seed's `mqadmin updateTopic` does).
+//! - Topics are created at startup when missing, through the admin API on every master
+//!   broker (what the seed's `mqadmin updateTopic` does), so a broker with automatic topic
+//!   creation off serves them.
 //! - Dead letters are read with the classic pull consumer (deprecated in the client in favour
 //!   of the lite pull consumer, but the direct way to read a queue from offset to offset),
 //!   and replayed on their origin topic marked `replayGroup=<group>`: this binder's
@@ -65,7 +67,7 @@ use rocketmq_model::common::{
     },
 };
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// User properties a dead letter published by this binder carries. (RocketMQ reserves the
 /// upper-case names such as `DLQ_ORIGIN_TOPIC` for itself.)
@@ -78,8 +80,10 @@ pub const PROP_REPLAY_GROUP: &str = "replayGroup";
 const SYSTEM_ORIGIN_TOPIC: [&str; 2] = ["DLQ_ORIGIN_TOPIC", "RETRY_TOPIC"];
 
 const SEND_TIMEOUT_MS: u64 = 3_000;
+/// The pull consumer's group (it reads, never commits offsets).
+pub(crate) const READER_GROUP_PREFIX: &str = "orderflow-dlq-reader-";
 /// Queues per topic created at startup.
-const QUEUES: i32 = 4;
+const QUEUES: u32 = 4;
 
 /// Settings of a RocketMQ binder.
 #[derive(Debug, Clone)]
@@ -95,13 +99,14 @@ pub struct RocketMqSettings {
 
 pub struct RocketMqBinder {
     settings: RocketMqSettings,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     owner: Mutex<Option<RuntimeOwner>>,
     client: Arc<ClientRuntime>,
     sender: Arc<Sender>,
     /// Bindings waiting for `start`, by group.
     pending: Mutex<BTreeMap<String, Vec<Bound>>>,
-    consumers: tokio::sync::Mutex<Vec<DefaultMQPushConsumer>>,
+    /// The running push consumer of each group.
+    pub(crate) groups: tokio::sync::Mutex<BTreeMap<String, Group>>,
     /// Reads dead letters and the messages at a group's offsets (started on first use).
     reader: tokio::sync::Mutex<Option<DefaultMQPullConsumer>>,
     /// Reads the broker's consume stats (started on first use).
@@ -109,7 +114,21 @@ pub struct RocketMqBinder {
     shutting_down: AtomicBool,
 }
 
-struct Bound {
+pub(crate) struct Group {
+    /// The group's bindings, to start its consumer again after an offset reset.
+    pub(crate) bound: Vec<Bound>,
+    pub(crate) consumer: DefaultMQPushConsumer,
+    /// Which offsets the group's batches come from: moved on by an offset reset (and at
+    /// shutdown), after which a batch handed out before it (one waiting while its binding
+    /// is paused) is given back unhandled instead of applied.
+    pub(crate) epoch: watch::Sender<u64>,
+}
+
+/// The epoch a group's consumer is retired at.
+pub(crate) const RETIRED: u64 = u64::MAX;
+
+#[derive(Clone)]
+pub(crate) struct Bound {
     binding: ConsumerBinding,
     handler: Arc<dyn MessageHandler>,
     control: BindingControl,
@@ -120,7 +139,7 @@ struct Sender {
     producer: tokio::sync::Mutex<DefaultMQProducer>,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> BinderError {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> BinderError {
     BinderError::Unavailable(format!("rocketmq {what}: {e}"))
 }
 
@@ -150,24 +169,21 @@ impl RocketMqBinder {
             .name_server_addr(settings.name_server.clone())
             .build();
         producer.start().await.map_err(|e| unavailable("producer start", e))?;
-        for topic in &settings.topics {
-            // "TBW102" is the broker's template topic for topic creation.
-            if let Err(e) = producer.create_topic("TBW102", topic, QUEUES, HashMap::new()).await {
-                tracing::warn!(topic, error = %e, "could not create topic (the broker may auto-create it)");
-            }
-        }
-        Ok(RocketMqBinder {
+        let binder = RocketMqBinder {
             settings,
             metrics,
             owner: Mutex::new(Some(owner)),
             client,
             sender: Arc::new(Sender { producer: tokio::sync::Mutex::new(producer) }),
             pending: Mutex::new(BTreeMap::new()),
-            consumers: tokio::sync::Mutex::new(Vec::new()),
+            groups: tokio::sync::Mutex::new(BTreeMap::new()),
             reader: tokio::sync::Mutex::new(None),
             admin: tokio::sync::Mutex::new(None),
             shutting_down: AtomicBool::new(false),
-        })
+        };
+        // Boxed: the admin calls' futures are deep, and would make every caller's deeper.
+        Box::pin(binder.ensure_topics(&binder.settings.topics, QUEUES)).await?;
+        Ok(binder)
     }
 }
 
@@ -205,13 +221,13 @@ fn build(m: &Message) -> Result<MqMessage, BinderError> {
 impl RocketMqBinder {
     /// The pull consumer that reads queues from an offset, started on the first call and
     /// kept (starting one takes seconds).
-    async fn reader(
+    pub(crate) async fn reader(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<DefaultMQPullConsumer>>, BinderError> {
         let mut reader = self.reader.lock().await;
         if reader.is_none() {
             let r = DefaultMQPullConsumer::builder(self.client.clone())
-                .consumer_group(format!("orderflow-dlq-reader-{}", self.settings.producer_group))
+                .consumer_group(format!("{READER_GROUP_PREFIX}{}", self.settings.producer_group))
                 .name_server_addr(self.settings.name_server.clone())
                 .build()
                 .map_err(|e| unavailable("reader", e))?;
@@ -222,7 +238,7 @@ impl RocketMqBinder {
     }
 
     /// The admin client, started on the first call and kept.
-    async fn admin(
+    pub(crate) async fn admin_client(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<DefaultMQAdminExt>>, BinderError> {
         let mut admin = self.admin.lock().await;
@@ -236,18 +252,13 @@ impl RocketMqBinder {
     }
 
     /// One push consumer for `group`, subscribed to every destination of its bindings.
-    async fn start_group(
+    pub(crate) async fn start_group(
         &self,
         group: &str,
         bound: Vec<Bound>,
-    ) -> Result<DefaultMQPushConsumer, BinderError> {
+    ) -> Result<(DefaultMQPushConsumer, watch::Sender<u64>), BinderError> {
         // The binder dead-letters permanent failures itself: the DLQ topic must exist first.
-        let dlq = dlq_topic(group);
-        if let Err(e) =
-            self.sender.producer.lock().await.create_topic("TBW102", &dlq, 1, HashMap::new()).await
-        {
-            tracing::warn!(topic = %dlq, error = %e, "could not create the dead-letter topic");
-        }
+        Box::pin(self.ensure_topics(&[dlq_topic(group)], 1)).await?;
         let bindings: Vec<&ConsumerBinding> = bound.iter().map(|b| &b.binding).collect();
         // Each binding gets its own share of the group's consume threads, so a paused (or
         // slow) binding holds only its own.
@@ -266,6 +277,7 @@ impl RocketMqBinder {
             .max_reconsume_times(i32::try_from(attempts).unwrap_or(3) - 1)
             .build();
         let mut jobs = HashMap::new();
+        let epoch = watch::Sender::new(0u64);
         for Bound { binding, handler, control } in bound {
             consumer
                 .subscribe(binding.destination.clone(), binding.subscription.to_string())
@@ -280,18 +292,19 @@ impl RocketMqBinder {
                 handler,
                 control,
                 queue,
+                epoch.subscribe(),
                 self.metrics.clone(),
                 self.sender.clone(),
             ));
         }
-        let bridge = Bridge { jobs };
+        let bridge = Bridge { jobs, epoch: epoch.subscribe() };
         if orderly {
             consumer.register_message_listener_orderly(bridge);
         } else {
             consumer.register_message_listener_concurrently(bridge);
         }
         consumer.start().await.map_err(|e| unavailable("consumer start", e))?;
-        Ok(consumer)
+        Ok((consumer, epoch))
     }
 }
 
@@ -301,11 +314,22 @@ async fn serve_binding(
     handler: Arc<dyn MessageHandler>,
     control: BindingControl,
     mut queue: mpsc::UnboundedReceiver<Job>,
+    mut epoch: watch::Receiver<u64>,
     metrics: Metrics,
     sender: Arc<Sender>,
 ) {
-    while let Some((mut batch, reply)) = queue.recv().await {
-        control.running().await;
+    while let Some((mut batch, reply, given_at)) = queue.recv().await {
+        tokio::select! {
+            _ = control.running() => {}
+            _ = epoch.wait_for(|e| *e != given_at) => {}
+        }
+        if *epoch.borrow() != given_at {
+            // The group's offsets moved (or its consumer stopped) since this batch was
+            // handed out: its queue was dropped, so give it back unhandled; the new offsets
+            // decide what the group gets next.
+            let _ = reply.send(vec![Outcome::Retry("offsets moved".into()); batch.len()]);
+            continue;
+        }
         // A dead letter replayed for another group: acknowledge it unhandled.
         let others: Vec<bool> = batch
             .iter_mut()
@@ -374,7 +398,7 @@ fn select_by_key(queues: &[MessageQueue], _m: &MqMessage, key: &String) -> Optio
 }
 
 /// Our message from a RocketMQ one: TAGS, KEYS, and the user properties.
-fn from_ext(m: &MessageExt) -> Message {
+pub(crate) fn from_ext(m: &MessageExt) -> Message {
     let system = &rocketmq_model::common::message::STRING_HASH_SET;
     let properties: BTreeMap<String, String> = m
         .properties()
@@ -391,12 +415,14 @@ fn from_ext(m: &MessageExt) -> Message {
     }
 }
 
-type Job = (Vec<Delivery>, std_mpsc::SyncSender<Vec<Outcome>>);
+/// A batch, where to answer it, and the group's epoch when it was handed out.
+type Job = (Vec<Delivery>, std_mpsc::SyncSender<Vec<Outcome>>, u64);
 
 /// The synchronous listener of a group: hands each batch to the async side of its topic's
 /// binding and waits for the outcomes.
 struct Bridge {
     jobs: HashMap<String, mpsc::UnboundedSender<Job>>,
+    epoch: watch::Receiver<u64>,
 }
 
 impl Bridge {
@@ -421,7 +447,7 @@ impl Bridge {
             return vec![Outcome::Retry("no binding for this topic".into()); n];
         };
         let (reply, outcomes) = std_mpsc::sync_channel(1);
-        if jobs.send((batch, reply)).is_err() {
+        if jobs.send((batch, reply, *self.epoch.borrow())).is_err() {
             return vec![Outcome::Retry("binder is shutting down".into()); n];
         }
         outcomes
@@ -495,8 +521,8 @@ impl Binder for RocketMqBinder {
     async fn start(&self) -> Result<(), BinderError> {
         let groups = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         for (group, bound) in groups {
-            let consumer = self.start_group(&group, bound).await?;
-            self.consumers.lock().await.push(consumer);
+            let (consumer, epoch) = self.start_group(&group, bound.clone()).await?;
+            self.groups.lock().await.insert(group, Group { bound, consumer, epoch });
         }
         Ok(())
     }
@@ -545,7 +571,7 @@ impl Binder for RocketMqBinder {
 
     async fn lag(&self, group: &str, topic: &str) -> Result<Lag, BinderError> {
         let stats = {
-            let admin = self.admin().await?;
+            let admin = self.admin_client().await?;
             let Some(admin) = admin.as_ref() else {
                 return Err(unavailable("admin", "not started"));
             };
@@ -589,10 +615,15 @@ impl Binder for RocketMqBinder {
         })
     }
 
+    fn admin(&self) -> &dyn binding::BrokerAdmin {
+        self
+    }
+
     async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for mut c in self.consumers.lock().await.drain(..) {
-            c.shutdown().await;
+        for (_, mut g) in std::mem::take(&mut *self.groups.lock().await) {
+            g.epoch.send_replace(RETIRED);
+            g.consumer.shutdown().await;
         }
         if let Some(r) = self.reader.lock().await.take() {
             let _ = r.shutdown().await;

@@ -46,9 +46,26 @@ pub struct Ports {
     pub health: u16,
 }
 
+/// How a local cluster is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// The name server's port; a free one when `None`.
+    pub namesrv_port: Option<u16>,
+    /// The broker's `autoCreateTopicEnable`: with it off, a topic must be created
+    /// (`updateTopic`) before anything is sent to it, as on most production brokers.
+    pub auto_create_topics: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { namesrv_port: None, auto_create_topics: true }
+    }
+}
+
 pub struct LocalCluster {
     dir: PathBuf,
     ports: Ports,
+    options: ClusterOptions,
     namesrv: Option<Child>,
     broker: Option<Child>,
 }
@@ -105,9 +122,17 @@ impl LocalCluster {
         dir: &Path,
         namesrv_port: Option<u16>,
     ) -> Result<LocalCluster, ClusterError> {
+        Self::start_with(dir, ClusterOptions { namesrv_port, ..ClusterOptions::default() }).await
+    }
+
+    /// As [`start_on`](Self::start_on), with every option.
+    pub async fn start_with(
+        dir: &Path,
+        options: ClusterOptions,
+    ) -> Result<LocalCluster, ClusterError> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(dir, namesrv_port).await {
+            match Self::start_once(dir, options).await {
                 Err(ClusterError::Io { what, .. })
                     if attempt < 3 && what.starts_with("broker exited") =>
                 {
@@ -119,17 +144,15 @@ impl LocalCluster {
         }
     }
 
-    async fn start_once(
-        dir: &Path,
-        namesrv_port: Option<u16>,
-    ) -> Result<LocalCluster, ClusterError> {
-        let namesrv = match namesrv_port {
+    async fn start_once(dir: &Path, options: ClusterOptions) -> Result<LocalCluster, ClusterError> {
+        let namesrv = match options.namesrv_port {
             Some(p) => p,
             None => free_port()?,
         };
         let ports =
             Ports { namesrv, broker: free_broker_port()?, ha: free_port()?, health: free_port()? };
-        let mut cluster = LocalCluster { dir: dir.to_owned(), ports, namesrv: None, broker: None };
+        let mut cluster =
+            LocalCluster { dir: dir.to_owned(), ports, options, namesrv: None, broker: None };
         cluster.start_namesrv().await?;
         cluster.start_broker().await?;
         Ok(cluster)
@@ -169,13 +192,14 @@ impl LocalCluster {
         std::fs::create_dir_all(&store).map_err(io(format!("create {}", store.display())))?;
         let Ports { namesrv, broker, ha, health } = self.ports;
         let store = store.display();
+        let auto_create = self.options.auto_create_topics;
         let config = format!(
             r#"[broker]
 namesrvAddr = "127.0.0.1:{namesrv}"
 brokerIp1 = "127.0.0.1"
 listenPort = {broker}
 storePathRootDir = "{store}"
-autoCreateTopicEnable = true
+autoCreateTopicEnable = {auto_create}
 autoCreateSubscriptionGroup = true
 [broker.brokerServerConfig]
 bindAddress = "127.0.0.1"

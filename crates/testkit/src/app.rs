@@ -163,19 +163,36 @@ pub async fn spawn_config(
     spawn_in(v, dir, base, wrap).await
 }
 
+/// Starts the app on SQLite over `cluster` (which stores under `dir`), a RocketMQ cluster
+/// the test started itself.
+pub async fn spawn_on(dir: tempfile::TempDir, cluster: LocalCluster) -> TestApp {
+    let base = config(dir.path(), PaymentSettings::default());
+    spawn_in_cluster(Variant::RocketMqSqlite, dir, base, |b| b, Some(cluster)).await
+}
+
 async fn spawn_in(
     v: Variant,
     dir: tempfile::TempDir,
     base: AppConfig,
     wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
 ) -> TestApp {
-    let (storage, databases) = storage(v).await;
     let cluster = match v.rocketmq() {
         true => Some(
             LocalCluster::start(&dir.path().join("rocketmq")).await.expect("local RocketMQ starts"),
         ),
         false => None,
     };
+    spawn_in_cluster(v, dir, base, wrap, cluster).await
+}
+
+async fn spawn_in_cluster(
+    v: Variant,
+    dir: tempfile::TempDir,
+    base: AppConfig,
+    wrap: impl FnOnce(Arc<dyn Binder>) -> Arc<dyn Binder>,
+    cluster: Option<LocalCluster>,
+) -> TestApp {
+    let (storage, databases) = storage(v).await;
     let binder = match &cluster {
         Some(c) => BinderChoice::RocketMq { name_server: c.name_server() },
         None => BinderChoice::Embedded,
@@ -199,8 +216,19 @@ impl TestApp {
 
     /// Stops the app gracefully and starts it again on the same data (with `payment`).
     pub async fn restart(self, payment: PaymentSettings) -> TestApp {
+        self.restart_after(payment, async {}).await
+    }
+
+    /// As [`restart`](Self::restart), running `meanwhile` while the app is stopped (the
+    /// broker of a RocketMQ variant keeps running).
+    pub async fn restart_after(
+        self,
+        payment: PaymentSettings,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> TestApp {
         let TestApp { app, dir, http, variant, databases, config, cluster } = self;
         app.shutdown().await;
+        meanwhile.await;
         let config = AppConfig { payment, ..config };
         let app = App::start(config.clone()).await.unwrap();
         TestApp { app, dir, http, variant, databases, config, cluster }
@@ -423,6 +451,9 @@ impl Binder for Faulty {
     }
     async fn lag(&self, group: &str, topic: &str) -> Result<binding::Lag, BinderError> {
         self.inner.lag(group, topic).await
+    }
+    fn admin(&self) -> &dyn binding::BrokerAdmin {
+        self.inner.admin()
     }
     async fn shutdown(&self) {
         self.inner.shutdown().await

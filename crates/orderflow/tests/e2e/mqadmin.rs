@@ -95,3 +95,358 @@ async fn consumer_progress_on_the_embedded_binder() {
 async fn consumer_progress_on_rocketmq() {
     consumer_progress_shows_a_paused_groups_waiting_messages(Variant::RocketMqSqlite).await
 }
+
+/// `mqadmin ARGS... --json`, which must succeed, parsed.
+async fn mqadmin_json(args: &[&str], url: &str) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out) = mqadmin(&all, url, ADMIN_TOKEN).await;
+    assert!(ok, "mqadmin {args:?}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("mqadmin {args:?}: {e}: {out}"))
+}
+
+/// The inbox's duplicates counter of `group` on `topic`, read from the service at `url`.
+async fn duplicates(t: &TestApp, url: &str, topic: &str, group: &str) -> f64 {
+    let text = t.metrics(url).await;
+    sample(&text, "orderflow_messages_duplicates_total", &[("topic", topic), ("group", group)])
+        .unwrap_or(0.0)
+}
+
+/// `resetOffsetByTime` back before N handled orders: the N `order-created` messages come to
+/// the payment group again, the inbox absorbs every one (counted as duplicates), and no
+/// payment or stock changes; `topicList` and `topicStatus` show the topic and its messages.
+async fn reset_offset_by_time_redelivers_what_the_inbox_absorbs(v: Variant) {
+    let t = spawn(v).await;
+    let url = t.app.payment_url.clone();
+    let since = events::now_millis() - 1;
+    let mut orders = Vec::new();
+    for user in 70..73 {
+        let o = t.create_order(user, &[(1002, 1)]).await;
+        assert_eq!(t.settled(&o.order_no).await.status, OrderStatus::Paid);
+        orders.push(o.order_no.to_string());
+    }
+    t.quiesce().await;
+    let stock = t.stock(1002).await.available;
+    let before = duplicates(&t, &url, "order-created", GROUP).await;
+
+    let topics = mqadmin_json(&["topicList"], &url).await;
+    assert!(topics.as_array().unwrap().iter().any(|x| x == "order-created"), "{topics}");
+    let status = mqadmin_json(&["topicStatus", "-t", "order-created"], &url).await;
+    let held: i64 = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["maxOffset"].as_i64().unwrap() - q["minOffset"].as_i64().unwrap())
+        .sum();
+    if v.rocketmq() {
+        assert_eq!(held, 3, "three messages in the topic's queues: {status}");
+    } else {
+        // One queue whose offsets are message ids: three messages between them at least.
+        assert!(held >= 3, "{status}");
+    }
+    let (ok, out) = mqadmin(&["topicStatus", "-t", "no-such-topic"], &url, ADMIN_TOKEN).await;
+    assert!(!ok && out.contains("no-such-topic"), "{out}");
+
+    let at = since.to_string();
+    let reset = ["resetOffsetByTime", "-g", GROUP, "-t", "order-created", "-s", &at];
+    let (ok, out) = mqadmin(&reset, &url, ADMIN_TOKEN).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("#brokerName"), "{out}");
+    let expected = before + orders.len() as f64;
+    until("the rewound messages absorbed as duplicates", || async {
+        duplicates(&t, &url, "order-created", GROUP).await >= expected
+    })
+    .await;
+    t.quiesce().await;
+    assert_eq!(duplicates(&t, &url, "order-created", GROUP).await, expected, "each once");
+    for order_no in &orders {
+        assert_eq!(t.payments(order_no).await.len(), 1, "no second payment for {order_no}");
+        assert_eq!(t.order(order_no).await.status, OrderStatus::Paid);
+    }
+    assert_eq!(t.stock(1002).await.available, stock, "stock unchanged");
+    // On RocketMQ once the consumer has committed its offsets again (within seconds).
+    eventually("caught up again", || async {
+        (progress(&url).await["messages"] == 0).then_some(())
+    })
+    .await;
+
+    // Refused for a group the services do not consume the topic as, and for a bad time.
+    let (ok, out) = mqadmin(
+        &["resetOffsetByTime", "-g", "nobody", "-t", "order-created", "-s", "now"],
+        &url,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(!ok && out.contains("\"nobody\""), "{out}");
+    let (ok, out) = mqadmin(
+        &["resetOffsetByTime", "-g", GROUP, "-t", "order-created", "-s", "soon"],
+        &url,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(!ok && out.contains("yyyy-MM-dd#HH:mm:ss:SSS"), "{out}");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_offset_by_time_on_the_embedded_binder() {
+    reset_offset_by_time_redelivers_what_the_inbox_absorbs(Variant::EmbeddedSqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_offset_by_time_on_rocketmq() {
+    reset_offset_by_time_redelivers_what_the_inbox_absorbs(Variant::RocketMqSqlite).await
+}
+
+/// `skipAccumulatedMessage` on a paused group with N waiting: diff 0, the skipped messages
+/// are never delivered (no payment), and the compensation job's re-send still brings every
+/// affected order to PAID.
+async fn skip_accumulated_message_skips_and_compensation_finishes(v: Variant) {
+    use order::compensation::{self, CompensationSettings};
+    let t = spawn(v).await;
+    let url = t.app.payment_url.clone();
+    t.binding(&url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let mut skipped = Vec::new();
+    for user in 80..83 {
+        skipped.push(t.create_order(user, &[(1002, 1)]).await.order_no.to_string());
+    }
+    eventually("the 3 waiting", || async { (progress(&url).await["messages"] == 3).then_some(()) })
+        .await;
+    let (ok, out) =
+        mqadmin(&["skipAccumulatedMessage", "-g", GROUP, "-t", "order-created"], &url, ADMIN_TOKEN)
+            .await;
+    assert!(ok, "{out}");
+    assert_eq!(progress(&url).await["messages"], 0, "nothing waits after the skip");
+    t.binding(&url, "orderCreatedConsumer-in-0", "RUNNING").await;
+    t.quiesce().await;
+    for order_no in &skipped {
+        assert!(t.payments(order_no).await.is_empty(), "{order_no} was skipped, never paid");
+        assert_eq!(t.order(order_no).await.status, OrderStatus::Pending);
+    }
+    assert!(
+        t.app.binder.dead_letters(GROUP, 10).await.unwrap().is_empty(),
+        "a skipped message is not a dead letter"
+    );
+
+    let settings = CompensationSettings {
+        resend_after: std::time::Duration::from_secs(60),
+        cancel_after: std::time::Duration::from_secs(600),
+        interval: std::time::Duration::from_secs(5),
+        max_resends: 10,
+    };
+    let later = events::now_millis() + 61_000;
+    let pass = compensation::pass(&t.app.order, &settings, later).await.unwrap();
+    assert_eq!(pass, compensation::Pass { resent: 3, cancelled: 0 });
+    for order_no in &skipped {
+        assert_eq!(t.settled(order_no).await.status, OrderStatus::Paid);
+        assert_eq!(t.payments(order_no).await.len(), 1);
+    }
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_accumulated_message_on_the_embedded_binder() {
+    skip_accumulated_message_skips_and_compensation_finishes(Variant::EmbeddedSqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_accumulated_message_on_rocketmq() {
+    skip_accumulated_message_skips_and_compensation_finishes(Variant::RocketMqSqlite).await
+}
+
+/// A Java fixture body with its order's orderNo and orderId (and amount) put in.
+fn fixture_for(file: &str, o: &order::store::OrderView) -> String {
+    let mut body: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("events").join(file)).unwrap(),
+    )
+    .unwrap();
+    body["orderNo"] = o.order_no.to_string().into();
+    body["orderId"] = o.order_id.into();
+    if body.get("amount").is_some() {
+        body["amount"] = serde_json::to_value(o.total_amount).unwrap();
+    }
+    body.to_string()
+}
+
+/// `sendMessage` of each Java fixture body (tag given, the rest completed as the Java
+/// producer sets it) is consumed as the Java service's message: payment-success pays the
+/// order and deducts its stock, stock-freeze-failed cancels one, and order-created freezes
+/// stock for its (unknown to us) order. `queryMsgByKey` finds that message by its orderNo,
+/// with the Java producer's properties, and `queryMsgById` tells who consumed it.
+async fn send_message_is_consumed_as_a_java_services(v: Variant) {
+    let t = spawn(v).await;
+    let url = t.app.payment_url.clone();
+    // Payment takes no part: the fixtures stand in for it.
+    t.binding(&url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let paid = t.create_order(90, &[(1002, 1)]).await;
+    let failed = t.create_order(91, &[(1002, 1)]).await;
+    for o in [&paid, &failed] {
+        let no = o.order_no.to_string();
+        eventually("stock frozen", || async {
+            t.reservation(&no).await.filter(|r| r["state"] == "FROZEN").map(|_| ())
+        })
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (file, topic, tag, o) in [
+        ("payment-success.json", "payment-success", "PAYMENT_SUCCESS", &paid),
+        ("stock-freeze-failed.json", "stock-freeze-failed", "STOCK_FREEZE_FAILED", &failed),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, fixture_for(file, o)).unwrap();
+        let body = format!("@{}", path.display());
+        let (ok, out) =
+            mqadmin(&["sendMessage", "-t", topic, "-c", tag, "-p", &body], &url, ADMIN_TOKEN).await;
+        assert!(ok && out.contains("SEND_OK"), "{out}");
+    }
+    let o = t.settled(&paid.order_no).await;
+    assert_eq!(o.status, OrderStatus::Paid);
+    let no = paid.order_no.to_string();
+    eventually("the paid order's stock deducted", || async {
+        t.reservation(&no).await.filter(|r| r["state"] == "DEDUCTED").map(|_| ())
+    })
+    .await;
+    let o = t.settled(&failed.order_no).await;
+    assert_eq!(o.status, OrderStatus::Cancelled);
+
+    // order-created exactly as the Java order service wrote it.
+    let java = fixtures().join("events").join("order-created.json");
+    let java_body = std::fs::read_to_string(&java).unwrap();
+    let body = format!("@{}", java.display());
+    let (ok, out) = mqadmin(
+        &["sendMessage", "-t", "order-created", "-c", "ORDER_CREATED", "-p", &body],
+        &url,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(ok, "{out}");
+    eventually("stock frozen for the Java order", || async {
+        t.reservation("ORD1736900000001").await.filter(|r| r["state"] == "FROZEN").map(|_| ())
+    })
+    .await;
+    let found =
+        mqadmin_json(&["queryMsgByKey", "-t", "order-created", "-k", "ORD1736900000001"], &url)
+            .await;
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let m = &found[0];
+    assert_eq!(m["tags"], "ORDER_CREATED");
+    assert_eq!(m["keys"], "ORD1736900000001");
+    assert_eq!(m["body"], java_body.as_str());
+    assert_eq!(m["properties"]["eventId"], "6f1c3c1e-6f0e-4a3e-9a53-0c7f0c0b9c11");
+    assert_eq!(m["properties"]["eventType"], "ORDER_CREATED");
+    assert_eq!(m["properties"]["contentType"], "application/json");
+    let id = m["messageId"].as_str().unwrap().to_owned();
+    // Consumed by stock (on RocketMQ once its consumer has committed the offset, within
+    // seconds), not by the paused payment group.
+    let one = eventually("stock's consumption shown", || async {
+        let one = mqadmin_json(&["queryMsgById", "-i", &id], &url).await;
+        let consumed = |group: &str| {
+            let groups = one["groups"].as_array().unwrap();
+            groups.iter().find(|g| g["group"] == group).map(|g| g["consumed"] == true)
+        };
+        (consumed("stock-consumer-group") == Some(true)).then(|| (one.clone(), consumed(GROUP)))
+    })
+    .await;
+    assert_eq!(one.1, Some(false), "paused: {}", one.0);
+    assert_eq!(one.0["keys"], "ORD1736900000001");
+    assert_eq!(one.0["groups"].as_array().unwrap().len(), 2, "the topic's two groups: {}", one.0);
+    let (ok, table) = mqadmin(&["queryMsgById", "-i", &id], &url, ADMIN_TOKEN).await;
+    assert!(ok && table.contains("NOT_CONSUME_YET") && table.contains("CONSUMED"), "{table}");
+    let (ok, out) = mqadmin(&["queryMsgById", "-i", "no-such-id"], &url, ADMIN_TOKEN).await;
+    assert!(!ok && out.contains("no message"), "{out}");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_message_on_the_embedded_binder() {
+    send_message_is_consumed_as_a_java_services(Variant::EmbeddedSqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_message_on_rocketmq() {
+    send_message_is_consumed_as_a_java_services(Variant::RocketMqSqlite).await
+}
+
+/// A broker with automatic topic creation off (as most production brokers run): `mqadmin
+/// -n ... updateTopic` creates a topic with the queues asked for, `topicList` and
+/// `topicStatus` show it, the services start (creating the topics they still miss the same
+/// way) and an order completes; `consumerConnection` shows the running group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_topic_on_a_broker_without_automatic_topic_creation() {
+    use rocketmq_binder::{ClusterOptions, LocalCluster};
+    let dir = tempfile::tempdir().unwrap();
+    let options = ClusterOptions { auto_create_topics: false, ..ClusterOptions::default() };
+    let cluster = LocalCluster::start_with(&dir.path().join("rocketmq"), options).await.unwrap();
+    let ns = cluster.name_server();
+    let direct = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", ns.as_str()]);
+        all.iter().map(|a| a.to_string()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        mqadmin(&refs, "http://127.0.0.1:9", "unused-token-0000000000").await
+    };
+    let (ok, out) = run(direct(&[
+        "updateTopic",
+        "-t",
+        "order-created",
+        "-c",
+        "DefaultCluster",
+        "-r",
+        "6",
+        "-w",
+        "6",
+    ]))
+    .await;
+    assert!(ok && out.contains("create topic to") && out.contains("success"), "{out}");
+    let (ok, out) = run(direct(&["updateTopic", "-t", "x", "-c", "NoSuchCluster"])).await;
+    assert!(!ok && out.contains("NoSuchCluster"), "{out}");
+    let (ok, out) = run(direct(&["topicList", "--json"])).await;
+    assert!(ok && out.contains("\"order-created\""), "{out}");
+    let (ok, out) = run(direct(&["topicStatus", "-t", "order-created", "--json"])).await;
+    assert!(ok, "{out}");
+    let queues: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(queues.len(), 6, "{out}");
+
+    let t = spawn_on(dir, cluster).await;
+    let o = t.create_order(95, &[(1002, 1)]).await;
+    assert_eq!(t.settled(&o.order_no).await.status, OrderStatus::Paid);
+    let c = mqadmin_json(&["consumerConnection", "-g", GROUP], &t.app.payment_url).await;
+    assert!(!c["connections"].as_array().unwrap().is_empty(), "{c}");
+    assert!(
+        c["subscriptions"].as_array().unwrap().iter().any(|s| s["topic"] == "order-created"),
+        "{c}"
+    );
+    let (ok, table) = run(direct(&["consumerConnection", "-g", GROUP])).await;
+    assert!(
+        ok && table.contains("Below is subscription:") && table.contains("order-created"),
+        "{table}"
+    );
+    let (ok, out) = run(direct(&["consumerProgress", "-g", GROUP, "--json"])).await;
+    assert!(ok && out.contains("order-created"), "{out}");
+    t.shutdown().await;
+}
+
+/// `consumerConnection` on the embedded binder: this process, and the group's subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_connection_on_the_embedded_binder() {
+    let t = spawn(Variant::EmbeddedSqlite).await;
+    let c = mqadmin_json(&["consumerConnection", "-g", GROUP], &t.app.payment_url).await;
+    assert_eq!(c["connections"].as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c["messageModel"], "CLUSTERING");
+    let topics: Vec<&str> = c["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["topic"].as_str().unwrap())
+        .collect();
+    assert!(topics.contains(&"order-created"), "{c}");
+    let (ok, out) =
+        mqadmin(&["consumerConnection", "-g", "nobody"], &t.app.payment_url, ADMIN_TOKEN).await;
+    assert!(!ok && out.contains("\"nobody\""), "{out}");
+    let (ok, out) = mqadmin(&["updateTopic", "-t", "x"], &t.app.payment_url, ADMIN_TOKEN).await;
+    assert!(!ok && out.contains("-n"), "{out}");
+    t.shutdown().await;
+}
