@@ -250,30 +250,12 @@ impl EmbeddedBinder {
                 .collect::<Result<_, sqlx::Error>>()?,
         };
         let target = from.first().map_or(end, |(id, _, _)| *id);
-        if !force {
-            let current: Option<i64> = tx
-                .fetch_one(
-                    sqlx::query(
-                        "SELECT MIN(message_id) AS current FROM deliveries
-                         WHERE grp = $1 AND topic = $2 AND message_id < $3
-                           AND EXISTS (SELECT 1 FROM messages m WHERE m.id = message_id AND m.topic = $2)",
-                    )
-                    .bind(group)
-                    .bind(topic)
-                    .bind(end),
-                )
-                .await?
-                .try_get("current")?;
-            let current = current.unwrap_or(end);
-            if target >= current {
-                tx.commit().await?;
-                return Ok((current, 0));
-            }
-        }
-        let skipped: i64 = tx
+        // The group's waiting messages of the topic (not replayed dead letters) below the
+        // target: the earliest is the group's offset, and a forward move skips them all.
+        let below = tx
             .fetch_one(
                 sqlx::query(
-                    "SELECT COUNT(*) AS n FROM deliveries
+                    "SELECT MIN(message_id) AS first, COUNT(*) AS n FROM deliveries
                      WHERE grp = $1 AND topic = $2 AND message_id < $3
                        AND EXISTS (SELECT 1 FROM messages m WHERE m.id = message_id AND m.topic = $2)",
                 )
@@ -281,8 +263,13 @@ impl EmbeddedBinder {
                 .bind(topic)
                 .bind(target),
             )
-            .await?
-            .try_get("n")?;
+            .await?;
+        let current: Option<i64> = below.try_get("first")?;
+        let skipped: i64 = below.try_get("n")?;
+        if !force && current.is_some_and(|c| target >= c) {
+            tx.commit().await?;
+            return Ok((current.unwrap_or(end), 0));
+        }
         tx.write(
             sqlx::query(
                 "DELETE FROM deliveries WHERE grp = $1 AND topic = $2 AND message_id < $3

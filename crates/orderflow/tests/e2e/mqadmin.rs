@@ -212,6 +212,15 @@ async fn skip_accumulated_message_skips_and_compensation_finishes(v: Variant) {
     }
     eventually("the 3 waiting", || async { (progress(&url).await["messages"] == 3).then_some(()) })
         .await;
+    // With -f false a queue is only moved back: past the last message is no move at all.
+    let (ok, out) = mqadmin(
+        &["resetOffsetByTime", "-g", GROUP, "-t", "order-created", "-s", "-1", "-f", "false"],
+        &url,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(progress(&url).await["messages"], 3, "-f false skipped nothing");
     let (ok, out) =
         mqadmin(&["skipAccumulatedMessage", "-g", GROUP, "-t", "order-created"], &url, ADMIN_TOKEN)
             .await;
