@@ -98,6 +98,14 @@ pub fn broker_routes(host: Arc<stream::ServiceHost>) -> Router {
         State(host): Host,
         JsonBody(r): JsonBody<OffsetReset>,
     ) -> Result<Json<Vec<QueueOffset>>, ApiError> {
+        if let ResetTo::Time(at) = r.reset_to
+            && at < 0
+        {
+            return Err(ApiError::invalid(
+                "resetTo.time",
+                "must be 0 or more (ms since the epoch)",
+            ));
+        }
         let consumes = host
             .bindings()
             .iter()

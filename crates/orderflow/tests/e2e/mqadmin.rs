@@ -170,6 +170,19 @@ async fn reset_offset_by_time_redelivers_what_the_inbox_absorbs(v: Variant) {
     })
     .await;
 
+    // A time before the epoch is refused over HTTP, naming the field, and nothing moves.
+    let r = t
+        .http
+        .post(format!("{url}/admin/consumer-offsets"))
+        .json(&serde_json::json!({"group": GROUP, "topic": "order-created",
+            "resetTo": {"time": -5}, "force": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "resetTo.time", "{body}");
+
     // Refused for a group the services do not consume the topic as, and for a bad time.
     let (ok, out) = mqadmin(
         &["resetOffsetByTime", "-g", "nobody", "-t", "order-created", "-s", "now"],
