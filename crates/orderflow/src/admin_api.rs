@@ -1,7 +1,6 @@
 //! The services' admin HTTP API as the command line calls it (`orderflow dlq`, `orderflow
 //! mqadmin`): requests carry the admin token, and every failure names the URL that failed.
 
-use anyhow::Context;
 use serde_json::Value;
 
 /// A client of the services' `/admin` routes.
@@ -31,14 +30,26 @@ impl AdminApi {
         url: &str,
         json: Option<&Value>,
     ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        self.try_send(method, url, json)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{url}: no answer (is the service running?)"))
+    }
+
+    /// As [`AdminApi::send`], with `None` when the service does not answer at all (so a
+    /// caller may ask the next one).
+    pub async fn try_send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        json: Option<&Value>,
+    ) -> anyhow::Result<Option<(reqwest::StatusCode, Value)>> {
         let mut request = self.client.request(method, url).bearer_auth(&self.token);
         if let Some(json) = json {
             request = request.json(json);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{url}: no answer (is the service running?)"))?;
+        let Ok(response) = request.send().await else {
+            return Ok(None);
+        };
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status == reqwest::StatusCode::UNAUTHORIZED {
@@ -46,7 +57,7 @@ impl AdminApi {
                 "{url}: refused: wrong or missing admin token (--admin-token or ORDERFLOW_ADMIN_TOKEN)"
             );
         }
-        Ok((status, body))
+        Ok(Some((status, body)))
     }
 
     /// Sends one request and returns its body, failing on any status but success.

@@ -54,6 +54,28 @@ fn decode<T: serde::de::DeserializeOwned>(body: Value, what: &str) -> anyhow::Re
 }
 
 impl Source {
+    /// `path` asked of the first service that answers at all; any status but success is an
+    /// error naming the URL.
+    async fn first_answer(
+        api: &AdminApi,
+        urls: &[String],
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        json: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        for base in urls {
+            let url = url(base, path, query)?;
+            if let Some((status, body)) = api.try_send(method.clone(), &url, json).await? {
+                if !status.is_success() {
+                    anyhow::bail!("{url}: {status}: {}", error_message(&body));
+                }
+                return Ok(body);
+            }
+        }
+        anyhow::bail!("no answer from {} (are the services running?)", urls.join(", "))
+    }
+
     /// GET `path` of the first service that answers it.
     async fn get_any(
         api: &AdminApi,
@@ -61,16 +83,7 @@ impl Source {
         path: &str,
         query: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
-        let mut last = None;
-        for base in urls {
-            let url = url(base, path, query)?;
-            match api.expect_ok(reqwest::Method::GET, &url).await {
-                Ok(body) => return Ok(body),
-                Err(e) if e.to_string().contains("no answer") => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no service URL given")))
+        Self::first_answer(api, urls, reqwest::Method::GET, path, query, None).await
     }
 
     async fn topics(&self) -> anyhow::Result<Vec<String>> {
@@ -243,18 +256,9 @@ impl Source {
         match self {
             Source::Services { api, urls } => {
                 let request = serde_json::to_value(message)?;
-                let mut last = None;
-                for base in urls {
-                    let url = url(base, "/admin/messages", &[])?;
-                    match api.send(reqwest::Method::POST, &url, Some(&request)).await {
-                        Ok((status, _)) if status.is_success() => return Ok(()),
-                        Ok((status, body)) => {
-                            anyhow::bail!("{url}: {status}: {}", error_message(&body))
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(last.unwrap_or_else(|| anyhow::anyhow!("no service URL given")))
+                let post = reqwest::Method::POST;
+                Self::first_answer(api, urls, post, "/admin/messages", &[], Some(&request)).await?;
+                Ok(())
             }
             Source::Broker(b) => {
                 let m = binding::Message {
@@ -271,7 +275,7 @@ impl Source {
 }
 
 impl Mqadmin {
-    fn json(&self, value: &impl serde::Serialize) -> anyhow::Result<String> {
+    fn to_json(&self, value: &impl serde::Serialize) -> anyhow::Result<String> {
         Ok(serde_json::to_string_pretty(value)?)
     }
 
@@ -279,7 +283,7 @@ impl Mqadmin {
     pub async fn topic_list(&self) -> anyhow::Result<String> {
         let topics = self.source.topics().await?;
         if self.json {
-            return self.json(&topics);
+            return self.to_json(&topics);
         }
         Ok(topics.join("\n"))
     }
@@ -288,7 +292,7 @@ impl Mqadmin {
     pub async fn topic_status(&self, topic: &str) -> anyhow::Result<String> {
         let queues = self.source.topic_status(topic).await?;
         if self.json {
-            return self.json(&queues);
+            return self.to_json(&queues);
         }
         let mut out = format!(
             "{:<32} {:>4} {:>20} {:>20} {}\n",
@@ -311,7 +315,7 @@ impl Mqadmin {
     pub async fn consumer_progress(&self, group: Option<&str>) -> anyhow::Result<String> {
         let all = self.source.progress(group).await?;
         if self.json {
-            return self.json(&all);
+            return self.to_json(&all);
         }
         Ok(table(&all, self.now_millis))
     }
@@ -320,7 +324,7 @@ impl Mqadmin {
     pub async fn consumer_connection(&self, group: &str) -> anyhow::Result<String> {
         let c = self.source.connections(group).await?;
         if self.json {
-            return self.json(&c);
+            return self.to_json(&c);
         }
         let mut out = format!(
             "{:<4} {:<48} {:<24} {:<10} {}\n",
@@ -362,7 +366,7 @@ impl Mqadmin {
     ) -> anyhow::Result<String> {
         let moved = self.source.reset(group, topic, to, force).await?;
         if self.json {
-            return self.json(&moved);
+            return self.to_json(&moved);
         }
         let mut out = format!("{:<32} {:>8} {:>20}\n", "#brokerName", "#queueId", "#offset");
         for q in &moved {
@@ -375,7 +379,7 @@ impl Mqadmin {
     pub async fn query_by_key(&self, topic: &str, key: &str) -> anyhow::Result<String> {
         let found = self.source.by_key(topic, key).await?;
         if self.json {
-            return self.json(&found);
+            return self.to_json(&found);
         }
         let mut out = format!("{:<40} {:>4} {:>20}\n", "#Message ID", "#QID", "#Offset");
         for m in &found {
@@ -392,7 +396,7 @@ impl Mqadmin {
     pub async fn query_by_id(&self, id: &str) -> anyhow::Result<String> {
         let m = self.source.by_id(id).await?;
         if self.json {
-            return self.json(&m);
+            return self.to_json(&m);
         }
         let field = |name: &str, value: &dyn std::fmt::Display| {
             format!("{:<21}{value}\n", format!("{name}:"))
@@ -421,7 +425,7 @@ impl Mqadmin {
         self.source.send(&message).await?;
         if self.json {
             return self
-                .json(&serde_json::json!({ "topic": message.topic, "sendStatus": "SEND_OK" }));
+                .to_json(&serde_json::json!({ "topic": message.topic, "sendStatus": "SEND_OK" }));
         }
         Ok(format!(
             "{:<24} {:<24} {:<24} {}\n{:<24} {:<24} {:<24} SEND_OK",
@@ -445,7 +449,8 @@ impl Mqadmin {
         };
         let brokers = Box::pin(b.update_topic(topic, read_queues, write_queues, cluster)).await?;
         if self.json {
-            return self.json(&serde_json::json!({ "topic": topic, "readQueueNums": read_queues,
+            return self
+                .to_json(&serde_json::json!({ "topic": topic, "readQueueNums": read_queues,
                 "writeQueueNums": write_queues, "brokers": brokers }));
         }
         Ok(brokers

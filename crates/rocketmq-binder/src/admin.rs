@@ -14,6 +14,8 @@
 //!   broker's key index is not used), so it costs a read of what the topic retains.
 #![allow(deprecated)] // the classic pull consumer: see binder.rs
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use binding::{
     BinderError, BrokerAdmin, ClientConnection, GroupConnections, GroupConsumption, QueueOffset,
@@ -25,7 +27,7 @@ use rocketmq_client_rust::{
 use rocketmq_model::common::message::{message_ext::MessageExt, message_queue::MessageQueue};
 use rocketmq_model::topic::TopicConfig;
 
-use crate::binder::{Group, RETIRED, RocketMqBinder, from_ext, unavailable};
+use crate::binder::{Group, RocketMqBinder, from_ext, unavailable};
 
 /// Where a reset moves each of a topic's queues for a group.
 #[derive(Default)]
@@ -33,6 +35,34 @@ struct Moves {
     offsets: Vec<(MessageQueue, i64)>,
     /// Messages between the group's offsets and later targets.
     skipped: u64,
+}
+
+/// A consumer group and its committed offset per queue.
+type GroupOffsets = (String, HashMap<MessageQueue, i64>);
+
+/// A message as mqadmin shows it, with each group that consumes its topic and whether that
+/// group's offset on the message's queue has passed it.
+fn stored(q: &MessageQueue, m: &MessageExt, consumers: &[GroupOffsets]) -> StoredMessage {
+    let msg = from_ext(m);
+    StoredMessage {
+        message_id: m.msg_id().to_string(),
+        broker: q.broker_name().to_string(),
+        queue_id: q.queue_id(),
+        queue_offset: m.queue_offset(),
+        born_at: m.born_timestamp(),
+        body: String::from_utf8_lossy(&msg.body).into_owned(),
+        topic: msg.topic,
+        tags: msg.tags,
+        keys: msg.keys,
+        properties: msg.properties,
+        groups: consumers
+            .iter()
+            .map(|(group, offsets)| GroupConsumption {
+                group: group.clone(),
+                consumed: offsets.get(q).is_some_and(|o| *o > m.queue_offset()),
+            })
+            .collect(),
+    }
 }
 
 fn queue_offset((q, offset): (MessageQueue, i64)) -> QueueOffset {
@@ -90,8 +120,7 @@ impl RocketMqBinder {
         write_queues: u32,
         cluster: Option<&str>,
     ) -> Result<Vec<String>, BinderError> {
-        let admin = self.admin_client().await?;
-        let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+        let admin = &*self.admin_client().await?;
         let info = MQAdminReadExt::examine_broker_cluster_info(admin)
             .await
             .map_err(|e| unavailable("cluster info", e))?;
@@ -141,8 +170,7 @@ impl RocketMqBinder {
         group: &str,
     ) -> Result<Vec<(String, binding::Lag)>, BinderError> {
         let mut topics: Vec<String> = {
-            let admin = self.admin_client().await?;
-            let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+            let admin = &*self.admin_client().await?;
             match MQAdminReadExt::examine_consume_stats(admin, group.into(), None, None, None, None)
                 .await
             {
@@ -180,8 +208,7 @@ impl RocketMqBinder {
     ) -> Result<(), BinderError> {
         for topic in topics {
             let routed = {
-                let admin = self.admin_client().await?;
-                let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+                let admin = &*self.admin_client().await?;
                 matches!(
                     MQAdminReadExt::examine_topic_route_info(admin, topic.as_str().into()).await,
                     Ok(Some(r)) if !r.queue_datas.is_empty()
@@ -194,55 +221,38 @@ impl RocketMqBinder {
         Ok(())
     }
 
-    /// A message as mqadmin shows it, with each group that consumes its topic and whether
-    /// that group's offset on its queue has passed it.
-    async fn stored(&self, q: &MessageQueue, m: &MessageExt) -> Result<StoredMessage, BinderError> {
-        let msg = from_ext(m);
-        let mut groups = Vec::new();
+    /// Each group that consumes `topic` (not this binder's own reader), with its committed
+    /// offset per queue: asked once per query, not once per message found.
+    async fn consumers_of(&self, topic: &str) -> Result<Vec<GroupOffsets>, BinderError> {
+        let admin = &*self.admin_client().await?;
+        let consumers = MQAdminReadExt::query_topic_consume_by_who(admin, topic.into())
+            .await
+            .map_err(|e| unavailable("consumers of the topic", e))?;
+        let mut all = Vec::new();
+        for group in consumers
+            .group_list
+            .into_iter()
+            .filter(|g| !g.starts_with(crate::binder::READER_GROUP_PREFIX))
         {
-            let admin = self.admin_client().await?;
-            let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
-            let consumers =
-                MQAdminReadExt::query_topic_consume_by_who(admin, msg.topic.as_str().into())
-                    .await
-                    .map_err(|e| unavailable("consumers of the topic", e))?;
-            // The binder's own reader consumes nothing; it is not a group of the topic.
-            for group in consumers
-                .group_list
-                .into_iter()
-                .filter(|g| !g.starts_with(crate::binder::READER_GROUP_PREFIX))
-            {
-                let stats = MQAdminReadExt::examine_consume_stats(
-                    admin,
-                    group.clone(),
-                    Some(msg.topic.as_str().into()),
-                    None,
-                    None,
-                    None,
-                )
-                .await
-                .map_err(|e| unavailable("consume stats", e))?;
-                let consumed = stats
-                    .offset_table
-                    .get(q)
-                    .is_some_and(|w| w.get_consumer_offset() > m.queue_offset());
-                groups.push(GroupConsumption { group: group.to_string(), consumed });
-            }
+            let stats = MQAdminReadExt::examine_consume_stats(
+                admin,
+                group.clone(),
+                Some(topic.into()),
+                None,
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| unavailable("consume stats", e))?;
+            let offsets = stats
+                .offset_table
+                .iter()
+                .map(|(q, w)| (q.clone(), w.get_consumer_offset()))
+                .collect();
+            all.push((group.to_string(), offsets));
         }
-        groups.sort_by(|a, b| a.group.cmp(&b.group));
-        Ok(StoredMessage {
-            message_id: m.msg_id().to_string(),
-            broker: q.broker_name().to_string(),
-            queue_id: q.queue_id(),
-            queue_offset: m.queue_offset(),
-            born_at: m.born_timestamp(),
-            body: String::from_utf8_lossy(&msg.body).into_owned(),
-            topic: msg.topic,
-            tags: msg.tags,
-            keys: msg.keys,
-            properties: msg.properties,
-            groups,
-        })
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
     }
 
     /// Each queue's offset for `group` on `topic` after the move (the group's own where a
@@ -257,8 +267,7 @@ impl RocketMqBinder {
         force: bool,
     ) -> Result<Moves, BinderError> {
         let current = {
-            let admin = self.admin_client().await?;
-            let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+            let admin = &*self.admin_client().await?;
             MQAdminReadExt::examine_consume_stats(
                 admin,
                 group.into(),
@@ -271,8 +280,7 @@ impl RocketMqBinder {
             .map_err(|e| unavailable("consume stats", e))?
             .offset_table
         };
-        let reader = self.reader().await?;
-        let reader = reader.as_ref().ok_or_else(|| unavailable("reader", "not started"))?;
+        let reader = &*self.reader().await?;
         let mut moves = Moves::default();
         for q in queues(reader, topic).await? {
             let target = match to {
@@ -319,8 +327,7 @@ impl RocketMqBinder {
         topic: &str,
         offsets: &[(MessageQueue, i64)],
     ) -> Result<(), BinderError> {
-        let admin = self.admin_client().await?;
-        let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+        let admin = &*self.admin_client().await?;
         let route = MQAdminReadExt::examine_topic_route_info(admin, topic.into())
             .await
             .map_err(|e| unavailable("topic route", e))?
@@ -353,8 +360,7 @@ impl RocketMqBinder {
 #[async_trait]
 impl BrokerAdmin for RocketMqBinder {
     async fn topics(&self) -> Result<Vec<String>, BinderError> {
-        let admin = self.admin_client().await?;
-        let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+        let admin = &*self.admin_client().await?;
         let list = MQAdminReadExt::fetch_all_topic_list(admin)
             .await
             .map_err(|e| unavailable("topic list", e))?;
@@ -365,8 +371,7 @@ impl BrokerAdmin for RocketMqBinder {
     }
 
     async fn topic_status(&self, topic: &str) -> Result<Vec<QueueStatus>, BinderError> {
-        let reader = self.reader().await?;
-        let reader = reader.as_ref().ok_or_else(|| unavailable("reader", "not started"))?;
+        let reader = &*self.reader().await?;
         let mut status = Vec::new();
         for q in queues(reader, topic).await? {
             let min_offset =
@@ -421,17 +426,17 @@ impl BrokerAdmin for RocketMqBinder {
             let offsets = self.apply_offsets(group, topic, moves, to, force).await?;
             return Ok(offsets.into_iter().map(queue_offset).collect());
         };
-        let Group { bound, mut consumer, epoch } = g;
-        epoch.send_replace(RETIRED);
+        let Group { bound, mut consumer, retired } = g;
+        retired.send_replace(true);
         consumer.shutdown().await;
-        // The offsets again: the consumer committed what it had handled as it stopped.
+        // Computed now: the consumer committed what it had handled as it stopped.
         let moved = match self.offsets_to(group, topic, to, force).await {
             Ok(moves) => self.apply_offsets(group, topic, moves, to, force).await,
             Err(e) => Err(e),
         };
         // Started again whether or not the offsets moved: the group must go on consuming.
-        let (consumer, epoch) = self.start_group(group, bound.clone()).await?;
-        groups.insert(group.to_owned(), Group { bound, consumer, epoch });
+        let (consumer, retired) = self.start_group(group, bound.clone()).await?;
+        groups.insert(group.to_owned(), Group { bound, consumer, retired });
         Ok(moved?.into_iter().map(queue_offset).collect())
     }
 
@@ -441,8 +446,7 @@ impl BrokerAdmin for RocketMqBinder {
         key: &str,
     ) -> Result<Vec<StoredMessage>, BinderError> {
         let found = {
-            let reader = self.reader().await?;
-            let reader = reader.as_ref().ok_or_else(|| unavailable("reader", "not started"))?;
+            let reader = &*self.reader().await?;
             let mut found = Vec::new();
             for q in queues(reader, topic).await? {
                 let of_key = |m: &MessageExt| {
@@ -456,18 +460,16 @@ impl BrokerAdmin for RocketMqBinder {
             }
             found
         };
-        let mut stored = Vec::with_capacity(found.len());
-        for (q, m) in &found {
-            stored.push(self.stored(q, m).await?);
-        }
-        stored.sort_by_key(|m| m.born_at);
-        Ok(stored)
+        let consumers = self.consumers_of(topic).await?;
+        let mut all: Vec<StoredMessage> =
+            found.iter().map(|(q, m)| stored(q, m, &consumers)).collect();
+        all.sort_by_key(|m| m.born_at);
+        Ok(all)
     }
 
     async fn message_by_id(&self, id: &str) -> Result<Option<StoredMessage>, BinderError> {
         let meta = {
-            let admin = self.admin_client().await?;
-            let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+            let admin = &*self.admin_client().await?;
             match MQAdminMessageReadExt::query_message_metadata_by_id(admin, id.into()).await {
                 Ok(meta) => meta,
                 // Not an id this broker gave, or a message it no longer holds.
@@ -478,8 +480,7 @@ impl BrokerAdmin for RocketMqBinder {
             }
         };
         let found = {
-            let reader = self.reader().await?;
-            let reader = reader.as_ref().ok_or_else(|| unavailable("reader", "not started"))?;
+            let reader = &*self.reader().await?;
             let mut found = None;
             for q in queues(reader, &meta.topic)
                 .await?
@@ -504,14 +505,13 @@ impl BrokerAdmin for RocketMqBinder {
             found
         };
         match found {
-            Some((q, m)) => Ok(Some(self.stored(&q, &m).await?)),
+            Some((q, m)) => Ok(Some(stored(&q, &m, &self.consumers_of(&meta.topic).await?))),
             None => Ok(None),
         }
     }
 
     async fn consumer_connection(&self, group: &str) -> Result<GroupConnections, BinderError> {
-        let admin = self.admin_client().await?;
-        let admin = admin.as_ref().ok_or_else(|| unavailable("admin", "not started"))?;
+        let admin = &*self.admin_client().await?;
         let c = match MQAdminReadExt::examine_consumer_connection_info(admin, group.into(), None)
             .await
         {

@@ -67,7 +67,7 @@ use rocketmq_model::common::{
     },
 };
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{MappedMutexGuard, mpsc, watch};
 
 /// User properties a dead letter published by this binder carries. (RocketMQ reserves the
 /// upper-case names such as `DLQ_ORIGIN_TOPIC` for itself.)
@@ -118,14 +118,11 @@ pub(crate) struct Group {
     /// The group's bindings, to start its consumer again after an offset reset.
     pub(crate) bound: Vec<Bound>,
     pub(crate) consumer: DefaultMQPushConsumer,
-    /// Which offsets the group's batches come from: moved on by an offset reset (and at
-    /// shutdown), after which a batch handed out before it (one waiting while its binding
-    /// is paused) is given back unhandled instead of applied.
-    pub(crate) epoch: watch::Sender<u64>,
+    /// Set when this consumer stops (an offset reset replaces it, or shutdown): a batch it
+    /// handed out that a paused binding still holds is then given back unhandled instead of
+    /// applied.
+    pub(crate) retired: watch::Sender<bool>,
 }
-
-/// The epoch a group's consumer is retired at.
-pub(crate) const RETIRED: u64 = u64::MAX;
 
 #[derive(Clone)]
 pub(crate) struct Bound {
@@ -218,12 +215,20 @@ fn build(m: &Message) -> Result<MqMessage, BinderError> {
     builder.build().map_err(|e| unavailable("message", e))
 }
 
+/// The client a lazily started slot holds (`None` only after shutdown took it).
+fn started<'a, T>(
+    slot: tokio::sync::MutexGuard<'a, Option<T>>,
+    what: &str,
+) -> Result<MappedMutexGuard<'a, T>, BinderError> {
+    tokio::sync::MutexGuard::try_map(slot, Option::as_mut).map_err(|_| unavailable(what, "stopped"))
+}
+
 impl RocketMqBinder {
     /// The pull consumer that reads queues from an offset, started on the first call and
     /// kept (starting one takes seconds).
     pub(crate) async fn reader(
         &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<DefaultMQPullConsumer>>, BinderError> {
+    ) -> Result<MappedMutexGuard<'_, DefaultMQPullConsumer>, BinderError> {
         let mut reader = self.reader.lock().await;
         if reader.is_none() {
             let r = DefaultMQPullConsumer::builder(self.client.clone())
@@ -234,13 +239,13 @@ impl RocketMqBinder {
             r.start().await.map_err(|e| unavailable("reader", e))?;
             *reader = Some(r);
         }
-        Ok(reader)
+        started(reader, "reader")
     }
 
     /// The admin client, started on the first call and kept.
     pub(crate) async fn admin_client(
         &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<DefaultMQAdminExt>>, BinderError> {
+    ) -> Result<MappedMutexGuard<'_, DefaultMQAdminExt>, BinderError> {
         let mut admin = self.admin.lock().await;
         if admin.is_none() {
             let mut a = DefaultMQAdminExt::new(self.client.clone());
@@ -248,7 +253,7 @@ impl RocketMqBinder {
             a.start().await.map_err(|e| unavailable("admin", e))?;
             *admin = Some(a);
         }
-        Ok(admin)
+        started(admin, "admin")
     }
 
     /// One push consumer for `group`, subscribed to every destination of its bindings.
@@ -256,7 +261,7 @@ impl RocketMqBinder {
         &self,
         group: &str,
         bound: Vec<Bound>,
-    ) -> Result<(DefaultMQPushConsumer, watch::Sender<u64>), BinderError> {
+    ) -> Result<(DefaultMQPushConsumer, watch::Sender<bool>), BinderError> {
         // The binder dead-letters permanent failures itself: the DLQ topic must exist first.
         Box::pin(self.ensure_topics(&[dlq_topic(group)], 1)).await?;
         let bindings: Vec<&ConsumerBinding> = bound.iter().map(|b| &b.binding).collect();
@@ -277,7 +282,7 @@ impl RocketMqBinder {
             .max_reconsume_times(i32::try_from(attempts).unwrap_or(3) - 1)
             .build();
         let mut jobs = HashMap::new();
-        let epoch = watch::Sender::new(0u64);
+        let retired = watch::Sender::new(false);
         for Bound { binding, handler, control } in bound {
             consumer
                 .subscribe(binding.destination.clone(), binding.subscription.to_string())
@@ -292,19 +297,19 @@ impl RocketMqBinder {
                 handler,
                 control,
                 queue,
-                epoch.subscribe(),
+                retired.subscribe(),
                 self.metrics.clone(),
                 self.sender.clone(),
             ));
         }
-        let bridge = Bridge { jobs, epoch: epoch.subscribe() };
+        let bridge = Bridge { jobs };
         if orderly {
             consumer.register_message_listener_orderly(bridge);
         } else {
             consumer.register_message_listener_concurrently(bridge);
         }
         consumer.start().await.map_err(|e| unavailable("consumer start", e))?;
-        Ok((consumer, epoch))
+        Ok((consumer, retired))
     }
 }
 
@@ -314,20 +319,20 @@ async fn serve_binding(
     handler: Arc<dyn MessageHandler>,
     control: BindingControl,
     mut queue: mpsc::UnboundedReceiver<Job>,
-    mut epoch: watch::Receiver<u64>,
+    mut retired: watch::Receiver<bool>,
     metrics: Metrics,
     sender: Arc<Sender>,
 ) {
-    while let Some((mut batch, reply, given_at)) = queue.recv().await {
+    while let Some((mut batch, reply)) = queue.recv().await {
         tokio::select! {
             _ = control.running() => {}
-            _ = epoch.wait_for(|e| *e != given_at) => {}
+            _ = retired.wait_for(|r| *r) => {}
         }
-        if *epoch.borrow() != given_at {
-            // The group's offsets moved (or its consumer stopped) since this batch was
-            // handed out: its queue was dropped, so give it back unhandled; the new offsets
+        if *retired.borrow() {
+            // The consumer that handed this batch out has stopped (its offsets were moved,
+            // or the binder is shutting down): give it back unhandled; the broker's offsets
             // decide what the group gets next.
-            let _ = reply.send(vec![Outcome::Retry("offsets moved".into()); batch.len()]);
+            let _ = reply.send(vec![Outcome::Retry("consumer stopped".into()); batch.len()]);
             continue;
         }
         // A dead letter replayed for another group: acknowledge it unhandled.
@@ -415,14 +420,12 @@ pub(crate) fn from_ext(m: &MessageExt) -> Message {
     }
 }
 
-/// A batch, where to answer it, and the group's epoch when it was handed out.
-type Job = (Vec<Delivery>, std_mpsc::SyncSender<Vec<Outcome>>, u64);
+type Job = (Vec<Delivery>, std_mpsc::SyncSender<Vec<Outcome>>);
 
 /// The synchronous listener of a group: hands each batch to the async side of its topic's
 /// binding and waits for the outcomes.
 struct Bridge {
     jobs: HashMap<String, mpsc::UnboundedSender<Job>>,
-    epoch: watch::Receiver<u64>,
 }
 
 impl Bridge {
@@ -447,7 +450,7 @@ impl Bridge {
             return vec![Outcome::Retry("no binding for this topic".into()); n];
         };
         let (reply, outcomes) = std_mpsc::sync_channel(1);
-        if jobs.send((batch, reply, *self.epoch.borrow())).is_err() {
+        if jobs.send((batch, reply)).is_err() {
             return vec![Outcome::Retry("binder is shutting down".into()); n];
         }
         outcomes
@@ -521,8 +524,8 @@ impl Binder for RocketMqBinder {
     async fn start(&self) -> Result<(), BinderError> {
         let groups = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         for (group, bound) in groups {
-            let (consumer, epoch) = self.start_group(&group, bound.clone()).await?;
-            self.groups.lock().await.insert(group, Group { bound, consumer, epoch });
+            let (consumer, retired) = self.start_group(&group, bound.clone()).await?;
+            self.groups.lock().await.insert(group, Group { bound, consumer, retired });
         }
         Ok(())
     }
@@ -544,11 +547,7 @@ impl Binder for RocketMqBinder {
         group: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BinderError> {
-        let reader = self.reader().await?;
-        match reader.as_ref() {
-            Some(r) => read_all(r, &dlq_topic(group), group, limit).await,
-            None => Err(unavailable("reader", "not started")),
-        }
+        read_all(&*self.reader().await?, &dlq_topic(group), group, limit).await
     }
 
     /// Publishes the dead letter again on its origin topic, marked with [`PROP_REPLAY_GROUP`]:
@@ -571,11 +570,8 @@ impl Binder for RocketMqBinder {
 
     async fn lag(&self, group: &str, topic: &str) -> Result<Lag, BinderError> {
         let stats = {
-            let admin = self.admin_client().await?;
-            let Some(admin) = admin.as_ref() else {
-                return Err(unavailable("admin", "not started"));
-            };
-            admin
+            self.admin_client()
+                .await?
                 .examine_consume_stats(group.into(), Some(topic.into()), None, None, None)
                 .await
                 .map_err(|e| unavailable("consume stats", e))?
@@ -597,16 +593,13 @@ impl Binder for RocketMqBinder {
         queues.sort_by(|a, b| (&a.0.broker, a.0.queue_id).cmp(&(&b.0.broker, b.0.queue_id)));
         let mut oldest_born_at: Option<i64> = None;
         let reader = self.reader().await?;
-        if let Some(r) = reader.as_ref() {
-            for (lag, q) in queues.iter().filter(|(l, _)| l.lag() > 0) {
-                let pulled = r
-                    .pull(q, "*", lag.consumer_offset.max(0), 1)
-                    .await
-                    .map_err(|e| unavailable("pull at the group's offset", e))?;
-                let born =
-                    pulled.msg_found_list().into_iter().flatten().map(|m| m.born_timestamp());
-                oldest_born_at = born.chain(oldest_born_at).min();
-            }
+        for (lag, q) in queues.iter().filter(|(l, _)| l.lag() > 0) {
+            let pulled = reader
+                .pull(q, "*", lag.consumer_offset.max(0), 1)
+                .await
+                .map_err(|e| unavailable("pull at the group's offset", e))?;
+            let born = pulled.msg_found_list().into_iter().flatten().map(|m| m.born_timestamp());
+            oldest_born_at = born.chain(oldest_born_at).min();
         }
         Ok(Lag {
             messages: queues.iter().map(|(l, _)| l.lag()).sum(),
@@ -622,7 +615,7 @@ impl Binder for RocketMqBinder {
     async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for (_, mut g) in std::mem::take(&mut *self.groups.lock().await) {
-            g.epoch.send_replace(RETIRED);
+            g.retired.send_replace(true);
             g.consumer.shutdown().await;
         }
         if let Some(r) = self.reader.lock().await.take() {

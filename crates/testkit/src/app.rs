@@ -216,19 +216,8 @@ impl TestApp {
 
     /// Stops the app gracefully and starts it again on the same data (with `payment`).
     pub async fn restart(self, payment: PaymentSettings) -> TestApp {
-        self.restart_after(payment, async {}).await
-    }
-
-    /// As [`restart`](Self::restart), running `meanwhile` while the app is stopped (the
-    /// broker of a RocketMQ variant keeps running).
-    pub async fn restart_after(
-        self,
-        payment: PaymentSettings,
-        meanwhile: impl std::future::Future<Output = ()>,
-    ) -> TestApp {
         let TestApp { app, dir, http, variant, databases, config, cluster } = self;
         app.shutdown().await;
-        meanwhile.await;
         let config = AppConfig { payment, ..config };
         let app = App::start(config.clone()).await.unwrap();
         TestApp { app, dir, http, variant, databases, config, cluster }
