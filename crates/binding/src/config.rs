@@ -272,23 +272,39 @@ impl StreamConfig {
         lookup(&self.orderflow, &parts)
     }
 
-    /// A duration of the `orderflow:` section given in seconds (a number, or text such as
-    /// `${ORDER_CANCEL_AFTER:600}` expands to), or `default` when absent.
+    /// A duration of the `orderflow:` section: a number of seconds, or text such as `90s`,
+    /// `72h`, `7d` (what `${ORDER_CANCEL_AFTER:600}` expands to counts too), or `default`
+    /// when absent.
     pub fn seconds(&self, path: &str, default: Duration) -> Result<Duration, ConfigError> {
-        let Some(v) = self.setting(path) else { return Ok(default) };
-        let secs = match v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse::<f64>().ok(),
+        Ok(self.duration(path)?.unwrap_or(default))
+    }
+
+    /// [`StreamConfig::seconds`] without a default: `None` when the key is absent.
+    pub fn duration(&self, path: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = self.setting(path) else { return Ok(None) };
+        let parsed = match v {
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+                .map(Duration::from_secs_f64),
+            Value::String(s) => match s.trim().parse::<f64>() {
+                Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+                    Some(Duration::from_secs_f64(secs))
+                }
+                Ok(_) => None,
+                Err(_) => humantime::parse_duration(s.trim()).ok().filter(|d| !d.is_zero()),
+            },
             _ => None,
         };
-        secs.filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    format!("orderflow.{path}"),
-                    "must be a positive number of seconds",
-                )
-            })
+        parsed.map(Some).ok_or_else(|| {
+            ConfigError::new(
+                format!("orderflow.{path}"),
+                format!(
+                    "{} is not a duration: give a positive number of seconds or text such as 90s, 72h or 7d",
+                    show(v)
+                ),
+            )
+        })
     }
 }
 

@@ -10,12 +10,14 @@
 //! - [`chaos`]: fault injection around any binder (duplicates, reordering, delays, handler
 //!   failures, crashes between commit and acknowledgement).
 //! - [`metrics`]: counters and gauges by label, rendered in Prometheus text format.
+//! - [`retention`]: how long messages, dead letters and inbox records are kept.
 
 pub mod admin;
 pub mod binder;
 pub mod chaos;
 pub mod config;
 pub mod metrics;
+pub mod retention;
 pub mod tags;
 
 pub use admin::{
@@ -29,3 +31,4 @@ pub use binder::{
 pub use config::{ConfigError, ConsumerBinding, ProducerBinding, StreamConfig};
 pub use events::Message;
 pub use metrics::Metrics;
+pub use retention::Retention;

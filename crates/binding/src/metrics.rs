@@ -55,6 +55,9 @@ pub const ORDERS_CHECKED: &str = "orderflow_invariant_orders_checked";
 pub const CHECKED_AT: &str = "orderflow_invariant_checked_at_seconds";
 pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 pub const SQLITE_MEMORY: &str = "orderflow_sqlite_memory_bytes";
+pub const RETENTION_REMOVED: &str = "orderflow_retention_removed_total";
+pub const OLDEST_MESSAGE: &str = "orderflow_retention_oldest_message_age_seconds";
+pub const DATABASE_SIZE: &str = "orderflow_database_size_bytes";
 
 /// What a family is; a histogram says which buckets it has.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +186,21 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         SQLITE_MEMORY,
         Kind::Gauge,
         "Memory SQLite holds in this process (page caches, prepared statements), in bytes.",
+    ),
+    (
+        RETENTION_REMOVED,
+        Kind::Counter,
+        "Rows removed by retention (orderflow.retention), by database and table: broker messages past their retention that every group had acknowledged, inbox records past the deduplication window.",
+    ),
+    (
+        OLDEST_MESSAGE,
+        Kind::Gauge,
+        "Age of the oldest message the embedded broker still keeps, by topic: above the retention period, some group has not acknowledged it.",
+    ),
+    (
+        DATABASE_SIZE,
+        Kind::Gauge,
+        "Size of a database, by database (broker, order, stock, payment): the SQLite file's pages, or PostgreSQL's pg_database_size; space freed by retention is reused before the file grows.",
     ),
 ];
 

@@ -175,9 +175,43 @@ fn durations_of_the_orderflow_section_are_seconds_and_bad_ones_name_the_key() {
         default,
         "absent: the default"
     );
-    for bad in ["0", "-5", "soon", "[1]"] {
+    let c = with("    resend-after: 90s\n    cancel-after: 2h\n");
+    assert_eq!(c.seconds("compensation.resend-after", default).unwrap().as_secs(), 90);
+    assert_eq!(c.seconds("compensation.cancel-after", default).unwrap().as_secs(), 7200);
+    for bad in ["0", "-5", "soon", "[1]", "0s"] {
         let c = with(&format!("    resend-after: {bad}\n"));
         let err = c.seconds("compensation.resend-after", default).unwrap_err();
         assert_eq!(err.key, "orderflow.compensation.resend-after", "{bad}: {err}");
+    }
+}
+
+#[test]
+fn retention_defaults_follow_rocketmq_and_a_too_short_inbox_window_is_refused_by_name() {
+    let base = fixture("order-service.yml");
+    let with =
+        |section: &str| load(&format!("{base}\norderflow:\n  retention:\n{section}")).unwrap();
+    let d = binding::Retention::from_config(&load(&base).unwrap()).unwrap();
+    assert_eq!(d.messages.as_secs(), 72 * 3600, "RocketMQ's fileReservedTime");
+    assert_eq!(d.inbox.as_secs(), 7 * 24 * 3600);
+    assert_eq!(d.dead_letters, None, "dead letters stay until purged");
+
+    let r = binding::Retention::from_config(&with(
+        "    messages: 2h\n    dead-letters: 1d\n    inbox: 2d\n    batch: 50\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        (r.messages.as_secs(), r.dead_letters.map(|d| d.as_secs()), r.inbox.as_secs(), r.batch),
+        (7200, Some(86_400), 172_800, 50)
+    );
+
+    for (section, key) in [
+        ("    messages: 8d\n", "orderflow.retention.inbox"),
+        ("    inbox: 1h\n", "orderflow.retention.inbox"),
+        ("    dead-letters: 30d\n", "orderflow.retention.inbox"),
+        ("    messages: soon\n", "orderflow.retention.messages"),
+        ("    batch: 0\n", "orderflow.retention.batch"),
+    ] {
+        let err = binding::Retention::from_config(&with(section)).unwrap_err();
+        assert_eq!(err.key, key, "{section:?}: {err}");
     }
 }

@@ -229,6 +229,8 @@ impl EmbeddedBinder {
         to: ResetTo,
         force: bool,
     ) -> Result<(i64, u64), sqlx::Error> {
+        // Retention removes no message between the reads and the writes below.
+        let _fence = self.inner.fence.lock().await;
         let mut tx = Tx::begin(&self.inner.db).await?;
         let last: Option<i64> = tx
             .fetch_one(

@@ -19,6 +19,8 @@
 //!   different keys proceed in parallel.
 //! - Offsets (mqadmin's view, `admin.rs`): one queue per topic, whose offsets are message ids;
 //!   a group's offset is its oldest delivery of the topic still waiting.
+//! - Retention (`retention.rs`): messages past their retention that no group still waits for
+//!   are removed in small batches.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -45,6 +47,7 @@ use binding::{
 use storage::{Db, DbError, Statement, Tx, rows};
 
 mod admin;
+mod retention;
 
 /// Property on a dead letter naming the topic it came from (RocketMQ's `RETRY_TOPIC`).
 pub const PROP_ORIGIN_TOPIC: &str = "RETRY_TOPIC";
@@ -122,6 +125,9 @@ struct Inner {
     /// The last message id handed out. Only the one writer connection inserts messages, so
     /// ids are handed out in commit order (a rolled-back publish leaves a harmless gap).
     last_message_id: AtomicI64,
+    /// Held by retention's removals and by offset resets (which read messages, then write
+    /// deliveries for them), so that no message is removed in between.
+    fence: tokio::sync::Mutex<()>,
     token: CancellationToken,
     tracker: TaskTracker,
 }
@@ -169,6 +175,7 @@ impl EmbeddedBinder {
                 wakers: Mutex::new(HashMap::new()),
                 next_lease: AtomicI64::new(now_millis().saturating_mul(1000)),
                 last_message_id: AtomicI64::new(last_message_id),
+                fence: tokio::sync::Mutex::new(()),
                 token: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -689,7 +696,9 @@ impl Binder for EmbeddedBinder {
         let id: i64 = dead.message_id.parse().map_err(|_| {
             BinderError::Unavailable(format!("no dead letter {:?}", dead.message_id))
         })?;
-        self.inner
+        // One statement: a dead letter removed by retention meanwhile is simply not found.
+        let replayed = self
+            .inner
             .db
             .writer()
             .await
@@ -707,6 +716,12 @@ impl Binder for EmbeddedBinder {
             )
             .await
             .map_err(BinderError::storage)?;
+        if replayed.rows_affected() == 0 {
+            return Err(BinderError::Unavailable(format!(
+                "dead letter {} is no longer kept (dead-letter retention)",
+                dead.message_id
+            )));
+        }
         self.inner.wake(&dead.group, &dead.origin_topic);
         Ok(())
     }

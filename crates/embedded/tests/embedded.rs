@@ -384,3 +384,114 @@ async fn corrupt_stored_messages_are_errors_naming_the_row() {
     raw.close().await;
     b.shutdown().await;
 }
+
+/// Retention with everything past its period, judged as of `now + ahead` (time is an
+/// argument: no test waits for messages to age).
+fn retention(batch: usize, dead_letters: Option<Duration>) -> binding::Retention {
+    binding::Retention {
+        messages: Duration::from_secs(1),
+        dead_letters,
+        inbox: Duration::from_secs(60),
+        interval: Duration::from_secs(3600),
+        batch,
+    }
+}
+
+fn later() -> i64 {
+    events::now_millis() + 10_000
+}
+
+#[tokio::test]
+async fn retention_removes_acknowledged_messages_and_keeps_what_a_paused_group_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let b = EmbeddedBinder::open(&dir.path().join("broker.db"), metrics.clone()).await.unwrap();
+    let fast = Recorder::ok();
+    let slow = Recorder::ok();
+    b.bind_consumer(binding("f-in-0", "t", "fast"), fast.clone()).await.unwrap();
+    let paused = b.bind_consumer(binding("s-in-0", "t", "slow"), slow.clone()).await.unwrap();
+    paused.set(binding::BindingState::Paused);
+    let messages: Vec<Message> =
+        (0..10).map(|i| msg("t", "T", &format!("K{i}"), &i.to_string())).collect();
+    b.publish(&messages).await.unwrap();
+    b.publish(&[msg("nobody-listens", "T", "K", "x")]).await.unwrap();
+    until("the fast group handled all 10", || fast.seen().len() == 10).await;
+
+    // Young messages stay, whoever has handled them.
+    let young = binding::Retention { messages: Duration::from_secs(3600), ..retention(3, None) };
+    assert_eq!(b.retention_pass(&young, events::now_millis()).await.unwrap(), 0);
+
+    // Old, but the paused group has not handled them: all kept (its offset is the first).
+    assert_eq!(
+        b.retention_pass(&retention(3, None), later()).await.unwrap(),
+        1,
+        "only the unsubscribed topic's"
+    );
+    assert_eq!(b.topic_messages("t").await.unwrap().len(), 10);
+    assert!(b.topic_messages("nobody-listens").await.unwrap().is_empty());
+    let oldest = testkit::sample(&metrics.render(), metrics::OLDEST_MESSAGE, &[("topic", "t")]);
+    assert!(oldest.is_some_and(|age| age >= 9.0), "the held messages show their age: {oldest:?}");
+
+    paused.set(binding::BindingState::Running);
+    until("the slow group handled all 10", || slow.seen().len() == 10).await;
+    testkit::until("both groups acknowledged", || async { b.pending().await.unwrap() == 0 }).await;
+    // In batches of 3: four statements, all ten gone.
+    assert_eq!(b.retention_pass(&retention(3, None), later()).await.unwrap(), 10);
+    assert!(b.topic_messages("t").await.unwrap().is_empty());
+    let removed =
+        metrics.get(metrics::RETENTION_REMOVED, &[("database", "broker"), ("table", "messages")]);
+    assert_eq!(removed, 11.0);
+    let size = metrics.get(metrics::DATABASE_SIZE, &[("database", "broker")]);
+    assert!(size > 0.0, "broker.db's size is reported");
+
+    // The ids go on from where they were: a new message is delivered and nothing repeats.
+    b.publish(&[msg("t", "T", "K10", "10")]).await.unwrap();
+    until("both groups got the new message", || fast.seen().len() == 11 && slow.seen().len() == 11)
+        .await;
+    assert_eq!(slow.bodies().iter().filter(|body| *body == "0").count(), 1);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_letters_stay_until_their_own_retention_and_while_a_replay_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fixed = healed.clone();
+    let r = Recorder::new(move |_| match fixed.load(std::sync::atomic::Ordering::SeqCst) {
+        true => Outcome::Done,
+        false => Outcome::DeadLetter("bad".into()),
+    });
+    let control = b.bind_consumer(binding("x-in-0", "t", "g"), r.clone()).await.unwrap();
+    b.publish(&[msg("t", "T", "A", "a"), msg("t", "T", "B", "b")]).await.unwrap();
+    testkit::until("both dead-lettered", || async {
+        b.dead_letters("g", 10).await.unwrap().len() == 2
+    })
+    .await;
+    // Without a dead-letter retention they are kept, however old (their originals go).
+    b.retention_pass(&retention(100, None), later()).await.unwrap();
+    assert_eq!(b.dead_letters("g", 10).await.unwrap().len(), 2);
+    assert!(
+        b.topic_messages("t").await.unwrap().is_empty(),
+        "the originals were acknowledged (dead-lettered)"
+    );
+
+    // A replay waiting for its (paused) group holds its dead letter, and the ones after it.
+    control.set(binding::BindingState::Paused);
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let letters = b.dead_letters("g", 10).await.unwrap();
+    b.replay(&letters[0]).await.unwrap();
+    let keep_a_second = retention(100, Some(Duration::from_secs(1)));
+    assert_eq!(b.retention_pass(&keep_a_second, later()).await.unwrap(), 0);
+    assert_eq!(b.dead_letters("g", 10).await.unwrap().len(), 2);
+
+    control.set(binding::BindingState::Running);
+    until("the replay was handled", || r.seen().len() == 3).await;
+    testkit::until("the replay was acknowledged", || async { b.pending().await.unwrap() == 0 })
+        .await;
+    assert_eq!(b.retention_pass(&keep_a_second, later()).await.unwrap(), 2);
+    assert!(b.dead_letters("g", 10).await.unwrap().is_empty());
+    let err = b.replay(&letters[1]).await.unwrap_err();
+    assert!(err.to_string().contains("no longer kept"), "{err}");
+    b.shutdown().await;
+}

@@ -254,6 +254,10 @@ fn cancel(state: &OrderState, reason: String) -> Decision {
                 note: format!("cancelled: {reason}"),
             }
         }
+        // The fact that cancelled it, again: the line it wrote then (recorded once).
+        OrderStatus::Cancelled if state.cancel_reason.as_deref() == Some(reason.as_str()) => {
+            Decision { state: state.clone(), cancel: None, note: format!("cancelled: {reason}") }
+        }
         // Terminal already: record what arrived, change nothing.
         OrderStatus::Paid | OrderStatus::Cancelled => Decision {
             state: state.clone(),
@@ -313,6 +317,32 @@ mod tests {
         let d = decide(&s, Fact::StockFreezeFailed { reason: "x".into() });
         assert_eq!(d.state.status, OrderStatus::Cancelled);
         assert!(d.cancel.is_some(), "cancellation announced so the payment is refunded");
+    }
+
+    /// Without its inbox record (past the window) a copy of every fact is decided again: it
+    /// changes no state, announces nothing, and writes the line its original wrote (the
+    /// service records a line once).
+    #[test]
+    fn every_fact_again_changes_nothing_and_repeats_its_line() {
+        let freeze = || Fact::StockFreezeFailed { reason: "x".into() };
+        let declined = || Fact::PaymentFailed { reason: "declined".into() };
+        for facts in [
+            vec![Fact::PaymentSucceeded(pay()), Fact::StockDeducted],
+            vec![Fact::PaymentSucceeded(pay()), freeze(), Fact::PaymentRefunded],
+            vec![declined()],
+        ] {
+            let mut s = pending();
+            let mut lines = Vec::new();
+            for f in &facts {
+                let d = decide(&s, f.clone());
+                lines.push(d.note);
+                s = d.state;
+            }
+            for (f, line) in facts.into_iter().zip(lines) {
+                let d = decide(&s, f);
+                assert_eq!((&d.state, d.cancel.is_none(), &d.note), (&s, true, &line));
+            }
+        }
     }
 
     #[test]

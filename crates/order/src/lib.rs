@@ -92,6 +92,12 @@ impl OrderService {
         d: Decision,
         event: &str,
     ) -> Result<(), HandleError> {
+        // A fact that changes nothing (a late copy, once its inbox record is gone, or one that
+        // arrives after the end) leaves the order as it is and its history line once.
+        if d.state == o.state && d.cancel.is_none() {
+            store::record_once(tx, order_no, event, &d.note).await?;
+            return Ok(());
+        }
         store::save_state(tx, order_no, &d.state).await?;
         store::prune_messages(tx, order_no, &d.state).await?;
         store::record(tx, order_no, event, &d.note).await?;

@@ -320,6 +320,28 @@ pub async fn record(
     Ok(HistoryEntry { at, event: event.to_owned(), detail: detail.to_owned() })
 }
 
+/// Appends a history line unless the order has this very line (event and detail) already: a
+/// fact that changed nothing is recorded once, however often it arrives.
+pub async fn record_once(
+    tx: &mut Tx,
+    order_no: &str,
+    event: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    tx.write(
+        sqlx::query(
+            "INSERT INTO order_history (order_no, at, event, detail)
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (
+                 SELECT 1 FROM order_history WHERE order_no = $1 AND event = $3 AND detail = $4)",
+        )
+        .bind(order_no)
+        .bind(events::now_millis())
+        .bind(event)
+        .bind(detail),
+    )
+    .await
+}
+
 /// Keeps the exact message the order announced (same eventId), for the compensation job to
 /// send again.
 pub async fn save_message(

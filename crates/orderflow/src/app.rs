@@ -11,7 +11,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
-use binding::{Binder, Metrics, StreamConfig};
+use binding::{Binder, Metrics, Retention, StreamConfig};
 use embedded::EmbeddedBinder;
 use order::OrderService;
 use payment::{PaymentService, PaymentSettings};
@@ -106,11 +106,23 @@ impl App {
         Db::plan_sqlite_databases(
             embedded + if matches!(config.storage, Storage::Sqlite) { 3 } else { 0 },
         );
+        // The broker keeps messages as the order service's YAML says (RocketMQ: its own
+        // commit log, which the setting describes); every service's inbox must outlast it.
+        let retention = Retention::from_config(&config.order_stream)
+            .context("order service's orderflow.retention")?;
+        for (name, stream) in
+            [(stock::SERVICE, &config.stock_stream), (payment::SERVICE, &config.payment_stream)]
+        {
+            Retention::from_config(stream)
+                .and_then(|r| r.check_inbox(retention))
+                .with_context(|| format!("{name} service's orderflow.retention"))?;
+        }
         let (broker, inner): (Option<EmbeddedBinder>, Arc<dyn Binder>) = match &config.binder {
             BinderChoice::Embedded => {
                 let b = EmbeddedBinder::open(&dir.join("broker.db"), metrics.clone())
                     .await
                     .context("embedded binder")?;
+                b.retain(retention);
                 (Some(b.clone()), Arc::new(b))
             }
             BinderChoice::RocketMq { name_server } => {

@@ -274,20 +274,40 @@ pub struct Balance {
 /// Every product's [`Balance`], in id order: one aggregate over the movements.
 pub async fn balances(pool: &AnyPool) -> Result<Vec<Balance>, sqlx::Error> {
     // The movements are summed per product in index order, a row at a time: grouping the
-    // join itself made SQLite sort every movement in memory, on each pass. Sums are cast to
-    // BIGINT: PostgreSQL's SUM of BIGINT is NUMERIC.
-    let rows = sqlx::query(
+    // join itself made SQLite sort every movement in memory, on each pass.
+    balances_of(pool, "stock_movements", 0).await
+}
+
+/// Every product's counters beside the sums of its movements after movement `after` only
+/// (the conservation gauges add the sums up to it, [`movement_sums`]), read in one
+/// statement so both are of the same instant. Costs the movements after `after`.
+pub async fn balances_after(pool: &AnyPool, after: i64) -> Result<Vec<Balance>, sqlx::Error> {
+    balances_of(pool, "stock_movements WHERE id > $1", after).await
+}
+
+/// [`Balance`]s over the movements of `movements`, a table with an optional `WHERE` (which
+/// may use `$1`, bound to `after`).
+async fn balances_of(
+    pool: &AnyPool,
+    movements: &str,
+    after: i64,
+) -> Result<Vec<Balance>, sqlx::Error> {
+    // Sums are cast to BIGINT: PostgreSQL's SUM of BIGINT is NUMERIC.
+    let sql = format!(
         "SELECT p.id, p.available, p.frozen, p.sold,
                 CAST(COALESCE(m.ma, 0) AS BIGINT) AS ma,
                 CAST(COALESCE(m.mf, 0) AS BIGINT) AS mf,
                 CAST(COALESCE(m.ms, 0) AS BIGINT) AS ms
          FROM products p LEFT JOIN (
              SELECT product_id, SUM(d_available) AS ma, SUM(d_frozen) AS mf, SUM(d_sold) AS ms
-             FROM stock_movements GROUP BY product_id) m ON m.product_id = p.id
-         ORDER BY p.id",
-    )
-    .fetch_all(pool)
-    .await?;
+             FROM {movements} GROUP BY product_id) m ON m.product_id = p.id
+         ORDER BY p.id"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if movements.contains("$1") {
+        q = q.bind(after);
+    }
+    let rows = q.fetch_all(pool).await?;
     rows.iter()
         .map(|r| {
             Ok(Balance {
@@ -297,4 +317,43 @@ pub async fn balances(pool: &AnyPool) -> Result<Vec<Balance>, sqlx::Error> {
             })
         })
         .collect()
+}
+
+/// Per product, the sums (available, frozen, sold) of its movements with id in
+/// `(after, through]`.
+pub async fn movement_sums(
+    pool: &AnyPool,
+    after: i64,
+    through: i64,
+) -> Result<BTreeMap<i64, [i64; 3]>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT product_id, CAST(SUM(d_available) AS BIGINT) AS ma,
+                CAST(SUM(d_frozen) AS BIGINT) AS mf, CAST(SUM(d_sold) AS BIGINT) AS ms
+         FROM stock_movements WHERE id > $1 AND id <= $2 GROUP BY product_id",
+    )
+    .bind(after)
+    .bind(through)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((r.try_get("product_id")?, [r.try_get("ma")?, r.try_get("mf")?, r.try_get("ms")?]))
+        })
+        .collect()
+}
+
+/// The last movement after `after` made before `at` (epoch millis): a checkpoint the
+/// conservation gauges may fold up to, its movements long committed.
+pub async fn movement_before(
+    pool: &AnyPool,
+    after: i64,
+    at: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM stock_movements WHERE id > $1 AND at < $2 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(after)
+    .bind(at)
+    .fetch_optional(pool)
+    .await
 }

@@ -329,6 +329,19 @@ impl Db {
         Ok(())
     }
 
+    /// How much space the database takes, in bytes: the SQLite file's pages (free ones, which
+    /// it reuses before growing, included; the WAL is not), or PostgreSQL's
+    /// `pg_database_size`.
+    pub async fn size_bytes(&self) -> Result<i64, DbError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT p.page_count * s.page_size FROM pragma_page_count() p, pragma_page_size() s"
+            }
+            Backend::Postgres => "SELECT pg_database_size(current_database())",
+        };
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.reader).await?)
+    }
+
     pub async fn close(&self) {
         match &self.writer {
             Writers::Pool(pool) => pool.close().await,

@@ -1,6 +1,7 @@
 //! What hosting one service on a binder takes, written once for the three services: open
 //! its database with the outbox and inbox tables, start its outbox relay, bind its message
-//! handlers through the inbox, and answer readiness and metrics.
+//! handlers through the inbox, remove inbox records past their window, and answer readiness
+//! and metrics.
 
 use std::{
     sync::{Arc, Mutex},
@@ -10,8 +11,8 @@ use std::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use binding::{
-    Binder, BinderError, BindingControl, ConfigError, ConsumerBinding, Lag, Metrics, StreamConfig,
-    metrics,
+    Binder, BinderError, BindingControl, ConfigError, ConsumerBinding, Lag, Metrics, Retention,
+    StreamConfig, metrics,
 };
 use storage::{Db, DbError};
 
@@ -42,6 +43,8 @@ pub struct ServiceHost {
     pub metrics: Metrics,
     pub relay: OutboxRelay,
     pub config: StreamConfig,
+    /// The service's `orderflow.retention` (its inbox window is applied here).
+    pub retention: Retention,
     /// The Redis fast path of every binding's inbox, when configured.
     fast: Option<RedisIdempotency>,
     bindings: Mutex<Vec<BindingControl>>,
@@ -49,8 +52,9 @@ pub struct ServiceHost {
 
 impl ServiceHost {
     /// Applies the outbox and inbox migrations then the service's own to `db`, and starts
-    /// the outbox relay (stopped by `token`, awaited through `tracker`). With
-    /// `orderflow.idempotency.redis` in the configuration, connects the Redis fast path.
+    /// the outbox relay and inbox retention (stopped by `token`, awaited through `tracker`).
+    /// With `orderflow.idempotency.redis` in the configuration, connects the Redis fast
+    /// path.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         name: &'static str,
@@ -62,6 +66,7 @@ impl ServiceHost {
         tracker: &TaskTracker,
         token: CancellationToken,
     ) -> Result<ServiceHost, StartError> {
+        let retention = Retention::from_config(&config)?;
         let fast = match config.setting("idempotency.redis") {
             None => None,
             Some(url) => {
@@ -79,6 +84,13 @@ impl ServiceHost {
         db.migrate("inbox", inbox::MIGRATIONS).await?;
         db.migrate("dead-letters", crate::dlq::MIGRATIONS).await?;
         db.migrate(name, migrations).await?;
+        tracker.spawn(crate::retention::run_inbox(
+            db.clone(),
+            name,
+            retention,
+            metrics.clone(),
+            token.clone(),
+        ));
         let relay =
             OutboxRelay::spawn(db.clone(), binder.clone(), metrics.clone(), name, tracker, token);
         Ok(ServiceHost {
@@ -88,6 +100,7 @@ impl ServiceHost {
             metrics,
             relay,
             config,
+            retention,
             fast,
             bindings: Mutex::new(Vec::new()),
         })
@@ -167,9 +180,13 @@ impl ServiceHost {
         }
     }
 
-    /// Refreshes the gauges that are a query: this service's outbox backlog, dead letters and
-    /// consumer lag, and the process's memory.
+    /// Refreshes the gauges that are a query: this service's outbox backlog, dead letters,
+    /// consumer lag and database size, and the process's memory.
     pub async fn refresh_metrics(&self) {
+        match self.db.size_bytes().await {
+            Ok(n) => self.metrics.set(metrics::DATABASE_SIZE, &[("database", self.name)], n as f64),
+            Err(e) => tracing::warn!(error = %e, "could not read the database size for /metrics"),
+        }
         if let Ok(n) = Outbox::backlog(&self.db).await {
             self.metrics.set(metrics::OUTBOX_BACKLOG, &[("service", self.name)], n as f64);
         }

@@ -33,11 +33,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{OutboxRelay, idempotency::RedisIdempotency, trace};
 
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE inbox (
     consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at BIGINT NOT NULL,
     PRIMARY KEY (consumer, event_id));
-"];
+",
+    "
+CREATE INDEX inbox_by_time ON inbox (processed_at);
+",
+];
 
 /// Why a message could not be applied.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 //!   redeliveries and replays change nothing.
 //! - [`dlq`]: listing, replaying and purging a service's dead letters.
 //! - [`idempotency`]: the optional Redis fast path in front of the inbox.
+//! - [`retention`]: inbox records removed once past the deduplication window.
 //! - [`host`]: hosting one service on a binder: database, migrations, relay, bindings,
 //!   readiness and metrics.
 //! - [`trace`]: the W3C trace context carried from HTTP request to outbox row to message to
@@ -17,6 +18,7 @@ pub mod host;
 pub mod idempotency;
 pub mod inbox;
 pub mod outbox;
+pub mod retention;
 pub mod trace;
 
 pub use host::{ServiceHost, StartError};

@@ -279,10 +279,68 @@ async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(v: Variant)
     t.shutdown().await;
 }
 
+/// Conservation on the gauges reads from a checkpoint: the sums of the movements up to one
+/// (past the grace) plus the movements after it. Counters are always read whole, so a
+/// counter changed by hand shows at once; a movement rewritten below the checkpoint is left
+/// to `orderflow check`, which sums them all.
+async fn the_conservation_gauge_adds_new_movements_to_a_checkpoint(v: Variant) {
+    let t = spawn(v).await;
+    let a = t.create_order(1, &[(1002, 1)]).await.order_no;
+    t.settled(&a).await;
+    t.quiesce().await;
+    let (o, st, p) = (&t.app.order.host.db, &t.app.stock.host.db, &t.app.payment.host.db);
+    let gauges = orderflow::check::Gauges::new(
+        [o.clone(), st.clone(), p.clone()],
+        binding::Metrics::new(),
+        Duration::from_secs(600),
+    );
+    let conservation = |r: &orderflow::check::Report| {
+        r.violations
+            .iter()
+            .filter(|v| v.kind == "conservation")
+            .map(|v| v.subject.clone())
+            .collect::<Vec<_>>()
+    };
+    let t0 = events::now_millis() + 61_000; // the movements so far are past the grace
+    assert!(conservation(&gauges.pass(t0, false).await.unwrap()).is_empty());
+
+    // New movements, after the checkpoint, are added to it.
+    let b = t.create_order(2, &[(1002, 2)]).await.order_no;
+    t.settled(&b).await;
+    t.quiesce().await;
+    let t1 = events::now_millis() + 61_000;
+    assert!(conservation(&gauges.pass(t1, false).await.unwrap()).is_empty(), "tail + checkpoint");
+    assert!(conservation(&gauges.pass(t1 + 30_000, false).await.unwrap()).is_empty(), "folded in");
+
+    // A counter changed by hand: seen at once.
+    write(st, sqlx::query("UPDATE products SET sold = sold + 1 WHERE id = 1002")).await;
+    assert_eq!(conservation(&gauges.pass(t1 + 60_000, false).await.unwrap()), ["product 1002"]);
+    write(st, sqlx::query("UPDATE products SET sold = sold - 1 WHERE id = 1002")).await;
+    assert!(conservation(&gauges.pass(t1 + 90_000, false).await.unwrap()).is_empty());
+
+    // A movement rewritten below the checkpoint: the gauges no longer read it; the full
+    // check does.
+    write(st, sqlx::query("UPDATE stock_movements SET d_sold = d_sold + 1 WHERE id = (SELECT MIN(id) FROM stock_movements WHERE product_id = 1002 AND d_sold > 0)")).await;
+    assert!(conservation(&gauges.pass(t1 + 120_000, true).await.unwrap()).is_empty());
+    let full = orderflow::check::check(o, st, p, Duration::from_secs(600), Duration::ZERO, t1)
+        .await
+        .unwrap();
+    assert_eq!(conservation(&full), ["product 1002"]);
+    t.shutdown().await;
+}
+
 mod gauges_embedded_sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest() {
         super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(
+            testkit::Variant::EmbeddedSqlite,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_conservation_gauge_adds_new_movements_to_a_checkpoint() {
+        super::the_conservation_gauge_adds_new_movements_to_a_checkpoint(
             testkit::Variant::EmbeddedSqlite,
         )
         .await
@@ -293,6 +351,14 @@ mod gauges_embedded_postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_gauges_read_what_changed_and_a_full_pass_finds_the_rest() {
         super::the_gauges_read_what_changed_and_a_full_pass_finds_the_rest(
+            testkit::Variant::EmbeddedPostgres,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_conservation_gauge_adds_new_movements_to_a_checkpoint() {
+        super::the_conservation_gauge_adds_new_movements_to_a_checkpoint(
             testkit::Variant::EmbeddedPostgres,
         )
         .await

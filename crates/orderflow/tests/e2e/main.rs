@@ -12,4 +12,5 @@ mod http_api;
 mod monitoring;
 mod mqadmin;
 mod restart;
+mod retention;
 mod traces;
