@@ -17,7 +17,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", file.display()))?;
         let config = binding::StreamConfig::from_yaml(&text)
             .with_context(|| format!("{}", file.display()))?;
+        let retention = binding::Retention::from_config(&config)
+            .with_context(|| format!("{}", file.display()))?;
         println!("{}: ok", file.display());
+        let dead_letters = retention
+            .dead_letters
+            .map_or("until purged".to_owned(), |d| humantime::format_duration(d).to_string());
+        println!(
+            "  retention messages={} dead-letters={} inbox={}",
+            humantime::format_duration(retention.messages),
+            dead_letters,
+            humantime::format_duration(retention.inbox)
+        );
         for b in config.consumers.values() {
             println!(
                 "  in   {:<32} {} <- {} [{}] orderly={} max-attempts={} concurrency={} batch-size={}",
