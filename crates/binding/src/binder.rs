@@ -39,6 +39,9 @@ pub enum BinderError {
     NotSubscribed { group: String, topic: String },
     #[error("binder is shutting down")]
     ShuttingDown,
+    /// The embedded broker's file is owned by another running process.
+    #[error("{0} is in use by another running process")]
+    InUse(String),
 }
 
 impl BinderError {

@@ -24,6 +24,16 @@ const BROKER: &str = "embedded";
 const MESSAGE_COLUMNS: &str = "id, topic, tags, keys, properties, body, born_at";
 
 impl EmbeddedBinder {
+    /// Every durable subscription, (group, topic), sorted: the groups whose offsets this
+    /// broker keeps, whether or not they are online.
+    pub fn subscribed(&self) -> Vec<(String, String)> {
+        let subs = self.inner.subscriptions.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(String, String)> =
+            subs.iter().map(|s| (s.group.clone(), s.topic.clone())).collect();
+        all.sort();
+        all
+    }
+
     fn expression(&self, group: &str, topic: &str) -> Option<TagExpression> {
         let subs = self.inner.subscriptions.read().unwrap_or_else(|p| p.into_inner());
         subs.iter().find(|s| s.group == group && s.topic == topic).map(|s| s.expression.clone())

@@ -13,7 +13,8 @@
 //!   the row, `Retry` pushes `due_at` back by the binding's backoff, and the last failed
 //!   attempt (or `DeadLetter`) moves the message to `%DLQ%<group>` and deletes the row.
 //! - At-least-once: a claimed row whose worker dies is claimed again when its lease runs
-//!   out; a restart releases all leases at once (one process owns the file).
+//!   out; a restart releases all leases at once. One process owns the file: it holds a lock
+//!   on `<file>.lock` from open to shutdown, and a second process is refused.
 //! - `orderly`: a row is claimable only when no earlier row of the same group, topic and key
 //!   is pending, so each orderNo's messages are handled one at a time, in order, while
 //!   different keys proceed in parallel.
@@ -128,6 +129,8 @@ struct Inner {
     /// Held by retention's removals and by offset resets (which read messages, then write
     /// deliveries for them), so that no message is removed in between.
     fence: tokio::sync::Mutex<()>,
+    /// `<file>.lock`, locked while this process owns the file; released at shutdown.
+    lock: Mutex<Option<std::fs::File>>,
     token: CancellationToken,
     tracker: TaskTracker,
 }
@@ -138,8 +141,18 @@ struct Claimed {
 }
 
 impl EmbeddedBinder {
-    /// Opens (or creates) the broker file and releases leases left by a previous process.
-    pub async fn open(path: &Path, metrics: Metrics) -> Result<EmbeddedBinder, DbError> {
+    /// Opens (or creates) the broker file and releases leases left by a previous process;
+    /// [`BinderError::InUse`] while another process has it open.
+    pub async fn open(path: &Path, metrics: Metrics) -> Result<EmbeddedBinder, BinderError> {
+        let lock = own(path)?;
+        Self::open_db(path, metrics, lock).await.map_err(BinderError::storage)
+    }
+
+    async fn open_db(
+        path: &Path,
+        metrics: Metrics,
+        lock: std::fs::File,
+    ) -> Result<EmbeddedBinder, DbError> {
         let db = Db::open_sqlite(path).await?;
         db.migrate("embedded-broker", MIGRATIONS).await?;
         db.writer()
@@ -176,6 +189,7 @@ impl EmbeddedBinder {
                 next_lease: AtomicI64::new(now_millis().saturating_mul(1000)),
                 last_message_id: AtomicI64::new(last_message_id),
                 fence: tokio::sync::Mutex::new(()),
+                lock: Mutex::new(Some(lock)),
                 token: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -208,6 +222,25 @@ impl EmbeddedBinder {
             .map(|r| r.try_get("id").and_then(|id| row_message(r, id)))
             .collect::<Result<_, _>>()
             .map_err(BinderError::storage)
+    }
+}
+
+/// Takes `<path>.lock` for this process, or says who has it.
+fn own(path: &Path) -> Result<std::fs::File, BinderError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&name).map_err(
+            |e| BinderError::Unavailable(format!("{}: {e}", Path::new(&name).display())),
+        )?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BinderError::InUse(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(BinderError::Unavailable(format!("{}: {e}", Path::new(&name).display())))
+        }
     }
 }
 
@@ -755,5 +788,7 @@ impl Binder for EmbeddedBinder {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         self.inner.db.close().await;
+        // Dropping the file releases its lock: another process may open the broker now.
+        self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }

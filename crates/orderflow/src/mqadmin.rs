@@ -6,11 +6,14 @@
 //!   answers; an offset reset goes to the service that consumes the topic as that group, so
 //!   its binder holds the group's deliveries while the offset moves;
 //! - a RocketMQ name server (`-n`), through the client's admin API, as `mqadmin` itself: for
-//!   a cluster with no services running, and for `updateTopic`.
+//!   a cluster with no services running, and for `updateTopic`;
+//! - a stopped `up`'s data directory (`--data-dir`), its `broker.db` opened directly (refused
+//!   while a process has it open: ask that process instead).
 
 use std::collections::BTreeMap;
 
 use binding::{Binder, GroupConnections, QueueOffset, QueueStatus, ResetTo, StoredMessage};
+use embedded::EmbeddedBinder;
 use httpkit::{ConsumerProgress, OffsetReset, Publish};
 use rocketmq_binder::RocketMqBinder;
 use serde_json::Value;
@@ -21,8 +24,29 @@ use crate::admin_api::{AdminApi, error_message};
 pub enum Source {
     /// The running services' admin API.
     Services { api: AdminApi, urls: Vec<String> },
-    /// A RocketMQ cluster, through its name server (a binder with no consumers).
-    Broker(Box<RocketMqBinder>),
+    /// A broker asked directly.
+    Direct(Direct),
+}
+
+/// A broker asked directly, as a binder with no consumers.
+pub enum Direct {
+    /// A RocketMQ cluster, through its name server.
+    RocketMq(Box<RocketMqBinder>),
+    /// The embedded broker's file of an `up` that is not running.
+    Stored(Box<EmbeddedBinder>),
+}
+
+impl Direct {
+    fn binder(&self) -> &dyn Binder {
+        match self {
+            Direct::RocketMq(b) => b.as_ref(),
+            Direct::Stored(b) => b.as_ref(),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        self.binder().shutdown().await;
+    }
 }
 
 /// The source, and how to answer.
@@ -91,7 +115,7 @@ impl Source {
             Source::Services { api, urls } => {
                 decode(Self::get_any(api, urls, "/admin/topics", &[]).await?, "topics")
             }
-            Source::Broker(b) => Ok(b.admin().topics().await?),
+            Source::Direct(d) => Ok(d.binder().admin().topics().await?),
         }
     }
 
@@ -102,7 +126,7 @@ impl Source {
                     Self::get_any(api, urls, "/admin/topic-status", &[("topic", topic)]).await?;
                 decode(body, "topic status")
             }
-            Source::Broker(b) => Ok(b.admin().topic_status(topic).await?),
+            Source::Direct(d) => Ok(d.binder().admin().topic_status(topic).await?),
         }
     }
 
@@ -128,7 +152,18 @@ impl Source {
                     anyhow::bail!("no consumer group {g:?} at {}", urls.join(", "));
                 }
             }
-            Source::Broker(b) => {
+            Source::Direct(Direct::Stored(b)) => {
+                for (g, topic) in b.subscribed() {
+                    if group.is_none_or(|wanted| wanted == g) {
+                        let lag = b.lag(&g, &topic).await?;
+                        all.push(ConsumerProgress { binding: String::new(), group: g, topic, lag });
+                    }
+                }
+                if let Some(g) = group {
+                    anyhow::ensure!(!all.is_empty(), "no consumer group {g:?} in broker.db");
+                }
+            }
+            Source::Direct(Direct::RocketMq(b)) => {
                 let Some(group) = group else {
                     anyhow::bail!("consumerProgress with -n needs -g <consumer group>");
                 };
@@ -184,7 +219,7 @@ impl Source {
                     )
                 })
             }
-            Source::Broker(b) => Ok(b.admin().consumer_connection(group).await?),
+            Source::Direct(d) => Ok(d.binder().admin().consumer_connection(group).await?),
         }
     }
 
@@ -220,7 +255,9 @@ impl Source {
                     urls.join(", ")
                 )
             }
-            Source::Broker(b) => Ok(b.admin().reset_offset(group, topic, to, force).await?),
+            Source::Direct(d) => {
+                Ok(d.binder().admin().reset_offset(group, topic, to, force).await?)
+            }
         }
     }
 
@@ -232,7 +269,7 @@ impl Source {
                         .await?;
                 decode(body, "messages")
             }
-            Source::Broker(b) => Ok(b.admin().messages_by_key(topic, key).await?),
+            Source::Direct(d) => Ok(d.binder().admin().messages_by_key(topic, key).await?),
         }
     }
 
@@ -244,7 +281,8 @@ impl Source {
                         .await?;
                 decode(body, "message")
             }
-            Source::Broker(b) => b
+            Source::Direct(d) => d
+                .binder()
                 .admin()
                 .message_by_id(id)
                 .await?
@@ -260,7 +298,7 @@ impl Source {
                 Self::first_answer(api, urls, post, "/admin/messages", &[], Some(&request)).await?;
                 Ok(())
             }
-            Source::Broker(b) => {
+            Source::Direct(d) => {
                 let m = binding::Message {
                     topic: message.topic.clone(),
                     tags: message.tags.clone(),
@@ -268,7 +306,7 @@ impl Source {
                     properties: message.properties.clone(),
                     body: message.body.clone().into_bytes(),
                 };
-                Ok(b.publish(std::slice::from_ref(&m)).await?)
+                Ok(d.binder().publish(std::slice::from_ref(&m)).await?)
             }
         }
     }
@@ -441,7 +479,7 @@ impl Mqadmin {
         write_queues: u32,
         cluster: Option<&str>,
     ) -> anyhow::Result<String> {
-        let Source::Broker(b) = &self.source else {
+        let Source::Direct(Direct::RocketMq(b)) = &self.source else {
             anyhow::bail!(
                 "updateTopic needs -n <name server>: it creates the topic on RocketMQ's brokers \
                  (the embedded binder needs no topics made)"

@@ -202,6 +202,26 @@ async fn spawn_in_cluster(
     TestApp { app, dir, http: admin_client(), variant: v, databases, config, cluster }
 }
 
+/// A [`TestApp`] stopped with its data kept ([`TestApp::stop`]).
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    variant: Variant,
+    databases: Vec<TempDatabase>,
+    config: AppConfig,
+    cluster: Option<LocalCluster>,
+}
+
+impl Stopped {
+    /// Starts the app again on the same data (with `payment`).
+    pub async fn start(self, payment: PaymentSettings) -> TestApp {
+        let Stopped { dir, http, variant, databases, config, cluster } = self;
+        let config = AppConfig { payment, ..config };
+        let app = App::start(config.clone()).await.unwrap();
+        TestApp { app, dir, http, variant, databases, config, cluster }
+    }
+}
+
 impl TestApp {
     /// Stops the app gracefully and drops its PostgreSQL databases.
     pub async fn shutdown(self) {
@@ -216,11 +236,14 @@ impl TestApp {
 
     /// Stops the app gracefully and starts it again on the same data (with `payment`).
     pub async fn restart(self, payment: PaymentSettings) -> TestApp {
+        self.stop().await.start(payment).await
+    }
+
+    /// Stops the app gracefully, keeping its data (and its RocketMQ cluster) to start again.
+    pub async fn stop(self) -> Stopped {
         let TestApp { app, dir, http, variant, databases, config, cluster } = self;
         app.shutdown().await;
-        let config = AppConfig { payment, ..config };
-        let app = App::start(config.clone()).await.unwrap();
-        TestApp { app, dir, http, variant, databases, config, cluster }
+        Stopped { dir, http, variant, databases, config, cluster }
     }
 
     /// Messages the binder accepted for `topic` (counted by either binder).

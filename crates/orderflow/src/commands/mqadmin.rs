@@ -2,19 +2,18 @@
 //! the running services (so they work on either binder), or with `-n` of a RocketMQ name
 //! server directly.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context;
 use binding::ResetTo;
 use clap::ArgAction;
 
-use binding::Binder;
 use rocketmq_binder::{RocketMqBinder, RocketMqSettings};
 
 use super::ServiceAdmin;
 use crate::{
     admin_api::AdminApi,
-    mqadmin::{self, Mqadmin, Source},
+    mqadmin::{self, Direct, Mqadmin, Source},
 };
 
 #[derive(clap::Args, Debug)]
@@ -28,6 +27,10 @@ pub struct Args {
     /// reset this way is refused while the group has consumers online.
     #[arg(short = 'n', long = "namesrvAddr", global = true)]
     name_server: Option<String>,
+    /// Read and change a stopped `orderflow up`'s embedded broker in this data directory
+    /// (its broker.db) instead of asking the services; refused while a process has it open.
+    #[arg(long, global = true, conflicts_with = "name_server")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -157,20 +160,41 @@ fn reset_to(text: &str, now_millis: i64) -> anyhow::Result<ResetTo> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let source = match &args.name_server {
-        Some(name_server) => Source::Broker(Box::new(Box::pin(connect(name_server)).await?)),
-        None => {
+    let source = match (&args.name_server, &args.data_dir) {
+        (Some(name_server), _) => {
+            Source::Direct(Direct::RocketMq(Box::new(Box::pin(connect(name_server)).await?)))
+        }
+        (None, Some(dir)) => Source::Direct(Direct::Stored(Box::new(stored(dir).await?))),
+        (None, None) => {
             let (urls, token) = args.service.urls_and_token()?;
             Source::Services { api: AdminApi::new(&token), urls }
         }
     };
     let m = Mqadmin { source, json: args.service.json, now_millis: events::now_millis() };
     let out = command(&m, args.command).await;
-    if let Source::Broker(b) = &m.source {
-        b.shutdown().await;
+    if let Source::Direct(d) = &m.source {
+        d.shutdown().await;
     }
     println!("{}", out?);
     Ok(())
+}
+
+/// The embedded broker of a stopped `up` in `dir`, opened as a binder with no consumers.
+async fn stored(dir: &std::path::Path) -> anyhow::Result<embedded::EmbeddedBinder> {
+    let file = dir.join("broker.db");
+    anyhow::ensure!(
+        file.is_file(),
+        "--data-dir {}: no broker.db there (the data directory of `orderflow up` holds it)",
+        dir.display()
+    );
+    match embedded::EmbeddedBinder::open(&file, binding::Metrics::new()).await {
+        Ok(b) => Ok(b),
+        Err(binding::BinderError::InUse(_)) => anyhow::bail!(
+            "--data-dir {}: broker.db is open in a running orderflow; ask it instead              (the same command without --data-dir)",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("--data-dir {}", dir.display())),
+    }
 }
 
 /// A RocketMQ client with no consumers: admin, reader and producer.

@@ -472,3 +472,88 @@ async fn consumer_connection_on_the_embedded_binder() {
     assert!(!ok && out.contains("-n"), "{out}");
     t.shutdown().await;
 }
+
+/// `orderflow mqadmin ARGS... --data-dir DIR`: its exit status and what it printed.
+async fn mqadmin_stored(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .arg("mqadmin")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .await
+        .unwrap();
+    let text = if out.status.success() { out.stdout } else { out.stderr };
+    (out.status.success(), String::from_utf8_lossy(&text).into_owned())
+}
+
+async fn stored_json(args: &[&str], dir: &std::path::Path) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out) = mqadmin_stored(&all, dir).await;
+    assert!(ok, "mqadmin {args:?} --data-dir: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("mqadmin {args:?}: {e}: {out}"))
+}
+
+/// With `up` stopped, `--data-dir` reads and changes its `broker.db` directly: a paused
+/// group's waiting message shows in consumerProgress and queryMsgByKey, and a rewind written
+/// there is delivered when the services start again, absorbed by the inbox. While `up` runs
+/// the directory is refused, naming what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqadmin_reads_and_changes_a_stopped_ups_data_directory() {
+    let t = spawn(Variant::EmbeddedSqlite).await;
+    let url = t.app.payment_url.clone();
+    let since = events::now_millis() - 1;
+    let paid = t.create_order(80, &[(1002, 1)]).await;
+    assert_eq!(t.settled(&paid.order_no).await.status, OrderStatus::Paid);
+    t.quiesce().await;
+    let (ok, out) = mqadmin_stored(&["topicList"], t.dir.path()).await;
+    assert!(
+        !ok && out.contains("running orderflow") && out.contains("without --data-dir"),
+        "{out}"
+    );
+
+    t.binding(&url, "orderCreatedConsumer-in-0", "PAUSED").await;
+    let waiting = t.create_order(81, &[(1002, 1)]).await.order_no.to_string();
+    eventually("the payment group has one waiting", || async {
+        (progress(&url).await["messages"] == 1).then_some(())
+    })
+    .await;
+    let stopped = t.stop().await;
+    let dir = stopped.dir.path();
+
+    let topics = stored_json(&["topicList"], dir).await;
+    assert!(topics.as_array().unwrap().iter().any(|x| x == "order-created"), "{topics}");
+    let all = stored_json(&["consumerProgress", "-g", GROUP], dir).await;
+    let created = all.as_array().unwrap().iter().find(|p| p["topic"] == "order-created").cloned();
+    assert_eq!(created.map(|p| p["messages"].clone()), Some(1.into()), "{all}");
+    let found = stored_json(&["queryMsgByKey", "-t", "order-created", "-k", &waiting], dir).await;
+    let groups = &found[0]["groups"];
+    let payment = groups.as_array().unwrap().iter().find(|g| g["group"] == GROUP).unwrap();
+    assert_eq!(payment["consumed"], false, "{found}");
+
+    let at = since.to_string();
+    let reset = ["resetOffsetByTime", "-g", GROUP, "-t", "order-created", "-s", &at];
+    let (ok, out) = mqadmin_stored(&reset, dir).await;
+    assert!(ok, "{out}");
+    let all = stored_json(&["consumerProgress", "-g", GROUP], dir).await;
+    let created = all.as_array().unwrap().iter().find(|p| p["topic"] == "order-created").cloned();
+    assert_eq!(created.map(|p| p["messages"].clone()), Some(2.into()), "rewound: {all}");
+    let (ok, out) = mqadmin_stored(&["topicList"], &dir.join("nowhere")).await;
+    assert!(!ok && out.contains("no broker.db"), "{out}");
+
+    // Started again: the waiting order is paid, the rewound one absorbed, nothing twice.
+    let t = stopped.start(payment::PaymentSettings::default()).await;
+    assert_eq!(t.settled(&waiting).await.status, OrderStatus::Paid);
+    until("the rewound message absorbed", || async {
+        duplicates(&t, &url_of(&t), "order-created", GROUP).await >= 1.0
+    })
+    .await;
+    t.quiesce().await;
+    assert_eq!(t.payments(paid.order_no.as_str()).await.len(), 1);
+    t.shutdown().await;
+}
+
+fn url_of(t: &TestApp) -> String {
+    t.app.payment_url.clone()
+}
