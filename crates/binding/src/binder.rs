@@ -213,5 +213,12 @@ impl QueueLag {
 
 /// The dead-letter topic of a consumer group, as RocketMQ names it.
 pub fn dlq_topic(group: &str) -> String {
-    format!("%DLQ%{group}")
+    format!("{DLQ_PREFIX}{group}")
 }
+
+/// The consumer group whose dead-letter topic `topic` is, if it is one.
+pub fn dlq_group(topic: &str) -> Option<&str> {
+    topic.strip_prefix(DLQ_PREFIX)
+}
+
+const DLQ_PREFIX: &str = "%DLQ%";

@@ -282,18 +282,18 @@ impl StreamConfig {
     /// [`StreamConfig::seconds`] without a default: `None` when the key is absent.
     pub fn duration(&self, path: &str) -> Result<Option<Duration>, ConfigError> {
         let Some(v) = self.setting(path) else { return Ok(None) };
-        let parsed = match v {
-            Value::Number(n) => n
-                .as_f64()
+        let secs = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        let parsed = match (secs, v) {
+            (Some(secs), _) => Some(secs)
                 .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
                 .map(Duration::from_secs_f64),
-            Value::String(s) => match s.trim().parse::<f64>() {
-                Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-                    Some(Duration::from_secs_f64(secs))
-                }
-                Ok(_) => None,
-                Err(_) => humantime::parse_duration(s.trim()).ok().filter(|d| !d.is_zero()),
-            },
+            (None, Value::String(s)) => {
+                humantime::parse_duration(s.trim()).ok().filter(|d| !d.is_zero())
+            }
             _ => None,
         };
         parsed.map(Some).ok_or_else(|| {

@@ -26,7 +26,7 @@ pub use admin::{
 };
 pub use binder::{
     Binder, BinderError, BindingControl, BindingState, DeadLetter, Delivery, Lag, MessageHandler,
-    Outcome, QueueLag, dlq_topic,
+    Outcome, QueueLag, dlq_group, dlq_topic,
 };
 pub use config::{ConfigError, ConsumerBinding, ProducerBinding, StreamConfig};
 pub use events::Message;

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use binding::{BinderError, Retention, metrics};
+use binding::{BinderError, Retention, dlq_group, metrics};
 use events::now_millis;
 use storage::Tx;
 
@@ -58,7 +58,7 @@ impl EmbeddedBinder {
     ) -> Result<u64, BinderError> {
         let mut total = 0;
         for topic in self.stored_topics().await? {
-            let keep = match topic.strip_prefix(DLQ_PREFIX) {
+            let keep = match dlq_group(&topic) {
                 Some(_) => retention.dead_letters,
                 None => Some(retention.messages),
             };
@@ -110,7 +110,7 @@ impl EmbeddedBinder {
         // Whose deliveries hold the topic's messages: its own (groups subscribed to it), or
         // on a dead-letter topic the group's replays, which are delivered on their origin
         // topic.
-        let (holder, held_by) = match topic.strip_prefix(DLQ_PREFIX) {
+        let (holder, held_by) = match dlq_group(topic) {
             Some(group) => ("grp", group),
             None => ("topic", topic),
         };
@@ -146,6 +146,3 @@ impl EmbeddedBinder {
         Ok(())
     }
 }
-
-/// What every dead-letter topic starts with (`%DLQ%<group>`).
-const DLQ_PREFIX: &str = "%DLQ%";

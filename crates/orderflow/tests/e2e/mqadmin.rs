@@ -546,14 +546,10 @@ async fn mqadmin_reads_and_changes_a_stopped_ups_data_directory() {
     let t = stopped.start(payment::PaymentSettings::default()).await;
     assert_eq!(t.settled(&waiting).await.status, OrderStatus::Paid);
     until("the rewound message absorbed", || async {
-        duplicates(&t, &url_of(&t), "order-created", GROUP).await >= 1.0
+        duplicates(&t, &t.app.payment_url, "order-created", GROUP).await >= 1.0
     })
     .await;
     t.quiesce().await;
     assert_eq!(t.payments(paid.order_no.as_str()).await.len(), 1);
     t.shutdown().await;
-}
-
-fn url_of(t: &TestApp) -> String {
-    t.app.payment_url.clone()
 }
