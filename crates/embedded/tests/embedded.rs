@@ -453,6 +453,31 @@ async fn retention_removes_acknowledged_messages_and_keeps_what_a_paused_group_w
 }
 
 #[tokio::test]
+async fn retention_keeps_a_young_message_below_older_ones_when_the_clock_stepped_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir).await;
+    let messages: Vec<Message> =
+        (0..5).map(|i| msg("t", "T", &format!("K{i}"), &i.to_string())).collect();
+    b.publish(&messages).await.unwrap();
+    // The first two were stamped by a clock an hour ahead that then stepped back: they are
+    // the lowest ids but the youngest messages.
+    let raw = storage::Db::open(&dir.path().join("broker.db").display().to_string()).await.unwrap();
+    let hour_ahead = events::now_millis() + 3_600_000;
+    testkit::write(
+        &raw,
+        sqlx::query("UPDATE messages SET born_at = $1 WHERE id <= 2").bind(hour_ahead),
+    )
+    .await;
+    raw.close().await;
+
+    assert_eq!(b.retention_pass(&retention(100, None), later()).await.unwrap(), 3);
+    let kept: Vec<String> =
+        b.topic_messages("t").await.unwrap().into_iter().map(|m| m.keys).collect();
+    assert_eq!(kept, ["K0", "K1"], "young messages stay, whatever their place");
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn dead_letters_stay_until_their_own_retention_and_while_a_replay_waits() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(&dir).await;

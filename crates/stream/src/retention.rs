@@ -3,8 +3,8 @@
 //!
 //! - Removal runs in the background, a pass every `interval`, each statement removing at most
 //!   `batch` records (oldest first, found through the `processed_at` index), each in its own
-//!   short transaction: a consumer's commit waits for at most one batch. The same SQL runs on
-//!   SQLite and PostgreSQL.
+//!   short transaction: a consumer's commit waits for at most one batch. Rows are named by
+//!   their physical address (SQLite's `rowid`, PostgreSQL's `ctid`), read from the index.
 //! - Nothing of the flow depends on a removed record: the window is longer than the broker
 //!   can redeliver from ([`Retention::check_inbox`]), and a duplicate that still arrives later
 //!   meets the business keys (one reservation, deduction, payment and refund per order; the
@@ -15,15 +15,22 @@
 use std::time::Duration;
 
 use binding::{Metrics, Retention, metrics};
-use storage::{Db, Tx};
+use storage::{Backend, Db, Tx};
 use tokio_util::sync::CancellationToken;
 
 /// Removes up to `batch` inbox records processed before `before` (epoch millis); how many.
 pub async fn prune_inbox(db: &Db, before: i64, batch: usize) -> Result<u64, sqlx::Error> {
-    // The limit is part of the text: SQLite plans a bound LIMIT again at every bind.
+    // The rows are named by their physical address, which the `processed_at` index carries:
+    // the batch is found in the index alone, without a read of each row and a search of the
+    // primary key. The limit is part of the text: SQLite plans a bound LIMIT again at every
+    // bind.
+    let row = match db.backend() {
+        Backend::Sqlite => "rowid",
+        Backend::Postgres => "ctid",
+    };
     let sql = format!(
-        "DELETE FROM inbox WHERE (consumer, event_id) IN (
-             SELECT consumer, event_id FROM inbox WHERE processed_at < $1
+        "DELETE FROM inbox WHERE {row} IN (
+             SELECT {row} FROM inbox WHERE processed_at < $1
              ORDER BY processed_at LIMIT {batch})"
     );
     let mut tx = Tx::begin(db).await?;
