@@ -10,7 +10,8 @@
 //! - [`BODY_LIMIT`]: bodies over 1 MiB are refused with 413 before they are read whole.
 //! - [`require_admin_token`]: every `/admin/...` and `/api/admin/...` request must carry
 //!   `Authorization: Bearer <token>`; anything else is refused with 401 before a handler runs,
-//!   so a refused call changes nothing.
+//!   so a refused call changes nothing. Every admin change is logged (target
+//!   `orderflow::admin_actions`: method, path, actor, status).
 //! - [`binding_routes`], [`dlq_routes`], [`broker_routes`]: the admin routes the operator
 //!   commands (`orderflow dlq`, `orderflow mqadmin`) ask.
 
@@ -225,11 +226,30 @@ pub async fn require_admin_token(
             tracing::warn!(path, "admin request refused: missing or wrong token");
             return ApiError::Unauthorized.into_response();
         }
+        let method = request.method().clone();
+        if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+            // The log of admin actions: every change, who asked (the console says so) and
+            // what came of it.
+            let path = path.to_owned();
+            let actor = request
+                .headers()
+                .get("x-orderflow-actor")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("admin token")
+                .to_owned();
+            let response = next.run(request).await;
+            tracing::info!(
+                target: "orderflow::admin_actions",
+                %method, path, actor, status = response.status().as_u16(), "admin action"
+            );
+            return response;
+        }
     }
     next.run(request).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` and `b` are equal, in time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -103,6 +103,8 @@ async fn show(
 struct ListQuery {
     user_id: Option<String>,
     status: Option<String>,
+    /// Paging: only orders with a smaller orderId (the list is newest first).
+    before: Option<String>,
     limit: Option<String>,
 }
 
@@ -131,7 +133,14 @@ async fn list(
             .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?,
         None => 100,
     };
-    Ok(Json(store::list(svc.host.db.reader(), user_id, status, limit).await?).into_response())
+    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse::<i64>().map_err(|_| ApiError::invalid("before", "must be a whole number"))?,
+        ),
+        None => None,
+    };
+    Ok(Json(store::list(svc.host.db.reader(), user_id, status, before, limit).await?)
+        .into_response())
 }
 
 async fn products(State(svc): State<Arc<OrderService>>) -> Result<Response, ApiError> {

@@ -648,16 +648,19 @@ pub async fn list(
     pool: &AnyPool,
     user_id: Option<i64>,
     status: Option<OrderStatus>,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<OrderView>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM orders
          WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR status = $2)
+           AND ($4 IS NULL OR id < $4)
          ORDER BY id DESC LIMIT $3"
     )))
     .bind(user_id)
     .bind(status.map(|s| s.as_str()))
     .bind(limit)
+    .bind(before)
     .fetch_all(pool)
     .await?;
     rows.iter().map(view_of).collect()

@@ -57,6 +57,16 @@ pub struct AppConfig {
     pub payment: PaymentSettings,
     /// Create the demo catalogue (products 1001..=1004) when the catalogue is empty.
     pub demo_products: bool,
+    /// Serve the web console too (`up`).
+    pub console: Option<ConsoleSettings>,
+}
+
+/// Where the console listens and who besides the admin may sign in.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub addr: SocketAddr,
+    pub read_only_token: Option<String>,
+    pub trace_url: Option<String>,
 }
 
 impl AppConfig {
@@ -77,6 +87,8 @@ pub struct App {
     pub order_url: String,
     pub stock_url: String,
     pub payment_url: String,
+    /// The web console's URL, when it is served.
+    pub console_url: Option<String>,
     /// The embedded binder itself, when it is the one in use (for inspection).
     pub broker: Option<EmbeddedBinder>,
     pub binder: Arc<dyn Binder>,
@@ -183,10 +195,25 @@ impl App {
         let order_url = process.serve(&order, config.order_addr, admin).await?;
         let stock_url = process.serve(&stock, config.stock_addr, admin).await?;
         let payment_url = process.serve(&payment, config.payment_addr, admin).await?;
+        let console_url = match &config.console {
+            Some(c) => {
+                let console = console::ConsoleConfig {
+                    order_url: order_url.clone(),
+                    stock_url: stock_url.clone(),
+                    payment_url: payment_url.clone(),
+                    admin_token: admin.clone(),
+                    read_only_token: c.read_only_token.clone(),
+                    trace_url: c.trace_url.clone(),
+                };
+                Some(process.serve_console(console, c.addr).await?)
+            }
+            None => None,
+        };
         Ok(App {
             order_url,
             stock_url,
             payment_url,
+            console_url,
             broker,
             binder: process.binder.clone(),
             metrics,

@@ -44,6 +44,8 @@ enum Command {
     /// Drive a running system with orders over HTTP and report throughput, latency,
     /// messages/s, CPU and memory, against the raw binder and disk baselines.
     Bench(commands::bench::Args),
+    /// Serve the web console against running services (`up` serves it itself).
+    Console(commands::console::Args),
     /// Work with the dead letters of running services (through their admin API).
     Dlq(commands::dlq::Args),
     /// RocketMQ's admin commands (mqadmin's names and flags), asked of the running services:
@@ -86,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Command::Check(a) => commands::check::run(a).await,
             Command::Soak(a) => commands::soak::run(a).await,
             Command::Bench(a) => commands::bench::run(a).await,
+            Command::Console(a) => commands::console::run(a).await,
             Command::Dlq(a) => commands::dlq::run(a).await,
             Command::Mqadmin(a) => commands::mqadmin::run(a).await,
             Command::CheckConfig(a) => commands::check_config::run(a),

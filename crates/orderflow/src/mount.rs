@@ -124,6 +124,25 @@ impl Process {
         Ok(format!("http://{local}"))
     }
 
+    /// Serves the web console on `addr`; its URL.
+    pub async fn serve_console(
+        &self,
+        config: console::ConsoleConfig,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the console"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let token = self.token.clone();
+        self.servers.spawn(async move {
+            if let Err(e) = console::serve(listener, config, token).await {
+                tracing::error!(error = %e, "console server failed");
+            }
+        });
+        Ok(url)
+    }
+
     /// HTTP first (no new requests), then the consumers (in-flight batches settle), then the
     /// relays and timers. Everything committed is durable, so nothing is lost.
     pub async fn stop(&self) {

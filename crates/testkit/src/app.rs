@@ -121,6 +121,7 @@ pub fn config(dir: &Path, payment: PaymentSettings) -> AppConfig {
         payment_stream: fixture_stream("payment-service.yml"),
         payment,
         demo_products: true,
+        console: None,
     }
 }
 

@@ -4,12 +4,58 @@
 pub mod bench;
 pub mod check;
 pub mod check_config;
+pub mod console;
 pub mod dlq;
 pub mod mqadmin;
 pub mod rocketmq;
 pub mod serve;
 pub mod soak;
 pub mod up;
+
+/// The web console's settings (`up` and `console`).
+#[derive(clap::Args, Debug)]
+pub struct ConsoleArgs {
+    /// Where the console listens.
+    #[arg(long, env = "ORDERFLOW_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
+    pub console_addr: std::net::SocketAddr,
+    /// A second token that signs in to the console to look only (at least 16 characters).
+    #[arg(long, env = "ORDERFLOW_READ_ONLY_TOKEN", hide_env_values = true)]
+    pub read_only_token: Option<String>,
+    /// Link to a trace from an order's timeline: `{traceId}` is replaced, e.g.
+    /// http://127.0.0.1:16686/trace/{traceId}.
+    #[arg(long, env = "ORDERFLOW_TRACE_URL")]
+    pub trace_url: Option<String>,
+}
+
+impl ConsoleArgs {
+    /// The settings, checked against the admin token.
+    pub fn settings(&self, admin_token: &str) -> anyhow::Result<crate::app::ConsoleSettings> {
+        if let Some(t) = &self.read_only_token {
+            if t.chars().count() < 16 {
+                anyhow::bail!(
+                    "--read-only-token (ORDERFLOW_READ_ONLY_TOKEN) must be at least 16 characters"
+                );
+            }
+            if t == admin_token {
+                anyhow::bail!(
+                    "--read-only-token (ORDERFLOW_READ_ONLY_TOKEN) must differ from the admin token"
+                );
+            }
+        }
+        if let Some(u) = &self.trace_url
+            && !u.contains("{traceId}")
+        {
+            anyhow::bail!(
+                "--trace-url (ORDERFLOW_TRACE_URL) must contain {{traceId}}, e.g. http://127.0.0.1:16686/trace/{{traceId}}"
+            );
+        }
+        Ok(crate::app::ConsoleSettings {
+            addr: self.console_addr,
+            read_only_token: self.read_only_token.clone(),
+            trace_url: self.trace_url.clone(),
+        })
+    }
+}
 
 /// How `dlq` and `mqadmin` reach the running services' admin API.
 #[derive(clap::Args, Debug)]

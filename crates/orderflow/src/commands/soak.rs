@@ -110,6 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stock_stream,
         payment_stream,
         demo_products: true,
+        console: None,
     };
     let load = soak::SoakLoad {
         orders: args.orders,

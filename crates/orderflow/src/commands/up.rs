@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::{App, AppConfig, BinderChoice, Storage, mount::DEMO_PRODUCTS, settings};
 
-use super::{AdminArgs, PaymentArgs, shutdown_signal};
+use super::{AdminArgs, ConsoleArgs, PaymentArgs, shutdown_signal};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,6 +27,11 @@ pub struct Args {
     payment: PaymentArgs,
     #[command(flatten)]
     admin: AdminArgs,
+    #[command(flatten)]
+    console: ConsoleArgs,
+    /// Do not serve the web console.
+    #[arg(long)]
+    no_console: bool,
     /// Do not create the demo catalogue.
     #[arg(long)]
     no_demo: bool,
@@ -75,6 +80,10 @@ pub async fn run(up: Args) -> anyhow::Result<()> {
         stock_stream,
         payment_stream,
         demo_products: !up.no_demo,
+        console: match up.no_console {
+            true => None,
+            false => Some(up.console.settings(&admin_token)?),
+        },
     };
     let chaos = match up.chaos.as_deref() {
         Some(text) => Some(
@@ -106,6 +115,9 @@ pub async fn run(up: Args) -> anyhow::Result<()> {
     );
     println!("  payment  {}   GET /api/payments?orderNo=", app.payment_url);
     println!("  each also serves /health, /ready, /metrics, /admin/bindings and /admin/dlq");
+    if let Some(url) = &app.console_url {
+        println!("  console  {url}/   (sign in with the admin token)");
+    }
     if generated {
         println!(
             "  admin token (for /api/admin/..., /admin/...): {admin_token}   (set ORDERFLOW_ADMIN_TOKEN to choose it)"

@@ -149,6 +149,16 @@ async fn orders_are_listed_by_user_and_status(v: Variant) {
     assert_eq!(cancelled[0].status, OrderStatus::Cancelled);
     let r = t.http.get(t.order_url("/api/orders?status=LOST")).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    // Paged: the next page starts below the last orderId shown.
+    let first = get("limit=2").await;
+    assert_eq!(nos(first.clone()), [c.order_no.clone(), b.order_no.clone()]);
+    let next =
+        t.http.get(t.order_url(&format!("/api/orders?limit=2&before={}", first[1].order_id)));
+    let next: Vec<order::store::OrderView> = next.send().await.unwrap().json().await.unwrap();
+    assert_eq!(nos(next), std::slice::from_ref(&a.order_no));
+    let r = t.http.get(t.order_url("/api/orders?before=yesterday")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["field"], "before");
     let r = t.http.get(t.order_url("/api/orders/ORD-NOPE")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     t.shutdown().await;
@@ -395,7 +405,7 @@ async fn corrupt_stored_data_is_an_error_naming_the_table_and_key(v: Variant) {
     let view = || async {
         let mut conn = order_db.reader().acquire().await.unwrap();
         order::store::view(&mut conn, &no).await.map_err(|e| e.to_string())?;
-        order::store::list(order_db.reader(), Some(7), None, 10)
+        order::store::list(order_db.reader(), Some(7), None, None, 10)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -5,6 +5,7 @@
 mod bench;
 mod chaos;
 mod compensation;
+mod console;
 mod dead_letters;
 mod distributed;
 mod flows;

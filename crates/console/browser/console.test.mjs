@@ -1,0 +1,157 @@
+// The console in a real browser: Debian's Chromium driven by playwright-core. Started by
+// `cargo test -p orderflow --test e2e -- console::`, which runs the system with one
+// dead-lettered payment and passes it in through the environment:
+//   CONSOLE_URL, ORDER_URL, ADMIN_TOKEN, READ_ONLY_TOKEN, DEAD_ORDER (the order whose
+//   payment-success was dead-lettered), SCREENSHOTS (a directory), CHROMIUM (the browser).
+// Exits non-zero, saying what failed, if any check fails.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const env = name => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const CONSOLE = env("CONSOLE_URL");
+const ORDER = env("ORDER_URL");
+const ADMIN = env("ADMIN_TOKEN");
+const READ_ONLY = env("READ_ONLY_TOKEN");
+const DEAD_ORDER = env("DEAD_ORDER");
+const SHOTS = env("SCREENSHOTS");
+mkdirSync(SHOTS, { recursive: true });
+
+function check(ok, what) {
+  if (!ok) throw new Error(`check failed: ${what}`);
+  console.log(`ok: ${what}`);
+}
+
+async function placeOrder(userId) {
+  const r = await fetch(`${ORDER}/api/orders`, { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userId, items: [{ productId: 1002, quantity: 1 }] }) });
+  check(r.status === 200 || r.status === 201, `order placed over HTTP (HTTP ${r.status})`);
+  return (await r.json()).orderNo;
+}
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
+try {
+  // ---- signed out: nothing readable, nothing changeable ----
+  {
+    const r1 = await fetch(`${CONSOLE}/console/api/order/api/orders`);
+    check(r1.status === 401, `an API read without signing in is refused (HTTP ${r1.status})`);
+    const r2 = await fetch(`${CONSOLE}/console/api/stock/api/admin/stock/1001`, { method: "PUT",
+      headers: { "content-type": "application/json" }, body: JSON.stringify({ available: 1 }) });
+    check(r2.status === 401, `a change without signing in is refused (HTTP ${r2.status})`);
+    const bad = await fetch(`${CONSOLE}/console/session`, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: "not-the-token-at-all" }) });
+    check(bad.status === 401, "a wrong token does not sign in");
+  }
+
+  // ---- read-only: may look, may not act ----
+  {
+    const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+    const page = await context.newPage();
+    await page.goto(CONSOLE);
+    await page.fill("#token", READ_ONLY);
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=signed in: read-only");
+    await page.goto(`${CONSOLE}/#/stock`);
+    const setButton = page.locator("tr[data-product='1001'] button");
+    await setButton.waitFor();
+    check(await setButton.isDisabled(), "the read-only session's action buttons are disabled");
+    const status = await page.evaluate(async () => {
+      const s = await (await fetch("/console/session")).json();
+      const r = await fetch("/console/api/stock/api/admin/stock/1001", { method: "PUT",
+        headers: { "content-type": "application/json", "x-csrf-token": s.csrf }, body: JSON.stringify({ available: 1 }) });
+      return r.status;
+    });
+    check(status === 403, `the read-only token's change is refused even with its CSRF token (HTTP ${status})`);
+    const cookieReadable = await page.evaluate(() => document.cookie.includes("orderflow_console"));
+    check(!cookieReadable, "the session cookie cannot be read by scripts");
+    await context.close();
+  }
+
+  // ---- admin ----
+  const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", m => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
+  page.on("pageerror", e => problems.push(`page error: ${e.message}`));
+  page.on("requestfailed", r => problems.push(`request failed: ${r.url()} ${r.failure() && r.failure().errorText}`));
+  page.on("response", r => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`); });
+  page.on("dialog", d => d.accept());
+
+  await page.goto(CONSOLE);
+  await page.fill("#token", ADMIN);
+  // A change without the CSRF header is refused (another site's form could not send it).
+  await page.click("button[type=submit]");
+  await page.waitForSelector("text=signed in: admin");
+  const noCsrf = await page.evaluate(async () => (await fetch("/console/api/stock/api/admin/stock/1001", { method: "PUT",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ available: 1 }) })).status);
+  problems.length = 0; // that 403 was asked for
+  check(noCsrf === 403, `a change without the CSRF token is refused (HTTP ${noCsrf})`);
+
+  // Every page loads and is drawn.
+  for (const [hash, marker, name] of [["#/overview", "[data-card=rate]", "overview"], ["#/orders", "text=Orders", "orders"],
+    ["#/topics", "tr[data-binding]", "topics"], ["#/dlq", "text=Dead letters", "dead-letters"], ["#/stock", "tr[data-product]", "stock"]]) {
+    await page.goto(`${CONSOLE}/${hash}`);
+    await page.waitForSelector(marker);
+    await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+    check(true, `page ${name} drawn`);
+  }
+
+  // A dead letter replayed from the console is applied once.
+  await page.goto(`${CONSOLE}/#/dlq`);
+  const row = page.locator("tr[data-dead-letter]", { hasText: DEAD_ORDER });
+  await row.waitFor();
+  await row.locator("button", { hasText: "Replay" }).click();
+  await page.waitForSelector("text=replayed");
+  await page.goto(`${CONSOLE}/#/orders/${DEAD_ORDER}`);
+  await page.waitForFunction(() => document.querySelector("#order-status")?.textContent === "PAID", null, { timeout: 30000 }).catch(async () => {
+    await page.reload();
+    await page.waitForFunction(() => document.querySelector("#order-status")?.textContent === "PAID", null, { timeout: 30000 });
+  });
+  check(true, "the replayed order reached PAID");
+
+  // An order placed over HTTP appears and reaches PAID in its timeline, with all its messages.
+  const orderNo = await placeOrder(42);
+  await page.goto(`${CONSOLE}/#/orders?userId=42`);
+  await page.locator(`a:has-text("${orderNo}")`).click();
+  for (let i = 0; i < 60; i++) {
+    if ((await page.textContent("#order-status")) === "PAID" && (await page.locator("tr[data-message='stock-deducted']").count()) === 1) break;
+    await page.waitForTimeout(250);
+    await page.reload();
+    await page.waitForSelector("#order-status");
+  }
+  check((await page.textContent("#order-status")) === "PAID", `order ${orderNo} reached PAID in its timeline`);
+  for (const topic of ["order-created", "payment-success", "stock-deducted"]) {
+    check((await page.locator(`tr[data-message='${topic}']`).count()) === 1, `its ${topic} message is listed`);
+  }
+  check((await page.locator("tr[data-message='order-created']").textContent()).includes("stock-consumer-group: consumed"),
+    "the message shows which groups consumed it");
+  await page.screenshot({ path: `${SHOTS}/order-timeline.png`, fullPage: true });
+
+  // Pausing a binding raises that group's lag on the page; resuming clears it.
+  await page.goto(`${CONSOLE}/#/topics`);
+  const binding = page.locator("tr[data-binding='paymentSuccessConsumer-in-0'][data-group='order-consumer-group']");
+  await binding.locator("button", { hasText: "Pause" }).click();
+  await page.waitForSelector("tr[data-binding='paymentSuccessConsumer-in-0'][data-group='order-consumer-group'] >> text=PAUSED");
+  await placeOrder(43);
+  await placeOrder(43);
+  await page.waitForFunction(() => {
+    const cell = document.querySelector("tr[data-binding='paymentSuccessConsumer-in-0'][data-group='order-consumer-group'] td[data-lag]");
+    return cell && Number(cell.textContent) >= 2;
+  }, null, { timeout: 30000 });
+  check(true, "the paused group's lag rose to the orders placed meanwhile");
+  await page.screenshot({ path: `${SHOTS}/topics-paused.png`, fullPage: true });
+  await binding.locator("button", { hasText: "Resume" }).click();
+  await page.waitForFunction(() => {
+    const cell = document.querySelector("tr[data-binding='paymentSuccessConsumer-in-0'][data-group='order-consumer-group'] td[data-lag]");
+    return cell && cell.textContent === "0";
+  }, null, { timeout: 30000 });
+  check(true, "resuming cleared the lag");
+
+  check(problems.length === 0, `no console errors and no failed requests${problems.length ? `:\n  ${problems.join("\n  ")}` : ""}`);
+  await context.close();
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,96 @@
+//! The web console in a real browser: Debian's Chromium driven by Playwright
+//! (`crates/console/browser/console.test.mjs`), against `up`'s services with one order whose
+//! `order-created` the stock group dead-lettered. The script checks the pages; this test
+//! checks, from the services' side, what the script's actions did and did not change.
+//!
+//! Needs `chromium` (Debian) and `npm ci --prefix crates/console/browser` (playwright-core);
+//! `.ci/run` installs both.
+
+use std::path::{Path, PathBuf};
+
+use binding::Binder;
+use order::domain::OrderStatus;
+use orderflow::app::ConsoleSettings;
+use payment::PaymentSettings;
+use testkit::*;
+
+const READ_ONLY_TOKEN: &str = "read-only-token-0123456789";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../console/browser")
+}
+
+fn chromium() -> String {
+    std::env::var("ORDERFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+#[tokio::test]
+async fn the_console_in_a_browser_shows_orders_lag_and_dead_letters_and_acts_only_when_allowed() {
+    let browser = browser_dir();
+    assert!(
+        browser.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: npm ci --prefix crates/console/browser"
+    );
+    assert!(
+        Path::new(&chromium()).exists(),
+        "no Chromium at {} (Debian: apt-get install chromium)",
+        chromium()
+    );
+
+    let mut base = config(Path::new("set-by-spawn"), PaymentSettings::default());
+    base.console = Some(ConsoleSettings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        read_only_token: Some(READ_ONLY_TOKEN.into()),
+        trace_url: Some("http://127.0.0.1:16686/trace/{traceId}".into()),
+    });
+    let t = spawn_config(Variant::EmbeddedSqlite, base, |inner| {
+        Faulty::dead_lettering_first(inner, "stock-consumer-group", "order-created", 1)
+    })
+    .await;
+    let console_url = t.app.console_url.clone().expect("the console is served");
+    let untouched = t.stock(1001).await;
+    let before = t.stock(1003).await;
+    let dead = t.create_order(21, &[(1003, 2)]).await;
+    testkit::until("the dead letter is stored", || async {
+        t.app.broker.as_ref().unwrap().dead_letters("stock-consumer-group", 10).await.unwrap().len()
+            == 1
+    })
+    .await;
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    let out = tokio::process::Command::new("node")
+        .arg(browser.join("console.test.mjs"))
+        .env("CONSOLE_URL", &console_url)
+        .env("ORDER_URL", &t.app.order_url)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("READ_ONLY_TOKEN", READ_ONLY_TOKEN)
+        .env("DEAD_ORDER", dead.order_no.as_str())
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", chromium())
+        .output()
+        .await
+        .expect("node (the browser test runs on Node.js)");
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser test failed:\n{said}");
+
+    // What the refused changes did not do, and what the replay did: once.
+    assert_eq!(t.stock(1001).await, untouched, "refused changes changed nothing");
+    let paid = t.settled(&dead.order_no).await;
+    assert_eq!(paid.status, OrderStatus::Paid);
+    let after = t.stock(1003).await;
+    assert_eq!(after.available, before.available - 2, "frozen and deducted once");
+    assert_eq!(after.sold, before.sold + 2);
+    assert_eq!(after.frozen, 0);
+    for page in
+        ["overview", "orders", "topics", "dead-letters", "stock", "order-timeline", "topics-paused"]
+    {
+        let shot = shots.join(format!("{page}.png"));
+        assert!(
+            std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+            "screenshot {}",
+            shot.display()
+        );
+    }
+    t.shutdown().await;
+}
