@@ -3,7 +3,7 @@
 // Every text from the services goes into the page as text (never as HTML).
 "use strict";
 
-const state = { session: null, config: {}, timer: null, series: { rate: [], lag: [] }, last: null };
+const state = { session: null, config: {}, timer: null, gen: 0, series: { rate: [], lag: [] }, last: null };
 const SERVICES = ["order", "stock", "payment"];
 
 // ---- DOM helpers ----
@@ -75,6 +75,7 @@ function button(label, onclick, cls) {
 // ---- signing in ----
 function signedOut() {
   state.session = null;
+  state.gen++;
   document.getElementById("nav").hidden = true;
   document.getElementById("who").textContent = "";
   stopPolling();
@@ -170,7 +171,7 @@ async function overview() {
   const byStatus = named(series, "orderflow_orders").map(s => `${s.labels.status} ${num(s.value)}`).join(" · ");
   const violations = total(series, "orderflow_invariant_violations");
   const checked = named(series, "orderflow_invariant_checked_at_seconds")[0];
-  show(
+  return [
     el("h1", {}, "Overview"),
     el("div", { class: "cards" },
       card("orders/s", num(rate), state.series.rate, "rate"),
@@ -187,8 +188,7 @@ async function overview() {
         const age = series.find(o => o.name === "orderflow_consumer_lag_oldest_age_seconds" && o.labels.group === s.labels.group && o.labels.topic === s.labels.topic);
         return el("tr", { "data-lag": `${s.labels.group}/${s.labels.topic}` }, el("td", {}, s.labels.group), el("td", {}, s.labels.topic),
           el("td", { class: "num" }, num(s.value)), el("td", { class: "num" }, num(age && age.value)));
-      })));
-  poll(overview, 2000);
+      }))];
 }
 
 async function orders(params) {
@@ -216,8 +216,8 @@ async function orders(params) {
   const pager = el("div", { class: "pager" },
     q.get("before") ? el("a", { href: `#/orders?${new URLSearchParams([...q].filter(([k]) => k !== "before"))}` }, "« newest") : null,
     found.length === 50 ? el("a", { href: `#/orders?${new URLSearchParams({ ...Object.fromEntries(q), before: found[found.length - 1].orderId })}` }, "older »") : null);
-  show(el("h1", {}, "Orders"), search,
-    table(["orderNo", { label: "user", num: true }, "status", { label: "total", num: true }, "created", "updated"], rows), pager);
+  return [el("h1", {}, "Orders"), search,
+    table(["orderNo", { label: "user", num: true }, "status", { label: "total", num: true }, "created", "updated"], rows), pager];
 }
 
 function traceIdOf(properties) {
@@ -227,9 +227,11 @@ function traceIdOf(properties) {
 
 async function timeline(orderNo) {
   const order = await svc("order", `api/orders/${encodeURIComponent(orderNo)}`);
-  const topics = await svc("order", "admin/topics");
-  const messages = (await Promise.all(topics.filter(t => !t.startsWith("%")).map(t =>
-    svc("order", `admin/messages?${new URLSearchParams({ topic: t, key: orderNo })}`).catch(() => [])))).flat()
+  // The flow's topics are the ones its bindings consume (a broker's list also has its own).
+  const bindings = (await Promise.all(SERVICES.map(s => svc(s, "admin/bindings")))).flat();
+  const topics = [...new Set(bindings.map(b => b.destination))];
+  const messages = (await Promise.all(topics.map(t =>
+    svc("order", `admin/messages?${new URLSearchParams({ topic: t, key: orderNo })}`)))).flat()
     .sort((a, b) => a.bornAt - b.bornAt);
   const reservation = await svc("stock", `api/stock/reservations/${encodeURIComponent(orderNo)}`).catch(() => null);
   const payments = await svc("payment", `api/payments?${new URLSearchParams({ orderNo })}`).catch(() => []);
@@ -241,7 +243,7 @@ async function timeline(orderNo) {
     ...messages.map(m => ({ at: m.bornAt, service: "broker", what: `${m.topic} · ${m.tags}`, detail: `eventId ${m.properties.eventId || "—"}; consumed by ${(m.groups || []).map(g => `${g.group}${g.consumed ? "" : " (waiting)"}`).join(", ") || "no group"}` })),
     ...payments.map(p => ({ at: p.createdAt, service: "payment", what: `payment ${p.paymentId} ${p.status}`, detail: `${p.amount} by ${p.paymentMethod}${p.reason ? `: ${p.reason}` : ""}` })),
   ].sort((a, b) => a.at - b.at);
-  show(
+  return [
     el("h1", {}, `Order ${order.orderNo}`),
     el("p", {}, "Status ", el("span", { class: `status-${order.status}`, id: "order-status" }, order.status),
       ` · user ${order.userId} · total ${order.totalAmount} · created ${time(order.createdAt)}`,
@@ -259,7 +261,7 @@ async function timeline(orderNo) {
       : el("p", { class: "muted" }, "No reservation."),
     el("h2", {}, "Payments and refunds"),
     table(["payment", "status", { label: "amount", num: true }, "transaction", "updated"], payments.map(p => el("tr", {},
-      el("td", {}, p.paymentId), el("td", {}, p.status), el("td", { class: "num" }, p.amount), el("td", {}, p.transactionNo || "—"), el("td", {}, time(p.updatedAt))))));
+      el("td", {}, p.paymentId), el("td", {}, p.status), el("td", { class: "num" }, p.amount), el("td", {}, p.transactionNo || "—"), el("td", {}, time(p.updatedAt)))))];
 }
 
 async function topics() {
@@ -292,9 +294,8 @@ async function topics() {
             () => svc(service, "admin/consumer-offsets", { method: "POST", body: { group: b.group, topic: b.destination, resetTo: "latest", force: true } })), "danger"))));
     }
   }
-  show(el("h1", {}, "Topics and consumer groups"),
-    table(["service", "binding", "group", "topic", "state", { label: "lag", num: true }, "oldest waiting", "actions"], rows));
-  poll(topics, 2000);
+  return [el("h1", {}, "Topics and consumer groups"),
+    table(["service", "binding", "group", "topic", "state", { label: "lag", num: true }, "oldest waiting", "actions"], rows)];
 }
 
 async function deadLetters() {
@@ -318,19 +319,19 @@ async function deadLetters() {
       button("Purge", () => act(`Dead letter ${d.messageId} purged.`, `Delete ${d.messageId} for good? It cannot be replayed afterwards.`,
         () => svc(d.service, `admin/dlq/${encodeURIComponent(d.messageId)}`, { method: "DELETE" })), "danger"))));
   const selected = () => [...document.querySelectorAll("[data-select]:checked")].map(c => ({ id: c.dataset.select, service: c.dataset.service }));
-  show(el("h1", {}, `Dead letters (${unique.length})`),
+  return [el("h1", {}, `Dead letters (${unique.length})`),
     el("p", {}, button("Replay selected", () => {
       const chosen = selected();
       if (!chosen.length) { say("Select the dead letters to replay first."); return; }
       act(`${chosen.length} dead letters replayed.`, `Deliver the ${chosen.length} selected dead letters again?`,
         async () => { for (const c of chosen) await svc(c.service, `admin/dlq/${encodeURIComponent(c.id)}/replay`, { method: "POST" }); });
     })),
-    table(["", "message", "group", "topic", "keys", "error", { label: "attempts", num: true }, "dead at", "actions"], rows), detail);
+    table(["", "message", "group", "topic", "keys", "error", { label: "attempts", num: true }, "dead at", "actions"], rows), detail];
 }
 
 async function stock() {
   const products = await svc("stock", "api/stock");
-  show(el("h1", {}, "Stock"),
+  return [el("h1", {}, "Stock"),
     table(["product", { label: "available", num: true }, { label: "frozen", num: true }, { label: "sold", num: true }, "change"],
       products.map(p => {
         const input = el("input", { type: "number", min: "0", value: p.available, "aria-label": `available units of ${p.productId}`, class: "units" });
@@ -342,31 +343,43 @@ async function stock() {
             act(`Product ${p.productId}: ${n} available.`, `Set product ${p.productId}'s available units to ${n}?`,
               () => svc("stock", `api/admin/stock/${p.productId}`, { method: "PUT", body: { available: n } }));
           })));
-      })));
+      }))];
 }
 
 // ---- routing ----
+// Each route is a generation: a page that finishes after the user moved on is dropped, not
+// drawn over the page they moved to.
+const LIVE = new Set(["overview", "topics"]);
 function stopPolling() { if (state.timer) { clearTimeout(state.timer); state.timer = null; } }
-function poll(page, ms) {
-  stopPolling();
-  const at = location.hash;
-  state.timer = setTimeout(() => { if (location.hash === at && state.session) page().catch(e => say(e.message)); }, ms);
+async function render(page, gen) {
+  const nodes = await page();
+  if (gen === state.gen) show(...nodes);
 }
 async function route() {
   if (!state.session) return;
   stopPolling();
+  const gen = ++state.gen;
   const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const parts = path.split("/").filter(Boolean);
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === `#/${parts[0]}`);
+  const page = parts[0] === "orders" && parts[1] ? () => timeline(decodeURIComponent(parts[1]))
+    : parts[0] === "orders" ? () => orders(query || "")
+    : parts[0] === "topics" ? topics
+    : parts[0] === "dlq" ? deadLetters
+    : parts[0] === "stock" ? stock
+    : overview;
   try {
-    if (parts[0] === "orders" && parts[1]) await timeline(decodeURIComponent(parts[1]));
-    else if (parts[0] === "orders") await orders(query || "");
-    else if (parts[0] === "topics") await topics();
-    else if (parts[0] === "dlq") await deadLetters();
-    else if (parts[0] === "stock") await stock();
-    else await overview();
+    await render(page, gen);
   } catch (e) {
-    say(e.message);
+    if (gen === state.gen) say(e.message);
+  }
+  if (LIVE.has(parts[0] || "overview")) {
+    const again = async () => {
+      if (gen !== state.gen) return;
+      try { await render(page, gen); } catch (e) { if (gen === state.gen) say(e.message); }
+      if (gen === state.gen) state.timer = setTimeout(again, 2000);
+    };
+    if (gen === state.gen) state.timer = setTimeout(again, 2000);
   }
 }
 window.addEventListener("hashchange", () => { say(""); route(); });

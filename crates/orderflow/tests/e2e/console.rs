@@ -1,12 +1,16 @@
 //! The web console in a real browser: Debian's Chromium driven by Playwright
 //! (`crates/console/browser/console.test.mjs`), against `up`'s services with one order whose
 //! `order-created` the stock group dead-lettered. The script checks the pages; this test
-//! checks, from the services' side, what the script's actions did and did not change.
+//! checks, from the services' side, what the script's actions did and did not change. The
+//! same script runs against `up` and against the three-process RocketMQ topology with
+//! `orderflow console` as its own process.
 //!
 //! Needs `chromium` (Debian) and `npm ci --prefix crates/console/browser` (playwright-core);
 //! `.ci/run` installs both.
 
 use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncBufReadExt;
 
 use binding::Binder;
 use order::domain::OrderStatus;
@@ -22,6 +26,50 @@ fn browser_dir() -> PathBuf {
 
 fn chromium() -> String {
     std::env::var("ORDERFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Where a run's screenshots go: `target/console-screenshots/<topology>/`.
+fn screenshots(topology: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots").join(topology)
+}
+
+/// Runs the browser script against a console; panics with what it printed if a check fails.
+async fn run_browser_test(console_url: &str, order_url: &str, dead_order: &str, shots: &Path) {
+    let browser = browser_dir();
+    assert!(
+        browser.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: npm ci --prefix crates/console/browser"
+    );
+    assert!(
+        Path::new(&chromium()).exists(),
+        "no Chromium at {} (Debian: apt-get install chromium)",
+        chromium()
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(browser.join("console.test.mjs"))
+        .env("CONSOLE_URL", console_url)
+        .env("ORDER_URL", order_url)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("READ_ONLY_TOKEN", READ_ONLY_TOKEN)
+        .env("DEAD_ORDER", dead_order)
+        .env("SCREENSHOTS", shots)
+        .env("CHROMIUM", chromium())
+        .output()
+        .await
+        .expect("node (the browser test runs on Node.js)");
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser test failed:\n{said}");
+    for page in
+        ["overview", "orders", "topics", "dead-letters", "stock", "order-timeline", "topics-paused"]
+    {
+        let shot = shots.join(format!("{page}.png"));
+        assert!(
+            std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+            "screenshot {}",
+            shot.display()
+        );
+    }
 }
 
 #[tokio::test]
@@ -57,22 +105,8 @@ async fn the_console_in_a_browser_shows_orders_lag_and_dead_letters_and_acts_onl
     })
     .await;
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
-    let out = tokio::process::Command::new("node")
-        .arg(browser.join("console.test.mjs"))
-        .env("CONSOLE_URL", &console_url)
-        .env("ORDER_URL", &t.app.order_url)
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("READ_ONLY_TOKEN", READ_ONLY_TOKEN)
-        .env("DEAD_ORDER", dead.order_no.as_str())
-        .env("SCREENSHOTS", &shots)
-        .env("CHROMIUM", chromium())
-        .output()
-        .await
-        .expect("node (the browser test runs on Node.js)");
-    let said =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the browser test failed:\n{said}");
+    let shots = screenshots("up");
+    run_browser_test(&console_url, &t.app.order_url, dead.order_no.as_str(), &shots).await;
 
     // What the refused changes did not do, and what the replay did: once.
     assert_eq!(t.stock(1001).await, untouched, "refused changes changed nothing");
@@ -82,15 +116,56 @@ async fn the_console_in_a_browser_shows_orders_lag_and_dead_letters_and_acts_onl
     assert_eq!(after.available, before.available - 2, "frozen and deducted once");
     assert_eq!(after.sold, before.sold + 2);
     assert_eq!(after.frozen, 0);
-    for page in
-        ["overview", "orders", "topics", "dead-letters", "stock", "order-timeline", "topics-paused"]
-    {
-        let shot = shots.join(format!("{page}.png"));
-        assert!(
-            std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
-            "screenshot {}",
-            shot.display()
-        );
-    }
     t.shutdown().await;
+}
+
+/// The distributed topology: three `orderflow serve` processes on a RocketMQ name server and
+/// broker, and `orderflow console` as a fourth against their URLs. (No dead letter is
+/// injected across processes; the replay is tested above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_as_its_own_process_against_three_services_on_rocketmq() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = rocketmq_binder::LocalCluster::start(&dir.path().join("rocketmq")).await.unwrap();
+    let ns = cluster.name_server();
+    let mut services = Vec::new();
+    for name in ["order", "stock", "payment"] {
+        let db = dir.path().join(format!("{name}.db")).display().to_string();
+        services.push(crate::distributed::serve_with(name, &ns, &db, "127.0.0.1:0", &[]).await);
+    }
+    let (order, stock, payment) = (&services[0].url, &services[1].url, &services[2].url);
+    let mut console = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["console", "--order-url", order, "--stock-url", stock, "--payment-url", payment])
+        .args(["--console-addr", "127.0.0.1:0"])
+        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ORDERFLOW_READ_ONLY_TOKEN", READ_ONLY_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("orderflow console starts");
+    let mut lines = tokio::io::BufReader::new(console.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the console prints its address")
+        .unwrap()
+        .expect("a line");
+    let console_url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+
+    let http = admin_client();
+    let stock_of = |id: i64| {
+        let req = http.get(format!("{stock}/api/stock/{id}"));
+        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let untouched = stock_of(1001).await;
+    run_browser_test(&console_url, order, "", &screenshots("rocketmq")).await;
+    assert_eq!(stock_of(1001).await, untouched, "refused changes changed nothing");
+    console.kill().await.ok();
+    for mut s in services {
+        s.child.kill().await.ok();
+    }
+    cluster.stop().await;
 }
