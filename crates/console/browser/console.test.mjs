@@ -71,6 +71,17 @@ try {
     check(status === 403, `the read-only token's change is refused even with its CSRF token (HTTP ${status})`);
     const cookieReadable = await page.evaluate(() => document.cookie.includes("orderflow_console"));
     check(!cookieReadable, "the session cookie cannot be read by scripts");
+    // Errors are shown in words, not as raw JSON.
+    await page.goto(`${CONSOLE}/#/orders/ORD-NOPE`);
+    await page.waitForFunction(() => document.querySelector("#message")?.textContent.includes("no order ORD-NOPE"));
+    check(!(await page.textContent("#message")).includes("{"), "a missing order is reported in words");
+    // The pages can be worked from the keyboard: on a fresh page, Tab reaches the navigation.
+    await page.goto(`${CONSOLE}/#/stock`);
+    await page.reload();
+    await page.waitForSelector("tr[data-product]");
+    await page.keyboard.press("Tab");
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.textContent);
+    check(focused === "Overview", `Tab reaches the first page link (focused: ${focused})`);
     await context.close();
   }
 
