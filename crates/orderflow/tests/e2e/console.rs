@@ -162,18 +162,14 @@ async fn the_console_as_its_own_process_against_three_services_on_rocketmq() {
         .to_owned();
 
     let http = admin_client();
-    let stock_of = |id: i64| {
-        let req = http.get(format!("{stock}/api/stock/{id}"));
+    let get = |url: String| {
+        let req = http.get(url);
         async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
     };
-    let untouched = stock_of(1001).await;
+    let untouched = get(format!("{stock}/api/stock/1001")).await;
     let skipped = run_browser_test(&console_url, order, "", &screenshots("rocketmq")).await;
     // An order placed after the skip comes through the same binding, behind the skipped
     // message: once it is PAID, the skipped one would have been delivered too.
-    let get = |no: String| {
-        let req = http.get(format!("{order}/api/orders/{no}"));
-        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
-    };
     let later: serde_json::Value = http
         .post(format!("{order}/api/orders"))
         .json(&serde_json::json!({"userId": 45, "items": [{"productId": 1002, "quantity": 1}]}))
@@ -185,12 +181,16 @@ async fn the_console_as_its_own_process_against_three_services_on_rocketmq() {
         .unwrap();
     let later_no = later["orderNo"].as_str().unwrap().to_owned();
     eventually("the order placed after the skip is PAID", || async {
-        (get(later_no.clone()).await["status"] == "PAID").then_some(())
+        (get(format!("{order}/api/orders/{later_no}")).await["status"] == "PAID").then_some(())
     })
     .await;
-    let o = get(skipped.clone()).await;
+    let o = get(format!("{order}/api/orders/{skipped}")).await;
     assert_eq!(o["status"], "PENDING", "the skipped payment-success was not delivered: {o}");
-    assert_eq!(stock_of(1001).await, untouched, "refused changes changed nothing");
+    assert_eq!(
+        get(format!("{stock}/api/stock/1001")).await,
+        untouched,
+        "refused changes changed nothing"
+    );
     console.kill().await.ok();
     for mut s in services {
         s.child.kill().await.ok();
