@@ -132,7 +132,11 @@ impl Process {
     ) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {addr} for the console"))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {addr} for the console (choose another with --console-addr, or leave it out with --no-console)"
+                )
+            })?;
         let url = format!("http://{}", listener.local_addr()?);
         let token = self.token.clone();
         self.servers.spawn(async move {
