@@ -75,6 +75,10 @@ pub struct StoredMessage {
 pub struct GroupConsumption {
     pub group: String,
     pub consumed: bool,
+    /// Deliveries so far of a message the group still waits for, where the broker keeps
+    /// count (the embedded one); absent once consumed and on RocketMQ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 /// A consumer group's live instances and subscriptions, as `mqadmin consumerConnection`

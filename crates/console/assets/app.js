@@ -254,7 +254,7 @@ async function timeline(orderNo) {
     el("h2", {}, `Messages (${messages.length})`),
     table(["topic", "tag", "keys", "eventId", "born", "groups"], messages.map(m => el("tr", { "data-message": m.topic },
       el("td", {}, m.topic), el("td", {}, m.tags), el("td", {}, m.keys), el("td", {}, m.properties.eventId || "—"), el("td", {}, time(m.bornAt)),
-      el("td", {}, (m.groups || []).map(g => `${g.group}: ${g.consumed ? "consumed" : "waiting"}`).join("; "))))),
+      el("td", {}, (m.groups || []).map(g => `${g.group}: ${g.consumed ? "consumed" : `waiting${g.attempts ? ` (${g.attempts} ${g.attempts === 1 ? "attempt" : "attempts"} so far)` : ""}`}`).join("; "))))),
     el("h2", {}, "Stock reservation"),
     reservation ? table(["state", "items", "reason"], [el("tr", {}, el("td", {}, reservation.state),
       el("td", {}, Object.entries(reservation.items || {}).map(([p, n]) => `${p} × ${n}`).join(", ")), el("td", {}, reservation.reason || "—"))])

@@ -53,8 +53,8 @@ impl EmbeddedBinder {
         };
         let mut consumption = Vec::with_capacity(groups.len());
         for group in groups {
-            let waiting = sqlx::query(
-                "SELECT 1 FROM deliveries
+            let waiting: Option<i64> = sqlx::query_scalar(
+                "SELECT attempts FROM deliveries
                  WHERE grp = $1 AND topic = $2 AND msg_key = $3 AND message_id = $4",
             )
             .bind(&group)
@@ -64,7 +64,13 @@ impl EmbeddedBinder {
             .fetch_optional(self.inner.db.reader())
             .await
             .map_err(BinderError::storage)?;
-            consumption.push(GroupConsumption { group, consumed: waiting.is_none() });
+            let attempts = match waiting {
+                Some(n) => Some(u32::try_from(n).map_err(|_| {
+                    BinderError::storage(format!("deliveries.attempts of message {id}: {n}"))
+                })?),
+                None => None,
+            };
+            consumption.push(GroupConsumption { group, consumed: waiting.is_none(), attempts });
         }
         consumption.sort_by(|a, b| a.group.cmp(&b.group));
         Ok(StoredMessage {

@@ -60,6 +60,7 @@ fn stored(q: &MessageQueue, m: &MessageExt, consumers: &[GroupOffsets]) -> Store
             .map(|(group, offsets)| GroupConsumption {
                 group: group.clone(),
                 consumed: offsets.get(q).is_some_and(|o| *o > m.queue_offset()),
+                attempts: None,
             })
             .collect(),
     }

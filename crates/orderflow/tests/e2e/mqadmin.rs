@@ -531,6 +531,10 @@ async fn mqadmin_reads_and_changes_a_stopped_ups_data_directory() {
     let groups = &found[0]["groups"];
     let payment = groups.as_array().unwrap().iter().find(|g| g["group"] == GROUP).unwrap();
     assert_eq!(payment["consumed"], false, "{found}");
+    assert_eq!(payment["attempts"], 0, "paused before its first delivery: {found}");
+    let stock = groups.as_array().unwrap().iter().find(|g| g["group"] != GROUP).unwrap();
+    assert_eq!(stock["consumed"], true, "{found}");
+    assert!(stock.get("attempts").is_none(), "no count once consumed: {found}");
 
     let at = since.to_string();
     let reset = ["resetOffsetByTime", "-g", GROUP, "-t", "order-created", "-s", &at];
