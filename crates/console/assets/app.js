@@ -39,7 +39,7 @@ function num(v) { return v === undefined || v === null || Number.isNaN(v) ? "—
 // ---- talking to the console ----
 class ApiError extends Error {}
 async function api(path, options = {}) {
-  const headers = { ...(options.headers || {}) };
+  const headers = {};
   if (options.body !== undefined) headers["content-type"] = "application/json";
   if (options.method && options.method !== "GET" && state.session) headers["x-csrf-token"] = state.session.csrf;
   let response;
@@ -128,13 +128,14 @@ async function metrics() {
 }
 const named = (series, name) => series.filter(s => s.name === name);
 const total = (series, name) => named(series, name).reduce((a, s) => a + s.value, 0);
+// The upper bound of the bucket holding quantile `q` of a cumulative histogram (a Map from
+// `le` to count, `Infinity` for +Inf); null when it is empty.
 function quantile(buckets, q) {
-  const sorted = buckets.filter(b => b.le !== Infinity).sort((a, b) => a.le - b.le);
-  const all = buckets.find(b => b.le === Infinity);
-  const n = all ? all.count : 0;
+  const n = buckets.get(Infinity) || 0;
   if (!n) return null;
-  for (const b of sorted) if (b.count >= q * n) return b.le;
-  return sorted.length ? sorted[sorted.length - 1].le : null;
+  const bounds = [...buckets.keys()].filter(le => le !== Infinity).sort((a, b) => a - b);
+  for (const le of bounds) if (buckets.get(le) >= q * n) return le;
+  return bounds.length ? bounds[bounds.length - 1] : null;
 }
 function spark(values) {
   const max = Math.max(1, ...values);
@@ -161,13 +162,15 @@ async function overview() {
   if (state.last) rate = Math.max(0, (orders - state.last.orders) / ((now - state.last.at) / 1000));
   state.last = { orders, at: now };
   const lag = named(series, "orderflow_consumer_lag_messages");
-  const lagTotal = lag.reduce((a, s) => a + s.value, 0);
+  const lagTotal = total(series, "orderflow_consumer_lag_messages");
   for (const [k, v] of [["rate", rate], ["lag", lagTotal]]) { state.series[k].push(v); if (state.series[k].length > 60) state.series[k].shift(); }
-  const buckets = named(series, "orderflow_order_completion_seconds_bucket")
-    .filter(s => !s.labels.outcome || s.labels.outcome === "PAID")
-    .reduce((acc, s) => { const le = s.labels.le === "+Inf" ? Infinity : Number(s.labels.le); acc[le] = (acc[le] || 0) + s.value; return acc; }, {});
-  const list = Object.entries(buckets).map(([le, count]) => ({ le: le === "Infinity" ? Infinity : Number(le), count }));
-  const ms = q => { const v = quantile(list, q); return v === null ? "—" : `≤ ${num(v * 1000)} ms`; };
+  const buckets = new Map();
+  for (const s of named(series, "orderflow_order_completion_seconds_bucket")) {
+    if (s.labels.outcome !== "PAID") continue;
+    const le = s.labels.le === "+Inf" ? Infinity : Number(s.labels.le);
+    buckets.set(le, (buckets.get(le) || 0) + s.value);
+  }
+  const ms = q => { const v = quantile(buckets, q); return v === null ? "—" : `≤ ${num(v * 1000)} ms`; };
   const byStatus = named(series, "orderflow_orders").map(s => `${s.labels.status} ${num(s.value)}`).join(" · ");
   const violations = total(series, "orderflow_invariant_violations");
   const checked = named(series, "orderflow_invariant_checked_at_seconds")[0];
@@ -299,12 +302,11 @@ async function topics() {
 }
 
 async function deadLetters() {
+  // Each service lists its own groups' dead letters.
   const per = await Promise.all(SERVICES.map(async s => (await svc(s, "admin/dlq?limit=200")).map(d => ({ ...d, service: s }))));
   const letters = per.flat();
-  const seen = new Set();
-  const unique = letters.filter(d => { const k = `${d.group}/${d.messageId}`; if (seen.has(k)) return false; seen.add(k); return true; });
   const detail = el("div", {});
-  const rows = unique.map(d => el("tr", { "data-dead-letter": d.messageId },
+  const rows = letters.map(d => el("tr", { "data-dead-letter": d.messageId },
     el("td", {}, el("input", { type: "checkbox", "aria-label": `select ${d.messageId}`, "data-select": d.messageId, "data-service": d.service })),
     el("td", {}, el("a", { href: "#", onclick: e => { e.preventDefault(); detail.replaceChildren(
       el("h2", {}, `Dead letter ${d.messageId}`),
@@ -319,7 +321,7 @@ async function deadLetters() {
       button("Purge", () => act(`Dead letter ${d.messageId} purged.`, `Delete ${d.messageId} for good? It cannot be replayed afterwards.`,
         () => svc(d.service, `admin/dlq/${encodeURIComponent(d.messageId)}`, { method: "DELETE" })), "danger"))));
   const selected = () => [...document.querySelectorAll("[data-select]:checked")].map(c => ({ id: c.dataset.select, service: c.dataset.service }));
-  return [el("h1", {}, `Dead letters (${unique.length})`),
+  return [el("h1", {}, `Dead letters (${letters.length})`),
     el("p", {}, button("Replay selected", () => {
       const chosen = selected();
       if (!chosen.length) { say("Select the dead letters to replay first."); return; }

@@ -35,6 +35,17 @@ async function until(test, what) {
   throw new Error(`never: ${what}`);
 }
 
+// Waits until the order timeline shown on `page` passes `test()`, reloading it (it does not
+// poll) once it is drawn and does not.
+async function timelineShows(page, test, what) {
+  await until(async () => {
+    await page.waitForSelector("#order-status");
+    if (await test()) return true;
+    await page.reload();
+    return false;
+  }, what);
+}
+
 async function placeOrder(userId) {
   const r = await fetch(`${ORDER}/api/orders`, { method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ userId, items: [{ productId: 1002, quantity: 1 }] }) });
@@ -146,10 +157,7 @@ try {
     await row.locator("button", { hasText: "Replay" }).click();
     await page.waitForSelector("text=replayed");
     await page.goto(`${CONSOLE}/#/orders/${DEAD_ORDER}`);
-    await page.waitForFunction(() => document.querySelector("#order-status")?.textContent === "PAID", null, { timeout: 30000 }).catch(async () => {
-      await page.reload();
-      await page.waitForFunction(() => document.querySelector("#order-status")?.textContent === "PAID", null, { timeout: 30000 });
-    });
+    await timelineShows(page, async () => (await page.textContent("#order-status")) === "PAID", `${DEAD_ORDER} PAID`);
     check(true, "the replayed order reached PAID");
   }
 
@@ -159,12 +167,8 @@ try {
   await page.locator(`a:has-text("${orderNo}")`).click();
   // (On RocketMQ a group's consumed offset is committed a few seconds after the fact.)
   const consumed = async () => ((await page.locator("tr[data-message='order-created']").textContent().catch(() => "")) || "").includes("stock-consumer-group: consumed");
-  for (let i = 0; i < 120; i++) {
-    if ((await page.textContent("#order-status")) === "PAID" && (await page.locator("tr[data-message='stock-deducted']").count()) === 1 && await consumed()) break;
-    await page.waitForTimeout(250);
-    await page.reload();
-    await page.waitForSelector("#order-status");
-  }
+  await timelineShows(page, async () => (await page.textContent("#order-status")) === "PAID" &&
+    (await page.locator("tr[data-message='stock-deducted']").count()) === 1 && await consumed(), `${orderNo} PAID with its messages`);
   check((await page.textContent("#order-status")) === "PAID", `order ${orderNo} reached PAID in its timeline`);
   for (const topic of ["order-created", "payment-success", "stock-deducted"]) {
     check((await page.locator(`tr[data-message='${topic}']`).count()) === 1, `its ${topic} message is listed`);

@@ -7,24 +7,19 @@
 //!   refused request changes nothing.
 //! - The request goes on with the admin token and `X-Orderflow-Actor: console/<role>`, so
 //!   the service's own log of admin actions names the console; the service's answer comes
-//!   back as it is.
+//!   back as it is (503 when it does not answer).
 
 use std::sync::Arc;
 
 use axum::{
-    Json,
     body::Bytes,
     extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode, header},
+    http::{HeaderMap, Method, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use httpkit::ApiError;
 
 use crate::{Role, State as Console, session};
-
-fn refuse(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
-}
 
 pub async fn forward(
     State(console): State<Arc<Console>>,
@@ -42,29 +37,23 @@ pub async fn forward(
         "order" => &config.order_url,
         "stock" => &config.stock_url,
         "payment" => &config.payment_url,
-        other => return refuse(StatusCode::NOT_FOUND, "not_found", format!("no service {other}")),
+        other => return ApiError::NotFound(format!("no service {other}")).into_response(),
     };
     if !(path.starts_with("api/") || path.starts_with("admin/") || path == "metrics") {
-        return refuse(StatusCode::NOT_FOUND, "not_found", format!("no console route {path}"));
+        return ApiError::NotFound(format!("no console route {path}")).into_response();
     }
     let change = method != Method::GET && method != Method::HEAD;
     if change {
         if session.role != Role::Admin {
             tracing::warn!(%method, path, "console change refused: read-only session");
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "signed in with the read-only token: it may look, not change".into(),
-            );
+            let why = "signed in with the read-only token: it may look, not change";
+            return ApiError::Forbidden(why.into()).into_response();
         }
         let csrf = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
         if !httpkit::constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
             tracing::warn!(%method, path, "console change refused: missing or wrong CSRF token");
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "missing or wrong CSRF token: reload the console and try again".into(),
-            );
+            let why = "missing or wrong CSRF token: reload the console and try again";
+            return ApiError::Forbidden(why.into()).into_response();
         }
     }
     let mut url = format!("{}/{path}", base.trim_end_matches('/'));
@@ -87,11 +76,8 @@ pub async fn forward(
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(service, error = %e, "console: service does not answer");
-            return refuse(
-                StatusCode::BAD_GATEWAY,
-                "unavailable",
-                format!("the {service} service at {base} does not answer"),
-            );
+            let why = format!("the {service} service at {base} does not answer");
+            return ApiError::Unavailable(why).into_response();
         }
     };
     let status = answer.status();
@@ -104,10 +90,9 @@ pub async fn forward(
             }
             response
         }
-        Err(e) => refuse(
-            StatusCode::BAD_GATEWAY,
-            "unavailable",
-            format!("the {service} service's answer was cut short: {e}"),
-        ),
+        Err(e) => {
+            let why = format!("the {service} service's answer was cut short: {e}");
+            ApiError::Unavailable(why).into_response()
+        }
     }
 }

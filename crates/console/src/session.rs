@@ -116,13 +116,15 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// 401 for a request without a live session, in the services' error shape.
+/// 401 in the services' error shape (theirs names the admin token, which a console user
+/// does not send).
+fn unauthorized(error: serde_json::Value) -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({ "error": error }))).into_response()
+}
+
+/// 401 for a request without a live session.
 pub fn signed_out() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"error": {"code": "unauthorized", "message": "sign in first"}})),
-    )
-        .into_response()
+    unauthorized(json!({"code": "unauthorized", "message": "sign in first"}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,11 +153,11 @@ pub async fn sign_in(
         Role::ReadOnly
     } else {
         tracing::warn!("console sign-in refused: wrong token");
-        return Ok((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": {"code": "unauthorized", "field": "token", "message": "that token is neither the admin token nor the read-only token"}})),
-        )
-            .into_response());
+        return Ok(unauthorized(json!({
+            "code": "unauthorized",
+            "field": "token",
+            "message": "that token is neither the admin token nor the read-only token",
+        })));
     };
     let (id, session) = console.sessions.start(role);
     tracing::info!(role = role.as_str(), "console sign-in");

@@ -14,7 +14,7 @@ use binding::{
 };
 use events::now_millis;
 use sqlx::{Row, any::AnyRow};
-use storage::{Tx, rows};
+use storage::{Tx, decode::corrupt, rows};
 
 use crate::{EmbeddedBinder, row_message};
 
@@ -64,12 +64,10 @@ impl EmbeddedBinder {
             .fetch_optional(self.inner.db.reader())
             .await
             .map_err(BinderError::storage)?;
-            let attempts = match waiting {
-                Some(n) => Some(u32::try_from(n).map_err(|_| {
-                    BinderError::storage(format!("deliveries.attempts of message {id}: {n}"))
-                })?),
-                None => None,
-            };
+            let attempts = waiting
+                .map(|n| u32::try_from(n).map_err(|e| corrupt("deliveries", "attempts", id, e)))
+                .transpose()
+                .map_err(BinderError::storage)?;
             consumption.push(GroupConsumption { group, consumed: waiting.is_none(), attempts });
         }
         consumption.sort_by(|a, b| a.group.cmp(&b.group));

@@ -50,6 +50,8 @@ pub enum ApiError {
     TooLarge,
     /// 401.
     Unauthorized,
+    /// 403: who asked may not do this.
+    Forbidden(String),
     /// 503: a component this request needs (the broker) does not answer.
     Unavailable(String),
     /// 500; the cause is logged, not returned.
@@ -106,6 +108,9 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 json!({"error": {"code": "unauthorized", "message": "missing or wrong admin token"}}),
             ),
+            ApiError::Forbidden(m) => {
+                (StatusCode::FORBIDDEN, json!({"error": {"code": "forbidden", "message": m}}))
+            }
             ApiError::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": {"code": "unavailable", "message": m}}),

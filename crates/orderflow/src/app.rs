@@ -69,6 +69,24 @@ pub struct ConsoleSettings {
     pub trace_url: Option<String>,
 }
 
+impl ConsoleSettings {
+    /// The console's configuration against these services' base URLs.
+    pub fn against(
+        &self,
+        [order_url, stock_url, payment_url]: [String; 3],
+        admin_token: &str,
+    ) -> console::ConsoleConfig {
+        console::ConsoleConfig {
+            order_url,
+            stock_url,
+            payment_url,
+            admin_token: admin_token.to_owned(),
+            read_only_token: self.read_only_token.clone(),
+            trace_url: self.trace_url.clone(),
+        }
+    }
+}
+
 impl AppConfig {
     /// Where service `name`'s database is.
     fn location(&self, name: &str) -> String {
@@ -197,15 +215,8 @@ impl App {
         let payment_url = process.serve(&payment, config.payment_addr, admin).await?;
         let console_url = match &config.console {
             Some(c) => {
-                let console = console::ConsoleConfig {
-                    order_url: order_url.clone(),
-                    stock_url: stock_url.clone(),
-                    payment_url: payment_url.clone(),
-                    admin_token: admin.clone(),
-                    read_only_token: c.read_only_token.clone(),
-                    trace_url: c.trace_url.clone(),
-                };
-                Some(process.serve_console(console, c.addr).await?)
+                let urls = [order_url.clone(), stock_url.clone(), payment_url.clone()];
+                Some(process.serve_console(c.against(urls, admin), c.addr).await?)
             }
             None => None,
         };

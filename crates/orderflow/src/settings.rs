@@ -117,10 +117,18 @@ pub fn payment(
 pub fn admin_token(flag: Option<&str>, yaml: &StreamConfig) -> anyhow::Result<(String, bool)> {
     let given = flag.map(str::to_owned).or_else(|| yaml.setting("admin.token").map(yaml_text));
     match given {
-        Some(t) if t.trim().len() < 16 => bail!("admin token: use at least 16 characters"),
-        Some(t) => Ok((t.trim().to_owned(), false)),
+        Some(t) => Ok((token("admin token", &t)?, false)),
         None => Ok((format!("{:032x}", random_u128()), true)),
     }
+}
+
+/// A token as given (`what` names it in the error), trimmed: at least 16 characters.
+pub fn token(what: &str, given: &str) -> anyhow::Result<String> {
+    let t = given.trim();
+    if t.len() < 16 {
+        bail!("{what}: use at least 16 characters");
+    }
+    Ok(t.to_owned())
 }
 
 /// 128 random bits from the OS (via the standard library's hasher seeds) and the clock.

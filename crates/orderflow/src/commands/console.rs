@@ -21,11 +21,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let admin_token = args.admin.admin_token.clone().ok_or_else(|| {
+    let admin_token = args.admin.admin_token.as_deref().ok_or_else(|| {
         anyhow::anyhow!(
             "the services' admin token is needed (--admin-token or ORDERFLOW_ADMIN_TOKEN): the console signs operators in with it and acts with it"
         )
     })?;
+    let admin_token = crate::settings::token("admin token", admin_token)?;
     for (flag, url) in [
         ("--order-url", &args.order_url),
         ("--stock-url", &args.stock_url),
@@ -36,14 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let settings = args.console.settings(&admin_token)?;
-    let config = console::ConsoleConfig {
-        order_url: args.order_url,
-        stock_url: args.stock_url,
-        payment_url: args.payment_url,
-        admin_token,
-        read_only_token: settings.read_only_token,
-        trace_url: settings.trace_url,
-    };
+    let config = settings.against([args.order_url, args.stock_url, args.payment_url], &admin_token);
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for the console: {e}", settings.addr))?;

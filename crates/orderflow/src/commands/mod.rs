@@ -30,17 +30,13 @@ pub struct ConsoleArgs {
 impl ConsoleArgs {
     /// The settings, checked against the admin token.
     pub fn settings(&self, admin_token: &str) -> anyhow::Result<crate::app::ConsoleSettings> {
-        if let Some(t) = &self.read_only_token {
-            if t.chars().count() < 16 {
-                anyhow::bail!(
-                    "--read-only-token (ORDERFLOW_READ_ONLY_TOKEN) must be at least 16 characters"
-                );
-            }
-            if t == admin_token {
-                anyhow::bail!(
-                    "--read-only-token (ORDERFLOW_READ_ONLY_TOKEN) must differ from the admin token"
-                );
-            }
+        const READ_ONLY: &str = "--read-only-token (ORDERFLOW_READ_ONLY_TOKEN)";
+        let read_only = match &self.read_only_token {
+            Some(t) => Some(crate::settings::token(READ_ONLY, t)?),
+            None => None,
+        };
+        if read_only.as_deref() == Some(admin_token) {
+            anyhow::bail!("{READ_ONLY} must differ from the admin token");
         }
         if let Some(u) = &self.trace_url
             && !u.contains("{traceId}")
@@ -51,7 +47,7 @@ impl ConsoleArgs {
         }
         Ok(crate::app::ConsoleSettings {
             addr: self.console_addr,
-            read_only_token: self.read_only_token.clone(),
+            read_only_token: read_only,
             trace_url: self.trace_url.clone(),
         })
     }
